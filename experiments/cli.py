@@ -1,0 +1,262 @@
+"""Shared absl flags of the experiments and one-line error handling.
+
+Each experiment defines its flags with the ``define_*`` helpers below plus its own, turns them
+into a frozen config dataclass once (raising `UsageError` naming the flag on bad input), and
+calls the library. `run(main)` replaces ``absl.app.run`` so that any bad input (unknown flag,
+malformed or missing flagfile, bad value) ends with ONE line on stderr and exit status 2,
+before any run folder is created.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import sys
+import time
+from typing import Callable, Sequence
+
+from absl import app, flags, logging
+
+FLAGS = flags.FLAGS
+_DEFINED: list[str] = []  # flags written to flags.txt, in definition order
+
+
+class UsageError(ValueError):
+    """Bad flag value: the message starts with the flag's name."""
+
+    def __init__(self, flag: str, message: str):
+        super().__init__(f"--{flag}: {message}")
+        self.flag = flag
+
+
+def _track(name: str) -> None:
+    if name not in _DEFINED:
+        _DEFINED.append(name)
+
+
+def define_string(name, default, help_):
+    flags.DEFINE_string(name, default, help_)
+    _track(name)
+
+
+def define_integer(name, default, help_):
+    flags.DEFINE_integer(name, default, help_)
+    _track(name)
+
+
+def define_float(name, default, help_):
+    flags.DEFINE_float(name, default, help_)
+    _track(name)
+
+
+def define_bool(name, default, help_):
+    flags.DEFINE_bool(name, default, help_)
+    _track(name)
+
+
+def define_enum(name, default, values, help_):
+    flags.DEFINE_enum(name, default, values, help_)
+    _track(name)
+
+
+def define_list(name, default, help_):
+    flags.DEFINE_list(name, default, help_)
+    _track(name)
+
+
+# --------------------------------------------------------------------------- flag groups
+
+
+def define_data_flags(default_dataset: str = "mnist1d") -> None:
+    define_string("dataset", default_dataset, "mnist1d (generated, no data needed), or a name found as <data_dir>/<name>.npz or in tfds.")
+    define_string("data_dir", None, "Folder of <name>.npz archives (uint8 x_train, y_train, x_test, y_test).")
+    define_string("tfds_data_dir", None, "tensorflow-datasets data folder with prepared array_record files.")
+    define_integer("n_train", None, "Use a deterministic random subset of this many training examples.")
+    define_integer("n_test", None, "Use a deterministic random subset of this many test examples.")
+
+
+def define_model_flags() -> None:
+    define_enum("model", "mlp", ["mlp", "cnn_fs", "small_cnn"], "Network family.")
+    define_list("widths", None, "Hidden widths (mlp) or conv channels (cnns); default 200,200 / 16,16 / 32,64,64.")
+    define_enum("activation", "relu", ["relu", "tanh"], "Nonlinearity.")
+
+
+def define_radius_flags() -> None:
+    define_list("log10_r2_over_rx2", None, "Radii as start,stop,num of log10(r^2/r_X^2), e.g. -4,4,17.")
+    define_list("radii", None, "Absolute radii |theta| (alternative to --log10_r2_over_rx2).")
+
+
+def define_output_flags(experiment: str) -> None:
+    define_string("workdir", "runs", "Root folder of run folders: <workdir>/<experiment>/<name>/.")
+    define_string("name", None, f"Run name (default: derived from the settings of this {experiment} run).")
+    flags.DEFINE_bool("overwrite", False, "Replace an existing run folder with other settings.")
+
+
+def define_precision_flags() -> None:
+    define_enum("dtype", "float32", ["float32", "float64"], "Floating point type; float64 turns on jax_enable_x64.")
+    define_integer("seed", 0, "Root seed of the run (one jax.random.key, split into named streams).")
+
+
+# --------------------------------------------------------------------------- parsing
+
+
+def int_list(flag: str, values: Sequence[str] | None, *, minimum: int | None = None) -> tuple[int, ...]:
+    if not values:
+        raise UsageError(flag, "must be a non-empty comma-separated list of integers")
+    try:
+        out = tuple(int(v) for v in values)
+    except ValueError:
+        raise UsageError(flag, f"expected integers, got {','.join(values)!r}") from None
+    if minimum is not None and min(out) < minimum:
+        raise UsageError(flag, f"values must be >= {minimum}, got {','.join(values)}")
+    return out
+
+
+def float_list(flag: str, values: Sequence[str] | None) -> tuple[float, ...]:
+    if not values:
+        raise UsageError(flag, "must be a non-empty comma-separated list of numbers")
+    try:
+        out = tuple(float(v) for v in values)
+    except ValueError:
+        raise UsageError(flag, f"expected numbers, got {','.join(values)!r}") from None
+    if not all(math.isfinite(v) for v in out):
+        raise UsageError(flag, "values must be finite")
+    return out
+
+
+def radius_grid(log_spec: Sequence[str] | None, radii: Sequence[str] | None) -> dict:
+    """Resolves the radius flags into {'kind': 'relative'|'absolute', 'values': [...]}.
+
+    ``relative`` values are log10(r^2/r_X^2); ``absolute`` values are radii.
+    """
+    if bool(log_spec) == bool(radii):
+        raise UsageError("log10_r2_over_rx2", "give exactly one of --log10_r2_over_rx2=start,stop,num or --radii=r1,r2,...")
+    if radii:
+        values = float_list("radii", radii)
+        if min(values) <= 0:
+            raise UsageError("radii", f"radii must be positive, got {','.join(radii)}")
+        return {"kind": "absolute", "values": values}
+    parts = float_list("log10_r2_over_rx2", log_spec)
+    if len(parts) != 3 or parts[2] < 1 or parts[2] != int(parts[2]):
+        raise UsageError("log10_r2_over_rx2", f"expected start,stop,num with num a positive integer, got {','.join(log_spec)}")
+    start, stop, num = parts[0], parts[1], int(parts[2])
+    values = tuple(start + (stop - start) * i / (num - 1) for i in range(num)) if num > 1 else (start,)
+    return {"kind": "relative", "values": values}
+
+
+def model_spec_fields() -> dict:
+    """kind, widths, activation from the model flags (defaults per model kind)."""
+    from gzone import models
+
+    if FLAGS.widths is None:
+        widths = models.default_widths(FLAGS.model)
+    elif len(FLAGS.widths) == 0 and FLAGS.model == "mlp":
+        widths = ()  # a linear softmax classifier
+    else:
+        widths = int_list("widths", FLAGS.widths, minimum=1)
+    return {"kind": FLAGS.model, "widths": tuple(widths), "activation": FLAGS.activation}
+
+
+def flags_text() -> str:
+    """The experiment's flags as replayable ``--name=value`` lines."""
+    lines = []
+    for name in _DEFINED:
+        value = FLAGS[name].value
+        if value is None:
+            continue
+        if isinstance(value, (list, tuple)):
+            value = ",".join(str(v) for v in value)
+        elif isinstance(value, bool):
+            lines.append(f"--{name}" if value else f"--no{name}")
+            continue
+        lines.append(f"--{name}={value}")
+    return "\n".join(lines) + "\n"
+
+
+def enable_x64_if(dtype: str) -> None:
+    import jax
+
+    if dtype == "float64":
+        jax.config.update("jax_enable_x64", True)
+
+
+# --------------------------------------------------------------------------- running
+
+
+def fail(message: str) -> None:
+    """One line on stderr, exit status 2."""
+    print(f"error: {message}", file=sys.stderr, flush=True)
+    sys.exit(2)
+
+
+def _parse(argv: list[str]) -> list[str]:
+    try:
+        return FLAGS(argv)
+    except flags.Error as err:
+        message = str(err).splitlines()[0] if str(err) else "bad flags"
+        fail(message.replace("ERROR:: ", ""))
+    except (OSError, UnicodeDecodeError) as err:
+        fail(f"cannot read flags: {err}")
+    return argv  # unreachable
+
+
+def run(main: Callable[[list[str]], None]) -> None:
+    """absl's app.run with one-line errors for bad flags and `UsageError`s."""
+
+    def wrapped(argv):
+        logging.set_verbosity(logging.WARNING)  # keep jax's backend-probing INFO lines quiet
+        if len(argv) > 1:
+            fail(f"unexpected positional arguments: {' '.join(argv[1:])} (flags look like --name=value)")
+        try:
+            main(argv)
+        except UsageError as err:
+            fail(str(err))
+
+    app.run(wrapped, flags_parser=_parse)
+
+
+class Progress:
+    """Unit k of n, elapsed, ETA on stderr."""
+
+    def __init__(self, total: int, label: str, done: int = 0):
+        self.total, self.label, self.done = total, label, done
+        self.start = time.time()
+        self.fresh = 0
+
+    def step(self, what: str) -> None:
+        self.done += 1
+        self.fresh += 1
+        elapsed = time.time() - self.start
+        rate = elapsed / self.fresh
+        eta = rate * (self.total - self.done)
+        print(
+            f"[{self.label}] unit {self.done}/{self.total} {what} | elapsed {_fmt(elapsed)}, ETA {_fmt(eta)}",
+            file=sys.stderr,
+            flush=True,
+        )
+
+
+def _fmt(seconds: float) -> str:
+    seconds = int(round(seconds))
+    if seconds < 60:
+        return f"{seconds}s"
+    if seconds < 3600:
+        return f"{seconds // 60}m{seconds % 60:02d}s"
+    return f"{seconds // 3600}h{(seconds % 3600) // 60:02d}m"
+
+
+def check_data_dir(data_dir: str | None) -> None:
+    if data_dir is not None and not os.path.isdir(data_dir):
+        raise UsageError("data_dir", f"folder {data_dir!r} does not exist")
+
+
+def load_data(dataset: str, data_dir, tfds_data_dir, n_train, n_test):
+    """gzone.data.load with its errors turned into one-line flag errors."""
+    from gzone import data
+
+    check_data_dir(data_dir)
+    try:
+        return data.load(dataset, data_dir=data_dir, tfds_data_dir=tfds_data_dir, n_train=n_train, n_test=n_test)
+    except data.DataError as err:
+        flag = "n_train" if "n_train" in str(err) else "n_test" if "n_test" in str(err) else "dataset"
+        raise UsageError(flag, str(err)) from None

@@ -1,0 +1,246 @@
+"""Datasets as in-memory arrays.
+
+Sources, tried in this order for a dataset name:
+
+1. ``mnist1d``: MNIST-1D generated locally by the ``mnist1d`` package (``make_dataset``;
+   never its download path). The embedded default: no file, no network.
+   4000 train / 1000 test examples, 40 features, 10 classes.
+2. ``<data_dir>/<name>.npz`` holding uint8 arrays ``x_train``, ``y_train``, ``x_test``,
+   ``y_test`` (images NHWC), e.g. written by ``python -m experiments.prepare_data``.
+3. tensorflow-datasets: ``tfds.data_source(name, data_dir=tfds_dir, download=False)``, which
+   reads a dataset already prepared in array_record format without tensorflow.
+
+Inputs come back float32, normalised by the training set's per-channel mean and std (computed
+on the full training split, before any subset is taken, so subsets share one normalisation);
+labels come back int32.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import random
+
+import numpy as np
+
+MNIST1D = "mnist1d"
+
+
+class DataError(ValueError):
+    """A dataset could not be found or read; the message says where we looked."""
+
+
+@dataclasses.dataclass(frozen=True)
+class Dataset:
+    """A dataset in memory.
+
+    Attributes:
+      name: dataset name.
+      x_train: [N, *input_shape] float32 normalised inputs.
+      y_train: [N] int32 labels in [0, num_classes).
+      x_test: [M, *input_shape] float32, normalised with the training statistics.
+      y_test: [M] int32.
+      num_classes: number of classes C.
+      input_shape: shape of one example, e.g. (40,) or (28, 28, 1).
+      source: where the arrays came from (for the records).
+      mean, std: the per-channel statistics used for normalisation.
+    """
+
+    name: str
+    x_train: np.ndarray
+    y_train: np.ndarray
+    x_test: np.ndarray
+    y_test: np.ndarray
+    num_classes: int
+    input_shape: tuple[int, ...]
+    source: str
+    mean: tuple[float, ...]
+    std: tuple[float, ...]
+
+    def describe(self) -> dict:
+        """A JSON-able summary for config.json."""
+        return {
+            "name": self.name,
+            "source": self.source,
+            "n_train": int(self.x_train.shape[0]),
+            "n_test": int(self.x_test.shape[0]),
+            "input_shape": list(self.input_shape),
+            "num_classes": self.num_classes,
+            "mean": list(self.mean),
+            "std": list(self.std),
+        }
+
+
+def load(
+    name: str,
+    *,
+    data_dir: str | None = None,
+    tfds_data_dir: str | None = None,
+    n_train: int | None = None,
+    n_test: int | None = None,
+    subset_seed: int = 0,
+) -> Dataset:
+    """Loads a dataset by name into memory.
+
+    Args:
+      name: ``mnist1d``, or a name found as ``<data_dir>/<name>.npz``, or a tfds name.
+      data_dir: folder of ``<name>.npz`` archives (optional).
+      tfds_data_dir: tfds data folder holding prepared array_record files (optional; tfds's
+        default folder when None).
+      n_train, n_test: optional sizes of deterministic random subsets (same seed, same subset).
+      subset_seed: seed of the subset permutation.
+
+    Returns:
+      A `Dataset`.
+
+    Raises:
+      DataError: no source has the dataset; the message names each place tried and how to get
+        the data.
+    """
+    raw, source = _load_raw(name, data_dir=data_dir, tfds_data_dir=tfds_data_dir)
+    x_train, y_train, x_test, y_test = raw
+    _check_raw(name, source, x_train, y_train, x_test, y_test)
+    mean, std = _channel_stats(x_train)
+    num_classes = int(max(y_train.max(), y_test.max())) + 1
+    rng = np.random.default_rng(subset_seed)
+    x_train, y_train = _subset(x_train, y_train, n_train, rng, "n_train")
+    x_test, y_test = _subset(x_test, y_test, n_test, rng, "n_test")
+    return Dataset(
+        name=name,
+        x_train=_normalise(x_train, mean, std),
+        y_train=y_train.astype(np.int32),
+        x_test=_normalise(x_test, mean, std),
+        y_test=y_test.astype(np.int32),
+        num_classes=num_classes,
+        input_shape=tuple(int(s) for s in x_train.shape[1:]),
+        source=source,
+        mean=tuple(float(m) for m in np.atleast_1d(mean)),
+        std=tuple(float(s) for s in np.atleast_1d(std)),
+    )
+
+
+def save_npz(path: str, *, x_train, y_train, x_test, y_test) -> None:
+    """Writes the archive format of source 2 (uint8 arrays), atomically."""
+    arrays = {"x_train": x_train, "y_train": y_train, "x_test": x_test, "y_test": y_test}
+    for key, value in arrays.items():
+        value = np.asarray(value)
+        if value.dtype != np.uint8:
+            if value.min() < 0 or value.max() > 255:
+                raise ValueError(f"{key} does not fit uint8")
+        arrays[key] = value.astype(np.uint8)
+    folder = os.path.dirname(os.path.abspath(path))
+    os.makedirs(folder, exist_ok=True)
+    tmp = path + ".tmp.npz"
+    np.savez_compressed(tmp, **arrays)
+    os.replace(tmp, path)
+
+
+# --------------------------------------------------------------------------- sources
+
+
+def _load_raw(name, *, data_dir, tfds_data_dir):
+    tried = []
+    if name == MNIST1D:
+        return _load_mnist1d(), "mnist1d.make_dataset (generated)"
+    if data_dir is not None:
+        path = os.path.join(data_dir, f"{name}.npz")
+        if os.path.isfile(path):
+            return _load_npz(path), path
+        if not os.path.isdir(data_dir):
+            tried.append(f"data folder {data_dir!r} does not exist")
+        else:
+            tried.append(f"no file {path!r}")
+    try:
+        return _load_tfds(name, tfds_data_dir), f"tfds:{name}"
+    except Exception as err:  # tfds raises many kinds; we report them all the same way.
+        first_line = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        tried.append(f"tensorflow-datasets data_source({name!r}) failed: {first_line[:200]}")
+    raise DataError(
+        f"dataset {name!r} not found: " + "; ".join(tried) + ". Get it with "
+        f"`python -m experiments.prepare_data --dataset={name} --out_dir=DIR` on a machine with "
+        "internet (pip install 'gzone[prepare]'), or copy a <name>.npz with uint8 x_train, "
+        "y_train, x_test, y_test into a folder and pass it as --data_dir; 'mnist1d' needs no data."
+    )
+
+
+def _load_mnist1d():
+    """MNIST-1D from the package's generator; restores the global RNG state it seeds."""
+    from mnist1d.data import get_dataset_args, make_dataset
+
+    np_state, py_state = np.random.get_state(), random.getstate()
+    try:
+        args = get_dataset_args()
+        raw = make_dataset(args)
+    finally:
+        np.random.set_state(np_state)
+        random.setstate(py_state)
+    return (
+        np.asarray(raw["x"], np.float32),
+        np.asarray(raw["y"]),
+        np.asarray(raw["x_test"], np.float32),
+        np.asarray(raw["y_test"]),
+    )
+
+
+def _load_npz(path):
+    try:
+        with np.load(path, allow_pickle=False) as archive:
+            missing = {"x_train", "y_train", "x_test", "y_test"} - set(archive.files)
+            if missing:
+                raise DataError(f"{path}: missing arrays {sorted(missing)}")
+            return tuple(archive[k] for k in ("x_train", "y_train", "x_test", "y_test"))
+    except (OSError, ValueError) as err:
+        if isinstance(err, DataError):
+            raise
+        raise DataError(f"{path}: cannot read as an .npz archive ({err})") from err
+
+
+def _load_tfds(name, tfds_data_dir):
+    import tensorflow_datasets as tfds
+
+    splits = tfds.data_source(name, data_dir=tfds_data_dir, download=False)
+    out = []
+    for split in ("train", "test"):
+        source = splits[split]
+        examples = [source[i] for i in range(len(source))]
+        out.append(np.stack([np.asarray(e["image"]) for e in examples]))
+        out.append(np.asarray([int(e["label"]) for e in examples]))
+    return tuple(out)
+
+
+# --------------------------------------------------------------------------- processing
+
+
+def _check_raw(name, source, x_train, y_train, x_test, y_test):
+    if x_train.shape[0] != y_train.shape[0] or x_test.shape[0] != y_test.shape[0]:
+        raise DataError(f"{name} ({source}): inputs and labels differ in length")
+    if x_train.shape[1:] != x_test.shape[1:]:
+        raise DataError(f"{name} ({source}): train and test inputs differ in shape")
+    if x_train.shape[0] == 0 or x_test.shape[0] == 0:
+        raise DataError(f"{name} ({source}): empty split")
+    if y_train.min() < 0 or y_test.min() < 0:
+        raise DataError(f"{name} ({source}): negative labels")
+
+
+def _channel_stats(x):
+    """Per-channel mean and std over all but the last axis (a single channel for 1-D inputs)."""
+    x = np.asarray(x)
+    if x.ndim <= 2:  # [N, F] vectors: one channel.
+        return np.float64(x.mean(dtype=np.float64)), np.float64(x.std(dtype=np.float64))
+    axes = tuple(range(x.ndim - 1))
+    return x.mean(axis=axes, dtype=np.float64), x.std(axis=axes, dtype=np.float64)
+
+
+def _normalise(x, mean, std):
+    std = np.where(np.asarray(std) > 0, std, 1.0)
+    mean = np.asarray(mean, np.float32)
+    return ((np.asarray(x, np.float32) - mean) / np.asarray(std, np.float32)).astype(np.float32)
+
+
+def _subset(x, y, n, rng, what):
+    if n is None:
+        return x, y
+    if n <= 0 or n > x.shape[0]:
+        raise DataError(f"{what}={n} must be in [1, {x.shape[0]}]")
+    index = np.sort(rng.permutation(x.shape[0])[:n])
+    return x[index], y[index]

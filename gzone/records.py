@@ -1,0 +1,296 @@
+"""Run directories: config.json, flags.txt, metrics.jsonl, units/, arrays.npz; resume.
+
+Layout of ``<workdir>/<experiment>/<name>/``:
+
+  config.json     {"experiment", "settings" (the resolved config), "derived" (r_X, D, ...),
+                   "axes" (named axes of each array in arrays.npz), "environment" (versions,
+                   devices, git revision), "created", "status"}
+  flags.txt       the flags, replayable with ``--flagfile=<run>/flags.txt``
+  metrics.jsonl   append-only, one JSON object per completed unit of work
+  units/<k>.npz   the arrays of each completed unit (what resume reloads)
+  arrays.npz      all units assembled with named axes, written when the run completes
+
+Every file is written atomically (temp file in the same folder, then rename); metrics.jsonl
+lines are appended and fsynced after the unit's arrays are safely on disk, so a run killed at
+any moment resumes from its last completed unit. No pickles anywhere.
+"""
+
+from __future__ import annotations
+
+import datetime
+import json
+import math
+import os
+import platform
+import shutil
+import subprocess
+import sys
+from typing import Any, Iterable
+
+import numpy as np
+
+
+class RunDirError(RuntimeError):
+    """The run folder exists with other settings (or cannot be used)."""
+
+
+# --------------------------------------------------------------------------- atomic files
+
+
+def atomic_write_bytes(path: str, data: bytes) -> None:
+    tmp = f"{path}.tmp{os.getpid()}"
+    with open(tmp, "wb") as fh:
+        fh.write(data)
+        fh.flush()
+        os.fsync(fh.fileno())
+    os.replace(tmp, path)
+
+
+def atomic_write_json(path: str, obj: Any) -> None:
+    atomic_write_bytes(path, (json.dumps(to_jsonable(obj), indent=2, sort_keys=True) + "\n").encode())
+
+
+def atomic_save_npz(path: str, arrays: dict[str, np.ndarray]) -> None:
+    """np.savez of numeric arrays (no object arrays, so never a pickle), atomically."""
+    tmp = f"{path}.tmp{os.getpid()}.npz"
+    clean = {k: np.asarray(v) for k, v in arrays.items()}
+    for k, v in clean.items():
+        if v.dtype == object:
+            raise TypeError(f"array {k!r} has dtype object; records hold numeric arrays only")
+    with open(tmp, "wb") as fh:
+        np.savez(fh, **clean)
+        fh.flush()
+        os.fsync(fh.fileno())
+    os.replace(tmp, path)
+
+
+def load_npz(path: str) -> dict[str, np.ndarray]:
+    with np.load(path, allow_pickle=False) as archive:
+        return {k: archive[k] for k in archive.files}
+
+
+def to_jsonable(obj: Any) -> Any:
+    """Plain JSON types; non-finite floats become None (JSON has no NaN)."""
+    if isinstance(obj, dict):
+        return {str(k): to_jsonable(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [to_jsonable(v) for v in obj]
+    if isinstance(obj, np.ndarray):
+        return to_jsonable(obj.tolist())
+    if isinstance(obj, (np.integer,)):
+        return int(obj)
+    if isinstance(obj, (float, np.floating)):
+        return float(obj) if math.isfinite(float(obj)) else None
+    if isinstance(obj, (bool, np.bool_)):
+        return bool(obj)
+    if hasattr(obj, "tolist") and hasattr(obj, "shape"):  # jax arrays
+        return to_jsonable(np.asarray(obj))
+    return obj
+
+
+# --------------------------------------------------------------------------- run folder
+
+
+def run_path(workdir: str, experiment: str, name: str) -> str:
+    return os.path.join(workdir, experiment, name)
+
+
+def open_run(
+    path: str,
+    *,
+    experiment: str,
+    settings: dict,
+    derived: dict,
+    axes: dict[str, list[str]],
+    flags_text: str,
+    overwrite: bool = False,
+) -> bool:
+    """Creates the run folder, or checks that an existing one can be resumed.
+
+    Args:
+      path: the run folder.
+      experiment: experiment name.
+      settings: the resolved configuration; a resume requires it to be equal.
+      derived: values computed from the settings (r_X, D, ...), recorded only.
+      axes: named axes of each array of arrays.npz.
+      flags_text: replayable flag lines.
+      overwrite: remove an existing folder first.
+
+    Returns:
+      True when resuming an existing run, False for a new one.
+
+    Raises:
+      RunDirError: the folder holds a run with different settings (and not ``overwrite``).
+    """
+    settings = to_jsonable(settings)
+    config_path = os.path.join(path, "config.json")
+    if os.path.exists(path) and overwrite:
+        shutil.rmtree(path)
+    if os.path.exists(config_path):
+        with open(config_path) as fh:
+            old = json.load(fh)
+        if old.get("settings") != settings or old.get("experiment") != experiment:
+            diff = sorted(
+                k
+                for k in set(old.get("settings", {})) | set(settings)
+                if old.get("settings", {}).get(k) != settings.get(k)
+            )
+            raise RunDirError(
+                f"{path} holds a run with other settings (differs in: {', '.join(diff) or 'experiment'}); "
+                "pass --overwrite to replace it or choose another --name"
+            )
+        repair_jsonl(os.path.join(path, "metrics.jsonl"))
+        return True
+    os.makedirs(os.path.join(path, "units"), exist_ok=True)
+    config = {
+        "experiment": experiment,
+        "settings": settings,
+        "derived": derived,
+        "axes": axes,
+        "environment": environment(),
+        "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        "status": "running",
+    }
+    atomic_write_bytes(os.path.join(path, "flags.txt"), flags_text.encode())
+    atomic_write_json(config_path, config)
+    return False
+
+
+def read_config(path: str) -> dict:
+    with open(os.path.join(path, "config.json")) as fh:
+        return json.load(fh)
+
+
+def update_config(path: str, **fields) -> None:
+    config = read_config(path)
+    config.update(fields)
+    atomic_write_json(os.path.join(path, "config.json"), config)
+
+
+# --------------------------------------------------------------------------- units
+
+
+def repair_jsonl(path: str) -> None:
+    """Drops a partial last line left by a kill in the middle of an append."""
+    if not os.path.exists(path):
+        return
+    with open(path, "rb") as fh:
+        data = fh.read()
+    if data and not data.endswith(b"\n"):
+        atomic_write_bytes(path, data[: data.rfind(b"\n") + 1])
+
+
+def read_jsonl(path: str) -> list[dict]:
+    """All complete lines of a metrics.jsonl (a partial last line is ignored)."""
+    path = path if path.endswith(".jsonl") else os.path.join(path, "metrics.jsonl")
+    if not os.path.exists(path):
+        return []
+    out = []
+    with open(path) as fh:
+        for line in fh:
+            if not line.endswith("\n"):
+                break
+            try:
+                out.append(json.loads(line))
+            except json.JSONDecodeError:
+                break
+    return out
+
+
+def append_jsonl(path: str, record: dict) -> None:
+    path = path if path.endswith(".jsonl") else os.path.join(path, "metrics.jsonl")
+    line = json.dumps(to_jsonable(record), sort_keys=True) + "\n"
+    with open(path, "a") as fh:
+        fh.write(line)
+        fh.flush()
+        os.fsync(fh.fileno())
+
+
+def unit_file(path: str, unit: str) -> str:
+    return os.path.join(path, "units", f"{unit}.npz")
+
+
+def completed_units(path: str) -> set[str]:
+    """Units with both their arrays and their metrics line on disk."""
+    done = set()
+    for record in read_jsonl(path):
+        unit = record.get("unit")
+        if unit is not None and os.path.exists(unit_file(path, unit)):
+            done.add(unit)
+    return done
+
+
+def save_unit(path: str, unit: str, arrays: dict[str, np.ndarray], record: dict) -> None:
+    """Arrays first (atomic), then the metrics line: a unit counts once both are down."""
+    atomic_save_npz(unit_file(path, unit), arrays)
+    append_jsonl(path, {"unit": unit, **record})
+
+
+def load_unit(path: str, unit: str) -> dict[str, np.ndarray]:
+    return load_npz(unit_file(path, unit))
+
+
+def finish(path: str, arrays: dict[str, np.ndarray], **extra) -> None:
+    """Writes arrays.npz and marks the run complete in config.json."""
+    atomic_save_npz(os.path.join(path, "arrays.npz"), arrays)
+    update_config(
+        path,
+        status="complete",
+        finished=datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        **extra,
+    )
+
+
+def load_arrays(path: str) -> dict[str, np.ndarray]:
+    return load_npz(os.path.join(path, "arrays.npz"))
+
+
+# --------------------------------------------------------------------------- environment
+
+
+def environment() -> dict:
+    """Versions, devices and the git revision, for config.json."""
+    import jax
+
+    versions = {"python": sys.version.split()[0], "platform": platform.platform()}
+    for module in ("jax", "jaxlib", "flax", "optax", "numpy", "scipy"):
+        try:
+            versions[module] = __import__(module).__version__
+        except Exception:  # a missing optional package is recorded as absent
+            versions[module] = None
+    return {
+        "versions": versions,
+        "backend": jax.default_backend(),
+        "devices": [str(d) for d in jax.devices()],
+        "x64": bool(jax.config.jax_enable_x64),
+        "git": git_revision(),
+        "argv": sys.argv,
+    }
+
+
+def git_revision() -> dict | None:
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    try:
+        rev = subprocess.run(
+            ["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True, timeout=10
+        )
+        if rev.returncode != 0:
+            return None
+        dirty = subprocess.run(
+            ["git", "status", "--porcelain"], cwd=root, capture_output=True, text=True, timeout=10
+        )
+        return {"commit": rev.stdout.strip(), "dirty": bool(dirty.stdout.strip())}
+    except (OSError, subprocess.SubprocessError):
+        return None
+
+
+def stack_units(
+    units: Iterable[dict[str, np.ndarray]], shape: tuple[int, ...]
+) -> dict[str, np.ndarray]:
+    """Stacks per-unit dicts (row-major over `shape`) into arrays [*shape, ...]."""
+    units = list(units)
+    keys = units[0].keys()
+    return {
+        k: np.stack([np.asarray(u[k]) for u in units]).reshape(*shape, *np.shape(units[0][k]))
+        for k in keys
+    }

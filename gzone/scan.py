@@ -1,0 +1,223 @@
+"""Radius scans (Fort & Scherlis 2019): points at radius r, the exact subspace Hessian there.
+
+For one seed, `make_point_fn` gives a pure function
+
+    point_fn(k_init, k_proj, radius, x, y) -> metrics
+
+that draws a point theta with |theta| = radius by a named convention, a random d-dimensional
+subspace through it, and measures loss, accuracy, gradient norm and radial part, and the exact
+subspace Hessian's spectrum on the fixed examples (x, y). `make_unit_fn` runs S seeds as one
+compiled computation (``vmap`` or ``lax.map`` over seeds) and can shard the seed axis over all
+devices. Radii and keys are data; d, the model, the projection kind are static (one compile
+per d).
+
+Point conventions:
+  * ``xavier_rescaled``: a Xavier-normal sample (zero biases) scaled to |theta| = r;
+  * ``isotropic``: a Gaussian over all D coordinates scaled to |theta| = r;
+  * ``scaled_init``: alpha times an init sample with alpha = r / r_X, so |theta| ~ r.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Callable
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jax.sharding import Mesh, NamedSharding
+from jax.sharding import PartitionSpec as PS
+
+from gzone import curvature, flat, projections
+
+Array = jax.Array
+POINT_CONVENTIONS = ("xavier_rescaled", "isotropic", "scaled_init")
+SEED_MODES = ("vmap", "map")
+SCALAR_METRICS = (
+    "loss",
+    "accuracy",
+    "grad_norm",
+    "grad_radial",
+    "radius",
+    "frac_pos",
+    "trace_over_frob",
+    "trace",
+    "frob",
+    "top",
+    "bottom",
+)
+
+
+def default_seed_mode(backend: str | None = None) -> str:
+    """``map`` on CPU (vmapped seeds measured slower and heavier there), ``vmap`` elsewhere."""
+    backend = jax.default_backend() if backend is None else backend
+    return "map" if backend == "cpu" else "vmap"
+
+
+def point_at_radius(
+    key: Array,
+    radius: Array,
+    *,
+    convention: str,
+    sample_fn: Callable[[Array], Array],
+    D: int,
+    r_x: float,
+    dtype=jnp.float32,
+) -> Array:
+    """A point theta [D] at radius `radius` by a named convention (see module docstring).
+
+    Args:
+      key: PRNG key of the direction (the same key gives the same direction at every radius).
+      radius: target radius r (scalar, data).
+      convention: one of POINT_CONVENTIONS.
+      sample_fn: key -> flat init sample [D] (Xavier for ``xavier_rescaled``; the chosen
+        init for ``scaled_init``).
+      D: number of parameters.
+      r_x: the Xavier radius, for ``scaled_init``'s alpha = r / r_X.
+    """
+    if convention == "isotropic":
+        g = jax.random.normal(key, (D,), dtype)
+        return radius * g / jnp.linalg.norm(g)
+    sample = sample_fn(key).astype(dtype)
+    if convention == "xavier_rescaled":
+        return radius * sample / jnp.linalg.norm(sample)
+    if convention == "scaled_init":
+        return (radius / r_x) * sample
+    raise ValueError(f"point convention {convention!r} unknown; allowed: {', '.join(POINT_CONVENTIONS)}")
+
+
+def make_point_fn(
+    fm: flat.FlatModel,
+    *,
+    d: int,
+    projection: str,
+    convention: str,
+    sample_fn: Callable[[Array], Array],
+    r_x: float,
+    dtype=jnp.float32,
+    hessian_method: str = "linearize_map",
+    chunk_size: int | None = None,
+) -> Callable[..., dict[str, Array]]:
+    """Single-seed measurement at one radius.
+
+    Returns:
+      point_fn(k_init, k_proj, radius, x, y) -> dict with the SCALAR_METRICS (scalars) and
+      ``eigvals`` [d]; x: [n, ...] and y: [n] are the fixed examples of the loss.
+    """
+    if convention not in POINT_CONVENTIONS:
+        raise ValueError(f"point convention {convention!r} unknown; allowed: {', '.join(POINT_CONVENTIONS)}")
+    if projection not in projections.KINDS:
+        raise ValueError(f"projection {projection!r} unknown; allowed: {', '.join(projections.KINDS)}")
+    if not 1 <= d <= fm.D:
+        raise ValueError(f"d={d} must be in [1, D={fm.D}]")
+
+    def point_fn(k_init, k_proj, radius, x, y):
+        theta = point_at_radius(
+            k_init, radius, convention=convention, sample_fn=sample_fn, D=fm.D, r_x=r_x, dtype=dtype
+        )
+        P = projections.make(projection, k_proj, D=fm.D, d=d, dtype=dtype)
+        f = flat.loss_fn(fm, x, y)
+        value, grad = jax.value_and_grad(f)(theta)
+        h = curvature.subspace_hessian(f, theta, P, method=hessian_method, chunk_size=chunk_size)
+        spec = curvature.spectrum_metrics(h)
+        norm = jnp.linalg.norm(theta)
+        return {
+            "loss": value,
+            "accuracy": flat.accuracy(fm, theta, x, y),
+            "grad_norm": jnp.linalg.norm(grad),
+            "grad_radial": jnp.vdot(grad, theta) / norm,
+            "radius": norm,
+            **{k: spec[k] for k in ("frac_pos", "trace_over_frob", "trace", "frob", "top", "bottom")},
+            "eigvals": spec["eigvals"],
+        }
+
+    return point_fn
+
+
+def map_seeds(fn: Callable, mode: str) -> Callable:
+    """fn(k_init, k_proj, *shared) for one seed -> the same over a leading seed axis of keys."""
+    if mode not in SEED_MODES:
+        raise ValueError(f"seed mode {mode!r} unknown; allowed: {', '.join(SEED_MODES)}")
+
+    def over_seeds(k_init, k_proj, *shared):
+        if mode == "vmap":
+            return jax.vmap(lambda a, b: fn(a, b, *shared))(k_init, k_proj)
+        return jax.lax.map(lambda ab: fn(ab[0], ab[1], *shared), (k_init, k_proj))
+
+    return over_seeds
+
+
+def make_unit_fn(
+    point_fn: Callable, *, seed_mode: str, devices: list | None = None
+) -> Callable[..., dict[str, Array]]:
+    """S seeds as one jit-compiled computation.
+
+    Args:
+      point_fn: the single-seed function of `make_point_fn`.
+      seed_mode: ``vmap`` or ``map`` over the seeds on each device.
+      devices: devices to shard the seed axis over (``shard_map``); None or one device: no
+        sharding. The seed count is padded to a multiple of the device count (extra seeds are
+        computed and dropped).
+
+    Returns:
+      unit_fn(k_init [S], k_proj [S], radius, x, y) -> dict of arrays with leading axis S.
+    """
+    local = map_seeds(point_fn, seed_mode)
+    if not devices or len(devices) == 1:
+        return jax.jit(local)
+    mesh = Mesh(np.asarray(devices), ("seeds",))
+    sharded = jax.jit(
+        jax.shard_map(
+            local,
+            mesh=mesh,
+            in_specs=(PS("seeds"), PS("seeds"), PS(), PS(), PS()),
+            out_specs=PS("seeds"),
+        )
+    )
+    n = len(devices)
+
+    def unit_fn(k_init, k_proj, radius, x, y):
+        S = k_init.shape[0]
+        pad = (-S) % n
+        if pad:
+            k_init = jnp.concatenate([k_init, k_init[:pad]])
+            k_proj = jnp.concatenate([k_proj, k_proj[:pad]])
+        seeds = NamedSharding(mesh, PS("seeds"))
+        k_init, k_proj = jax.device_put(k_init, seeds), jax.device_put(k_proj, seeds)
+        out = sharded(k_init, k_proj, radius, x, y)
+        return jax.tree_util.tree_map(lambda a: a[:S], out)
+
+    return unit_fn
+
+
+@dataclasses.dataclass(frozen=True)
+class SeedKeys:
+    """Named key streams of a scan, derived once from the root key.
+
+    Seed s draws its point direction from fold_in(k_init, s) (the same at every radius and d)
+    and its d-dimensional subspace from fold_in(fold_in(k_proj, d), s) (the same at every
+    radius). k_data picks the fixed examples.
+    """
+
+    k_init: Array
+    k_proj: Array
+    k_data: Array
+
+    @classmethod
+    def from_seed(cls, seed: int) -> "SeedKeys":
+        k_init, k_proj, k_data = jax.random.split(jax.random.key(seed), 3)
+        return cls(k_init, k_proj, k_data)
+
+    def init_keys(self, num_seeds: int) -> Array:
+        return jax.vmap(lambda s: jax.random.fold_in(self.k_init, s))(jnp.arange(num_seeds))
+
+    def proj_keys(self, d: int, num_seeds: int) -> Array:
+        k_d = jax.random.fold_in(self.k_proj, d)
+        return jax.vmap(lambda s: jax.random.fold_in(k_d, s))(jnp.arange(num_seeds))
+
+
+def pick_examples(key: Array, n_available: int, n: int) -> np.ndarray:
+    """Indices of the fixed examples used for loss and Hessian (sorted, without replacement)."""
+    if not 1 <= n <= n_available:
+        raise ValueError(f"number of examples {n} must be in [1, {n_available}]")
+    return np.sort(np.asarray(jax.random.permutation(key, n_available)[:n]))
