@@ -260,3 +260,75 @@ def load_data(dataset: str, data_dir, tfds_data_dir, n_train, n_test):
     except data.DataError as err:
         flag = "n_train" if "n_train" in str(err) else "n_test" if "n_test" in str(err) else "dataset"
         raise UsageError(flag, str(err)) from None
+
+
+def define_training_flags(*, epochs: int = 5, batch_size: int = 128, lr: float = 1e-3) -> None:
+    define_enum("optimizer", "adam", ["adam", "sgd", "momentum"], "optax optimizer.")
+    define_float("lr", lr, "Learning rate.")
+    define_integer("batch_size", batch_size, "Examples per step (the last partial batch of an epoch is dropped).")
+    define_integer("epochs", epochs, "Training epochs.")
+    define_integer("record_every", 50, "Record train loss/accuracy/radius every this many steps (within each epoch).")
+    define_integer("epochs_per_call", 1, "Epochs per compiled call; a checkpoint is written after each call (resume granularity).")
+    define_enum("seed_mode", "auto", ["auto", "vmap", "map"], "Seeds as vmap or lax.map (auto: map on CPU, vmap on GPU/TPU).")
+
+
+def check_training_flags() -> None:
+    for name in ("batch_size", "epochs", "record_every", "epochs_per_call"):
+        if FLAGS[name].value < 1:
+            raise UsageError(name, f"must be >= 1, got {FLAGS[name].value}")
+    if not FLAGS.lr > 0:
+        raise UsageError("lr", f"must be > 0, got {FLAGS.lr}")
+
+
+class Problem:
+    """Data on the device, the model, its flat view and r_X (built once per run)."""
+
+    def __init__(self, *, dataset, data_dir, tfds_data_dir, n_train, n_test, model, widths, activation, dtype):
+        import jax.numpy as jnp
+
+        from gzone import flat, models, train
+
+        self.dataset = load_data(dataset, data_dir, tfds_data_dir, n_train, n_test)
+        self.spec = models.ModelSpec(model, tuple(widths), activation)
+        self.module = models.build(self.spec, self.dataset.num_classes)
+        self.dtype = jnp.float64 if dtype == "float64" else jnp.float32
+        self.fm = flat.flat_model(self.module, self.dataset.input_shape, self.dtype)
+        self.r_x = models.xavier_radius(self.module, self.dataset.input_shape)
+        ds = self.dataset
+        self.data = train.Data(
+            jnp.asarray(ds.x_train, self.dtype), jnp.asarray(ds.y_train), jnp.asarray(ds.x_test, self.dtype), jnp.asarray(ds.y_test)
+        )
+
+    def sample_fn(self, convention: str):
+        from gzone import flat
+
+        return flat.sample_fn(self.module, self.dataset.input_shape, convention, self.dtype)
+
+    def describe(self) -> dict:
+        return {"D": self.fm.D, "r_x": self.r_x, "model": self.spec.name, "dataset": self.dataset.describe(),
+                "layers": list(self.fm.layers)}
+
+
+def resumable_fit(path: str, unit: str, run_fn, state0, *, epochs: int, epochs_per_call: int, log=None):
+    """train.fit with a checkpoint after every call; resumes from the unit's checkpoint if any."""
+    from gzone import records, train
+
+    start, state, history = 0, state0, None
+    checkpoint = records.load_checkpoint(path, unit, state0)
+    if checkpoint is not None:
+        start, state, history = checkpoint
+        if log:
+            log(f"  {unit}: resuming after epoch {start}")
+
+    def on_chunk(epoch, st, hist):
+        records.save_checkpoint(path, unit, epoch=epoch, state=st, history=hist)
+        if log and epoch < epochs:
+            log(f"  {unit}: epoch {epoch}/{epochs}, test accuracy {np_mean(hist['test_accuracy'][..., -1]):.4f}")
+
+    return train.fit(run_fn, state, epochs=epochs, epochs_per_call=epochs_per_call, start_epoch=start, history=history, on_chunk=on_chunk)
+
+
+def np_mean(x) -> float:
+    import numpy as np
+
+    return float(np.mean(np.asarray(x)))

@@ -5,7 +5,7 @@ as an argument to jitted functions, never closed over as a compiled-in constant)
 
   * `Dense`: a Gaussian [D, d] matrix with orthonormalised columns (reduced QR).
     Memory O(D d): 25 GB at D = 656,810, d = 10^4 in float32; use it for small d.
-  * `Sparse`: stored as a `jax.experimental.sparse.BCOO` [D, d]. ``make_sparse``: each entry
+  * `Sparse`: in `jax.experimental.sparse.BCOO` layout [D, d] (``P.mat`` is the BCOO). ``make_sparse``: each entry
     is nonzero with probability 1/sqrt(D) (the Chang / Li et al. convention), value +-1, then
     each column divided by its norm (exactly unit columns). ``make_sparse_fixed``: exactly k
     nonzeros per column. Memory O(d sqrt(D)).
@@ -51,18 +51,29 @@ class Dense:
 @jax.tree_util.register_dataclass
 @dataclasses.dataclass(frozen=True)
 class Sparse:
-    """P as a BCOO [D, d] whose nonzeros are stored column by column, K slots per column.
+    """P in BCOO layout [D, d]: nonzeros stored column by column, K slots per column.
 
-    Slot k of column j is entry ``j*K + k`` of ``mat.data``/``mat.indices``; unused slots hold
-    the value 0 (at a valid row), so the BCOO is exact as it stands.
+    Slot k of column j is entry ``j*K + k`` of ``data``/``rows``; unused slots hold the value 0
+    (at a valid row), so the matrix is exact as it stands. ``mat`` gives the
+    `jax.experimental.sparse.BCOO` view. The arrays are stored rather than a BCOO object
+    because a BCOO's shape is static metadata that includes vmapped batch dimensions: a BCOO
+    built under `vmap` cannot be sliced back per seed by `lax.map` or a second `vmap`.
     """
 
-    mat: sparse.BCOO
+    data: jax.Array  # [d*K] values
+    rows: jax.Array  # [d*K] int32 row of each value
+    D: int = dataclasses.field(metadata=dict(static=True))
+    d: int = dataclasses.field(metadata=dict(static=True))
     K: int = dataclasses.field(metadata=dict(static=True))
 
     @property
     def shape(self):
-        return self.mat.shape
+        return (self.D, self.d)
+
+    @property
+    def mat(self) -> sparse.BCOO:
+        cols = jnp.repeat(jnp.arange(self.d, dtype=jnp.int32), self.K)
+        return sparse.BCOO((self.data, jnp.stack([self.rows, cols], axis=-1)), shape=(self.D, self.d))
 
 
 @jax.tree_util.register_dataclass
@@ -194,9 +205,7 @@ def make_sparse_fixed(
 def _sparse_from_columns(rows: jax.Array, values: jax.Array, *, D: int) -> Sparse:
     """rows, values: [d, K] -> Sparse with a column-major BCOO."""
     d, K = rows.shape
-    cols = jnp.broadcast_to(jnp.arange(d, dtype=jnp.int32)[:, None], (d, K))
-    indices = jnp.stack([rows.reshape(-1), cols.reshape(-1)], axis=-1)
-    return Sparse(sparse.BCOO((values.reshape(-1), indices), shape=(D, d)), K)
+    return Sparse(values.reshape(-1), rows.reshape(-1).astype(jnp.int32), D, d, K)
 
 
 def make_fastfood(key: jax.Array, *, D: int, d: int, dtype=jnp.float32) -> Fastfood:
@@ -239,10 +248,8 @@ def apply(P: Projection, z: jax.Array, *, impl: str = "gather") -> jax.Array:
     if isinstance(P, Sparse):
         if impl == "bcoo":
             return P.mat @ z
-        d = P.mat.shape[1]
-        values = P.mat.data.reshape(d, P.K) * z[:, None]
-        rows = P.mat.indices[:, 0]
-        return jnp.zeros(P.mat.shape[0], values.dtype).at[rows].add(values.reshape(-1))
+        values = P.data.reshape(P.d, P.K) * z[:, None]
+        return jnp.zeros(P.D, values.dtype).at[P.rows].add(values.reshape(-1))
     if isinstance(P, Fastfood):
         L = P.signs.shape[0]
         x = jnp.zeros(L, z.dtype).at[: P.d].set(z) * P.signs
@@ -260,9 +267,8 @@ def apply_T(P: Projection, v: jax.Array, *, impl: str = "gather") -> jax.Array:
     if isinstance(P, Sparse):
         if impl == "bcoo":
             return P.mat.T @ v
-        d = P.mat.shape[1]
-        rows = P.mat.indices[:, 0].reshape(d, P.K)
-        return jnp.sum(P.mat.data.reshape(d, P.K) * v[rows], axis=1)
+        rows = P.rows.reshape(P.d, P.K)
+        return jnp.sum(P.data.reshape(P.d, P.K) * v[rows], axis=1)
     if isinstance(P, Fastfood):
         L = P.signs.shape[0]
         x = jnp.zeros(L, v.dtype).at[: P.D].set(v)
@@ -280,9 +286,9 @@ def column(P: Projection, j: jax.Array) -> jax.Array:
         return jax.lax.dynamic_index_in_dim(P.matrix, j, axis=1, keepdims=False)
     if isinstance(P, Sparse):
         start = j * P.K
-        rows = jax.lax.dynamic_slice_in_dim(P.mat.indices[:, 0], start, P.K)
-        values = jax.lax.dynamic_slice_in_dim(P.mat.data, start, P.K)
-        return jnp.zeros(P.mat.shape[0], values.dtype).at[rows].add(values)
+        rows = jax.lax.dynamic_slice_in_dim(P.rows, start, P.K)
+        values = jax.lax.dynamic_slice_in_dim(P.data, start, P.K)
+        return jnp.zeros(P.D, values.dtype).at[rows].add(values)
     if isinstance(P, Scaled):
         return P.row_scale * column(P.base, j) * P.col_scale[j]
     e = jax.nn.one_hot(j, P.shape[1], dtype=_dtype(P))
@@ -305,8 +311,7 @@ def column_sq_norms(P: Projection) -> jax.Array:
     if isinstance(P, Dense):
         return jnp.sum(P.matrix**2, axis=0)
     if isinstance(P, Sparse):
-        d = P.mat.shape[1]
-        return jnp.sum(P.mat.data.reshape(d, P.K) ** 2, axis=1)
+        return jnp.sum(P.data.reshape(P.d, P.K) ** 2, axis=1)
     d = P.shape[1]
     eye = jnp.eye(d, dtype=_dtype(P))
     return jax.lax.map(lambda e: jnp.sum(apply(P, e) ** 2), eye)
@@ -321,7 +326,7 @@ def _dtype(P: Projection):
     if isinstance(P, Dense):
         return P.matrix.dtype
     if isinstance(P, Sparse):
-        return P.mat.data.dtype
+        return P.data.dtype
     if isinstance(P, Fastfood):
         return P.gauss.dtype
     return _dtype(P.base)

@@ -294,3 +294,42 @@ def stack_units(
         k: np.stack([np.asarray(u[k]) for u in units]).reshape(*shape, *np.shape(units[0][k]))
         for k in keys
     }
+
+
+# --------------------------------------------------------------------------- checkpoints
+
+
+def checkpoint_file(path: str, unit: str) -> str:
+    return os.path.join(path, "units", f"{unit}.ckpt.npz")
+
+
+def save_checkpoint(path: str, unit: str, *, epoch: int, state: Any, history: dict) -> None:
+    """State pytree leaves and the history so far after `epoch` completed epochs (atomic)."""
+    import jax
+
+    leaves = jax.tree_util.tree_leaves(state)
+    arrays = {f"state_{i:04d}": np.asarray(leaf) for i, leaf in enumerate(leaves)}
+    arrays.update({f"hist_{k}": np.asarray(v) for k, v in history.items()})
+    arrays["epoch"] = np.asarray(epoch)
+    atomic_save_npz(checkpoint_file(path, unit), arrays)
+
+
+def load_checkpoint(path: str, unit: str, template: Any) -> tuple[int, Any, dict] | None:
+    """(epochs done, state shaped like `template`, history) or None when there is none."""
+    import jax
+
+    file = checkpoint_file(path, unit)
+    if not os.path.exists(file):
+        return None
+    arrays = load_npz(file)
+    leaves, treedef = jax.tree_util.tree_flatten(template)
+    loaded = [arrays[f"state_{i:04d}"] for i in range(len(leaves))]
+    state = jax.tree_util.tree_unflatten(treedef, [jax.numpy.asarray(a, l.dtype) for a, l in zip(loaded, leaves)])
+    history = {k[5:]: v for k, v in arrays.items() if k.startswith("hist_")}
+    return int(arrays["epoch"]), state, history
+
+
+def drop_checkpoint(path: str, unit: str) -> None:
+    file = checkpoint_file(path, unit)
+    if os.path.exists(file):
+        os.remove(file)

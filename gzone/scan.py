@@ -134,15 +134,21 @@ def make_point_fn(
     return point_fn
 
 
-def map_seeds(fn: Callable, mode: str) -> Callable:
-    """fn(k_init, k_proj, *shared) for one seed -> the same over a leading seed axis of keys."""
+def map_seeds(fn: Callable, mode: str, per_seed: int = 2) -> Callable:
+    """fn(*seed_args, *shared) for one seed -> the same over a leading seed axis.
+
+    The first `per_seed` arguments (pytrees: keys, states, subspaces) carry the seed axis;
+    the rest are shared. ``vmap`` batches the seeds; ``map`` runs them one after another
+    inside one compiled computation (`lax.map`).
+    """
     if mode not in SEED_MODES:
         raise ValueError(f"seed mode {mode!r} unknown; allowed: {', '.join(SEED_MODES)}")
 
-    def over_seeds(k_init, k_proj, *shared):
+    def over_seeds(*args):
+        seeded, shared = args[:per_seed], args[per_seed:]
         if mode == "vmap":
-            return jax.vmap(lambda a, b: fn(a, b, *shared))(k_init, k_proj)
-        return jax.lax.map(lambda ab: fn(ab[0], ab[1], *shared), (k_init, k_proj))
+            return jax.vmap(lambda *s: fn(*s, *shared))(*seeded)
+        return jax.lax.map(lambda s: fn(*s, *shared), seeded)
 
     return over_seeds
 
@@ -196,17 +202,22 @@ class SeedKeys:
 
     Seed s draws its point direction from fold_in(k_init, s) (the same at every radius and d)
     and its d-dimensional subspace from fold_in(fold_in(k_proj, d), s) (the same at every
-    radius). k_data picks the fixed examples.
+    radius). k_data picks the fixed examples; seed s of a training run orders its batches
+    with fold_in(k_train, s).
     """
 
     k_init: Array
     k_proj: Array
     k_data: Array
+    k_train: Array
 
     @classmethod
     def from_seed(cls, seed: int) -> "SeedKeys":
-        k_init, k_proj, k_data = jax.random.split(jax.random.key(seed), 3)
-        return cls(k_init, k_proj, k_data)
+        k_init, k_proj, k_data, k_train = jax.random.split(jax.random.key(seed), 4)
+        return cls(k_init, k_proj, k_data, k_train)
+
+    def train_keys(self, num_seeds: int) -> Array:
+        return jax.vmap(lambda s: jax.random.fold_in(self.k_train, s))(jnp.arange(num_seeds))
 
     def init_keys(self, num_seeds: int) -> Array:
         return jax.vmap(lambda s: jax.random.fold_in(self.k_init, s))(jnp.arange(num_seeds))

@@ -1,0 +1,92 @@
+"""Radius dynamics r(t): power-law fits and the random-walk model (numpy, on recorded curves).
+
+A random walk with i.i.d. steps of per-coordinate variance sigma^2 in D dimensions has
+<|theta(t)|^2> = r0^2 + D sigma^2 t, so r(t)^2 - r0^2 ~ t^alpha with alpha = 1 (r ~ sqrt(t) once
+r >> r0). `fit_power_law` measures alpha by log-log least squares; `random_walk_r2` gives the
+model's r^2(t) with D sigma^2 estimated from the measured squared update sizes |dtheta|^2.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+
+import numpy as np
+from scipy import stats
+
+
+@dataclasses.dataclass(frozen=True)
+class PowerLawFit:
+    """y ~ c t^alpha fitted on log-log axes.
+
+    Attributes:
+      alpha: slope of log y against log t.
+      ci_low, ci_high: 95 % t-interval of the slope from the regression's standard error
+        (optimistic when residuals are autocorrelated, as along one trajectory).
+      log_c: intercept (natural log).
+      n: number of points used (those with y > 0 and t > 0).
+      r2: coefficient of determination of the log-log fit.
+    """
+
+    alpha: float
+    ci_low: float
+    ci_high: float
+    log_c: float
+    n: int
+    r2: float
+
+    def as_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+
+def fit_power_law(t, y, *, t_min: float | None = None) -> PowerLawFit:
+    """Least squares of log y = log c + alpha log t over points with t, y > 0 (and t >= t_min).
+
+    Returns NaNs when fewer than 3 points qualify.
+    """
+    t, y = np.asarray(t, float).ravel(), np.asarray(y, float).ravel()
+    keep = (t > 0) & (y > 0) & np.isfinite(y)
+    if t_min is not None:
+        keep &= t >= t_min
+    n = int(keep.sum())
+    if n < 3:
+        return PowerLawFit(math.nan, math.nan, math.nan, math.nan, n, math.nan)
+    lx, ly = np.log(t[keep]), np.log(y[keep])
+    res = stats.linregress(lx, ly)
+    half = stats.t.ppf(0.975, n - 2) * res.stderr
+    return PowerLawFit(float(res.slope), float(res.slope - half), float(res.slope + half), float(res.intercept), n, float(res.rvalue**2))
+
+
+def mean_interval(values) -> tuple[float, float, float]:
+    """(mean, low, high) 95 % t-interval over independent values (e.g. per-seed alphas)."""
+    values = np.asarray(values, float)
+    values = values[np.isfinite(values)]
+    if values.size == 0:
+        return math.nan, math.nan, math.nan
+    mean = float(values.mean())
+    if values.size < 2:
+        return mean, math.nan, math.nan
+    half = stats.t.ppf(0.975, values.size - 1) * values.std(ddof=1) / math.sqrt(values.size)
+    return mean, mean - half, mean + half
+
+
+def random_walk_r2(r0: float, steps, update_sq) -> dict[str, np.ndarray]:
+    """Random-walk predictions of r^2 at the recorded steps.
+
+    Args:
+      r0: initial radius.
+      steps: [n] recorded global step numbers, increasing (the record blocks' last steps).
+      update_sq: [n] mean |theta_{t+1} - theta_t|^2 per step over each record block.
+
+    Returns:
+      ``constant``: r0^2 + D sigma^2 t with D sigma^2 = the mean of update_sq over the run
+      (the closed-form model with one sigma); ``cumulative``: r0^2 + sum of the measured
+      |dtheta|^2 up to t (the same model with the step size allowed to change over time, e.g.
+      a decaying Adam step); ``D_sigma2``: the constant-rate estimate.
+    """
+    steps = np.asarray(steps, float).ravel()
+    update_sq = np.asarray(update_sq, float).ravel()
+    block = np.diff(np.concatenate([[0.0], steps]))
+    cumulative = r0**2 + np.cumsum(update_sq * block)
+    d_sigma2 = float(np.sum(update_sq * block) / steps[-1]) if steps.size else math.nan
+    return {"constant": r0**2 + d_sigma2 * steps, "cumulative": cumulative, "D_sigma2": np.asarray(d_sigma2)}
