@@ -72,14 +72,31 @@ def flatten(module: nn.Module, params: Any) -> tuple[jax.Array, FlatModel]:
       theta: [D] the flat parameters (dtype of the params).
       fm: the `FlatModel` to evaluate any theta of the same layout.
     """
-    theta, unravel = ravel_pytree(params)
+    theta, _ = ravel_pytree(params)
     segments, start = [], 0
-    for path, leaf in jax.tree_util.tree_flatten_with_path(params)[0]:
+    leaves, treedef = jax.tree_util.tree_flatten_with_path(params)
+    for path, leaf in leaves:
         keys = [getattr(p, "key", str(p)) for p in path]
         size = int(np.prod(leaf.shape))
         segments.append(Segment("/".join(keys), keys[0], start, size, tuple(leaf.shape)))
         start += size
+    unravel = _make_unravel(jax.tree_util.tree_structure(params), tuple(segments))
     return theta, FlatModel(models.apply_fn(module), unravel, int(theta.shape[0]), tuple(segments))
+
+
+def _make_unravel(treedef, segments: tuple[Segment, ...]) -> Callable:
+    """theta [D] -> params pytree by static `lax.dynamic_slice` + reshape (ravel_pytree's order).
+
+    Used instead of ravel_pytree's own unravel: on XLA:CPU the gradient through that one
+    (a transposed `jnp.split`) measured ~200x slower for MLP 3072-200-200-10 (500 ms against
+    2.4 ms per batch-32 gradient), while static slices transpose to cheap pads.
+    """
+
+    def unravel(theta):
+        leaves = [jax.lax.dynamic_slice_in_dim(theta, s.start, s.size).reshape(s.shape) for s in segments]
+        return jax.tree_util.tree_unflatten(treedef, leaves)
+
+    return unravel
 
 
 def flat_model(module: nn.Module, input_shape, dtype=jnp.float32) -> FlatModel:
@@ -148,6 +165,13 @@ def segment_index(fm: FlatModel) -> np.ndarray:
 
 
 def layer_norms(fm: FlatModel, theta: jax.Array) -> jax.Array:
-    """[num_layers] Euclidean norm of each layer's parameters (weights and biases together)."""
-    ids = jnp.asarray(layer_index(fm))
-    return jnp.sqrt(jax.ops.segment_sum(theta**2, ids, num_segments=len(fm.layers)))
+    """[num_layers] Euclidean norm of each layer's parameters (weights and biases together).
+
+    Static slices (no scatter): cheap enough to record at every training step.
+    """
+    layers = fm.layers
+    sq = [jnp.zeros((), theta.dtype) for _ in layers]
+    for s in fm.segments:
+        i = layers.index(s.layer)
+        sq[i] = sq[i] + jnp.sum(jax.lax.dynamic_slice_in_dim(theta, s.start, s.size) ** 2)
+    return jnp.sqrt(jnp.stack(sq))

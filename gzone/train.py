@@ -174,8 +174,6 @@ def make_trainer(fm: flat.FlatModel, spec: TrainSpec, *, batch_sharding=None) ->
         so a jitted ``run`` is data-parallel over the mesh (gradients all-reduced by XLA).
     """
     opt = make_optimizer(spec.optimizer, spec.lr)
-    layer_ids = flat.layer_index(fm)
-    num_layers = len(fm.layers)
 
     def theta_of(params, space, r0):
         if spec.mode == "full":
@@ -210,12 +208,11 @@ def make_trainer(fm: flat.FlatModel, spec: TrainSpec, *, batch_sharding=None) ->
             params = state.r0 * params / jnp.linalg.norm(params)
         new = TrainState(params, opt_state, state.r0, state.step + 1)
         th_new = theta_of(params, space, state.r0)
-        ids = jnp.asarray(layer_ids)
         metrics = {
             "loss": value,
             "accuracy": jnp.mean(jnp.argmax(logits, -1) == yb),
             "radius": jnp.linalg.norm(th_new),
-            "layer_norms": jnp.sqrt(jax.ops.segment_sum(th_new**2, ids, num_segments=num_layers)),
+            "layer_norms": flat.layer_norms(fm, th_new),
             "update_sq": jnp.sum((th_new - th_old) ** 2),
         }
         return new, metrics, th_new
