@@ -190,6 +190,7 @@ def run(config: Config, log=print) -> str:
     sample = problem.sample_fn(sample_init)
     spec = train.spec_for(n_train, optimizer=config.optimizer, lr=config.lr, batch_size=config.batch_size,
                           record_every=config.record_every, mode="hyperplane")
+    builders = {}
     for mode in config.modes:
         trainer = train.make_trainer(fm, dataclasses.replace(spec, mode=mode))
         for d in config.dims:
@@ -198,11 +199,14 @@ def run(config: Config, log=print) -> str:
                 continue
             k_proj = keys.proj_keys(d, S)
 
-            def make_space(k_a, k_p, radius, d=d):
-                a = scan.point_at_radius(k_a, radius, convention=config.convention, sample_fn=sample, D=fm.D, r_x=r_x, dtype=dtype)
-                return train.Space(a, projections.make(config.projection, k_p, D=fm.D, d=d, dtype=dtype))
+            if d not in builders:  # the space builder does not depend on the mode: compile once per d
 
-            build = jax.jit(scan.map_seeds(make_space, "vmap"))
+                def make_space(k_a, k_p, radius, d=d):
+                    a = scan.point_at_radius(k_a, radius, convention=config.convention, sample_fn=sample, D=fm.D, r_x=r_x, dtype=dtype)
+                    return train.Space(a, projections.make(config.projection, k_p, D=fm.D, d=d, dtype=dtype))
+
+                builders[d] = jax.jit(scan.map_seeds(make_space, "vmap"))
+            build = builders[d]
             init = jax.jit(jax.vmap(trainer.init))
             one_seed = lambda st, k, sp, e0, data, n: trainer.run(st, k, data, sp, e0, n)
             seeds_fn = scan.map_seeds(one_seed, config.seed_mode, per_seed=3)

@@ -102,9 +102,10 @@ def load(
     _check_raw(name, source, x_train, y_train, x_test, y_test)
     mean, std = _channel_stats(x_train)
     num_classes = int(max(y_train.max(), y_test.max())) + 1
-    rng = np.random.default_rng(subset_seed)
-    x_train, y_train = _subset(x_train, y_train, n_train, rng, "n_train")
-    x_test, y_test = _subset(x_test, y_test, n_test, rng, "n_test")
+    # Separate streams: the test subset must not depend on whether n_train is given.
+    rng_train, rng_test = np.random.default_rng(subset_seed), np.random.default_rng([subset_seed, 1])
+    x_train, y_train = _subset(x_train, y_train, n_train, rng_train, "n_train")
+    x_test, y_test = _subset(x_test, y_test, n_test, rng_test, "n_test")
     return Dataset(
         name=name,
         x_train=_normalise(x_train, mean, std),
@@ -153,10 +154,10 @@ def _load_raw(name, *, data_dir, tfds_data_dir):
     try:
         return _load_tfds(name, tfds_data_dir), f"tfds:{name}"
     except Exception as err:  # tfds raises many kinds; we report them all the same way.
-        first_line = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        first_line = str(err).strip().splitlines()[0].rstrip(".") if str(err).strip() else type(err).__name__
         tried.append(f"tensorflow-datasets data_source({name!r}) failed: {first_line[:200]}")
     raise DataError(
-        f"dataset {name!r} not found: " + "; ".join(tried) + ". Get it with "
+        f"dataset {name!r} not found: " + "; ".join(t.rstrip(".") for t in tried) + ". Get it with "
         f"`python -m experiments.prepare_data --dataset={name} --out_dir=DIR` on a machine with "
         "internet (pip install 'gzone[prepare]'), or copy a <name>.npz with uint8 x_train, "
         "y_train, x_test, y_test into a folder and pass it as --data_dir; 'mnist1d' needs no data."
@@ -198,10 +199,11 @@ def _load_npz(path):
 def _load_tfds(name, tfds_data_dir):
     import tensorflow_datasets as tfds
 
-    splits = tfds.data_source(name, data_dir=tfds_data_dir, download=False)
     out = []
     for split in ("train", "test"):
-        source = splits[split]
+        # One split at a time: with split=None tfds returns the splits its metadata lists,
+        # which is none at all under `tfds.testing.mock_data`.
+        source = tfds.data_source(name, split=split, data_dir=tfds_data_dir, download=False)
         examples = [source[i] for i in range(len(source))]
         out.append(np.stack([np.asarray(e["image"]) for e in examples]))
         out.append(np.asarray([int(e["label"]) for e in examples]))

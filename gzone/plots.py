@@ -1,12 +1,15 @@
 """Figures drawn from a run folder's records only (never recomputed).
 
 ``draw(run_dir)`` looks at config.json's experiment and draws that experiment's figures as PNG
-files in the run folder, returning their paths. Uses matplotlib's object-oriented API (no
+files in the run folder, returning their paths. Figures of the radius scan and the training
+experiments live here; another experiment NAME keeps its figures in ``gzone/plots_NAME.py``,
+registered with `register` and imported on demand. Uses matplotlib's object-oriented API (no
 pyplot state, no display needed).
 """
 
 from __future__ import annotations
 
+import importlib
 import math
 import os
 import warnings
@@ -32,6 +35,11 @@ def draw(run_dir: str) -> list[str]:
     """Draws the figures of a completed run; returns the PNG paths."""
     config = records.read_config(run_dir)
     experiment = config.get("experiment")
+    if experiment not in DRAWERS and isinstance(experiment, str) and experiment.isidentifier():
+        try:
+            importlib.import_module(f"gzone.plots_{experiment}")
+        except ModuleNotFoundError:
+            pass
     if experiment not in DRAWERS:
         raise ValueError(f"no figures defined for experiment {experiment!r}")
     arrays = records.load_arrays(run_dir)

@@ -185,9 +185,9 @@ def make_unit_fn(
     def unit_fn(k_init, k_proj, radius, x, y):
         S = k_init.shape[0]
         pad = (-S) % n
-        if pad:
-            k_init = jnp.concatenate([k_init, k_init[:pad]])
-            k_proj = jnp.concatenate([k_proj, k_proj[:pad]])
+        if pad:  # repeat seeds cyclically (pad may exceed S, e.g. S = 1 on 4 devices)
+            index = jnp.arange(S + pad) % S
+            k_init, k_proj = k_init[index], k_proj[index]
         seeds = NamedSharding(mesh, PS("seeds"))
         k_init, k_proj = jax.device_put(k_init, seeds), jax.device_put(k_proj, seeds)
         out = sharded(k_init, k_proj, radius, x, y)

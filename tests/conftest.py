@@ -1,0 +1,60 @@
+"""Shared fixtures: float64 for one test at a time, and what subprocess tests need."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import jax
+import jax.numpy as jnp
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def _x64_on() -> bool:
+    return jnp.zeros(()).dtype == jnp.float64
+
+
+@pytest.fixture(autouse=True)
+def _x64_does_not_leak():
+    """Fails a test that leaves jax_enable_x64 switched on (or off) behind it."""
+    before = _x64_on()
+    yield
+    assert _x64_on() == before, "a test changed jax_enable_x64 globally; use the x64 fixture"
+
+
+@pytest.fixture
+def x64():
+    """float64 for this test only: jax's `enable_x64` context, undone when the test ends."""
+    with jax.enable_x64(True):
+        yield
+
+
+@pytest.fixture(scope="session")
+def subprocess_env() -> dict:
+    """Environment for `python -m experiments...` / scripts: the repository on PYTHONPATH, CPU."""
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (str(REPO), env.get("PYTHONPATH")) if p)
+    env["JAX_PLATFORMS"] = "cpu"
+    env.pop("XLA_FLAGS", None)
+    return env
+
+
+@pytest.fixture(scope="session")
+def run_python(subprocess_env):
+    """run_python(args, timeout=..., env=...) -> CompletedProcess of `python ARGS` from the repo root."""
+
+    def run(args: list[str], *, timeout: float = 300, env: dict | None = None) -> subprocess.CompletedProcess:
+        return subprocess.run(
+            [sys.executable, *args],
+            cwd=REPO,
+            env=subprocess_env if env is None else env,
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+        )
+
+    return run
