@@ -216,19 +216,30 @@ def run(main: Callable[[list[str]], None]) -> None:
 
 
 class Progress:
-    """Unit k of n, elapsed, ETA on stderr."""
+    """Unit k of n, elapsed, ETA on stderr.
 
-    def __init__(self, total: int, label: str, done: int = 0):
+    ``weights`` (one per pending unit, e.g. the subspace dimension d) make the ETA track units of
+    unequal cost: the remaining weight times the measured seconds per unit of weight.
+    """
+
+    def __init__(self, total: int, label: str, done: int = 0, weights=None):
         self.total, self.label, self.done = total, label, done
         self.start = time.time()
         self.fresh = 0
+        self.weights = list(weights) if weights is not None else None
+        self.remaining_weight = float(sum(self.weights)) if self.weights else None
+        self.done_weight = 0.0
 
-    def step(self, what: str) -> None:
+    def step(self, what: str, weight: float | None = None) -> None:
         self.done += 1
         self.fresh += 1
         elapsed = time.time() - self.start
-        rate = elapsed / self.fresh
-        eta = rate * (self.total - self.done)
+        if self.remaining_weight is not None and weight is not None:
+            self.done_weight += weight
+            self.remaining_weight -= weight
+            eta = elapsed / self.done_weight * max(self.remaining_weight, 0.0)
+        else:
+            eta = elapsed / self.fresh * (self.total - self.done)
         print(
             f"[{self.label}] unit {self.done}/{self.total} {what} | elapsed {_fmt(elapsed)}, ETA {_fmt(eta)}",
             file=sys.stderr,

@@ -1,0 +1,83 @@
+"""The Goldilocks zone read off a radius scan: peak values and radial extent (numpy).
+
+A scan gives, per radius r (axis 0), subspace dimension d (axis 1) and seed (axis 2), the
+fraction of positive eigenvalues ``frac_pos`` and ``trace_over_frob`` of the subspace Hessian.
+Far from the zone a random-matrix-like Hessian gives frac_pos ~ 1/2 and Tr/||H||_F ~ 0.
+
+Rule for the zone's extent (stated so results are comparable): take the seed-mean curve of a
+metric against x = log10(r^2/r_X^2), find its peak, and grow the contiguous run of scanned
+radii around the peak whose mean exceeds ``baseline + threshold`` (frac_pos: 0.5 + 0.05;
+Tr/||H||_F: 0 + 1). The extent is reported as the first and last scanned x inside that run, so
+its resolution is the grid spacing.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+DEFAULTS = {"frac_pos": (0.5, 0.05), "trace_over_frob": (0.0, 1.0)}
+
+
+def extent(x, mean, *, baseline: float, threshold: float) -> tuple[float, float] | None:
+    """(x_lo, x_hi) of the contiguous run around the peak with mean > baseline + threshold."""
+    x, mean = np.asarray(x, float), np.asarray(mean, float)
+    if not np.isfinite(mean).any():
+        return None
+    peak = int(np.nanargmax(mean))
+    above = np.nan_to_num(mean, nan=-np.inf) > baseline + threshold
+    if not above[peak]:
+        return None
+    lo = hi = peak
+    while lo > 0 and above[lo - 1]:
+        lo -= 1
+    while hi < len(x) - 1 and above[hi + 1]:
+        hi += 1
+    return float(x[lo]), float(x[hi])
+
+
+def summarise(arrays: dict) -> list[dict]:
+    """Per d and metric: peak of the seed mean, its x, seed std there, value at r_X, extent.
+
+    Args:
+      arrays: a radius scan's arrays.npz contents (``log10_r2_over_rx2`` [R], ``dims`` [n_d],
+        ``frac_pos`` and ``trace_over_frob`` [R, n_d, S]).
+    """
+    x = np.asarray(arrays["log10_r2_over_rx2"], float)
+    at_rx = int(np.argmin(np.abs(x)))
+    rows = []
+    for di, d in enumerate(np.asarray(arrays["dims"])):
+        for metric, (baseline, threshold) in DEFAULTS.items():
+            values = np.asarray(arrays[metric][:, di, :], float)
+            with np.errstate(all="ignore"):
+                mean = np.nanmean(values, axis=1)
+                std = np.nanstd(values, axis=1)
+            peak = int(np.nanargmax(mean))
+            rows.append(
+                {
+                    "d": int(d),
+                    "metric": metric,
+                    "peak": float(mean[peak]),
+                    "peak_std": float(std[peak]),
+                    "peak_x": float(x[peak]),
+                    "at_rx": float(mean[at_rx]),
+                    "at_rx_std": float(std[at_rx]),
+                    "at_rx_x": float(x[at_rx]),
+                    "extent": extent(x, mean, baseline=baseline, threshold=threshold),
+                    "far_inside": float(mean[0]),
+                    "far_outside": float(mean[-1]),
+                }
+            )
+    return rows
+
+
+def table(rows: list[dict]) -> str:
+    """The summary as a fixed-width text table (x[0], x[-1]: the mean at the smallest and largest radius)."""
+    head = f"{'d':>5} {'metric':<16} {'peak':>13} {'at x':>6} {'at r_X':>13} {'zone x-range':>14} {'x[0]':>7} {'x[-1]':>7}"
+    lines = [head, "-" * len(head)]
+    for r in rows:
+        ext = "none" if r["extent"] is None else f"[{r['extent'][0]:+.1f}, {r['extent'][1]:+.1f}]"
+        lines.append(
+            f"{r['d']:>5} {r['metric']:<16} {r['peak']:>6.3f}+-{r['peak_std']:<5.3f} {r['peak_x']:>+6.1f} "
+            f"{r['at_rx']:>6.3f}+-{r['at_rx_std']:<5.3f} {ext:>14} {r['far_inside']:>7.3f} {r['far_outside']:>7.3f}"
+        )
+    return "\n".join(lines)
