@@ -207,10 +207,14 @@ def run(main: Callable[[list[str]], None]) -> None:
         logging.set_verbosity(logging.WARNING)  # keep jax's backend-probing INFO lines quiet
         if len(argv) > 1:
             fail(f"unexpected positional arguments: {' '.join(argv[1:])} (flags look like --name=value)")
+        from gzone.records import RunDirError
+
         try:
             main(argv)
         except UsageError as err:
             fail(str(err))
+        except RunDirError as err:  # an existing run folder holds other settings
+            fail(f"--name: {err}")
 
     app.run(wrapped, flags_parser=_parse)
 

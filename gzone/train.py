@@ -3,6 +3,7 @@
     trainer = train.make_trainer(fm, spec)             # pure functions, like an optax pair
     state = trainer.init(params0, space)               # params0: theta0 [D] or z0 [d]
     state, hist = trainer.run(state, key, data, space, epoch0, num_epochs)   # jit this
+    state, per_step = train.make_step_runner(fm, spec)(state, key, data, space, num_steps)  # any step count
 
 ``run`` is one `lax.scan` over epochs (an inner scan over batches), so a whole run compiles once,
 vmaps over seeds (vmap ``run`` over state/key/space) and can be called epoch by epoch to save
@@ -163,17 +164,8 @@ def evaluate(fm: flat.FlatModel, theta: Array, x: Array, y: Array, chunk: int = 
     return jnp.sum(losses) / n, jnp.sum(hits) / n
 
 
-def make_trainer(fm: flat.FlatModel, spec: TrainSpec, *, batch_sharding=None) -> Trainer:
-    """The pure functions of a training run (see module docstring).
-
-    Args:
-      fm: the flat model.
-      spec: static settings.
-      batch_sharding: optional `jax.sharding.Sharding` for a [batch_size, ...] batch (e.g.
-        ``NamedSharding(mesh, PartitionSpec('batch'))``): each step's batch is constrained to it,
-        so a jitted ``run`` is data-parallel over the mesh (gradients all-reduced by XLA).
-    """
-    opt = make_optimizer(spec.optimizer, spec.lr)
+def _theta_fn(spec: TrainSpec) -> Callable[[Array, Space | None, Array], Array]:
+    """(params, space, r0) -> theta [D] for the spec's mode."""
 
     def theta_of(params, space, r0):
         if spec.mode == "full":
@@ -182,12 +174,12 @@ def make_trainer(fm: flat.FlatModel, spec: TrainSpec, *, batch_sharding=None) ->
             return space.anchor + projections.apply(space.P, params)
         return subspace.hypersphere(space.anchor, space.P, r0)(params)
 
-    def init(params0: Array, space: Space | None = None) -> TrainState:
-        r0 = jnp.linalg.norm(params0 if spec.mode == "full" else space.anchor)
-        return TrainState(params0, opt.init(params0), r0, jnp.zeros((), jnp.int32))
+    return theta_of
 
-    def theta(state: TrainState, space: Space | None = None) -> Array:
-        return theta_of(state.params, space, state.r0)
+
+def _step_fn(fm: flat.FlatModel, spec: TrainSpec, opt: optax.GradientTransformation) -> Callable:
+    """One optimiser step: (state, (xb, yb), space) -> (state, metrics, theta after the step)."""
+    theta_of = _theta_fn(spec)
 
     def step_fn(state: TrainState, batch, space):
         xb, yb = batch
@@ -216,6 +208,30 @@ def make_trainer(fm: flat.FlatModel, spec: TrainSpec, *, batch_sharding=None) ->
             "update_sq": jnp.sum((th_new - th_old) ** 2),
         }
         return new, metrics, th_new
+
+    return step_fn
+
+
+def make_trainer(fm: flat.FlatModel, spec: TrainSpec, *, batch_sharding=None) -> Trainer:
+    """The pure functions of a training run (see module docstring).
+
+    Args:
+      fm: the flat model.
+      spec: static settings.
+      batch_sharding: optional `jax.sharding.Sharding` for a [batch_size, ...] batch (e.g.
+        ``NamedSharding(mesh, PartitionSpec('batch'))``): each step's batch is constrained to it,
+        so a jitted ``run`` is data-parallel over the mesh (gradients all-reduced by XLA).
+    """
+    opt = make_optimizer(spec.optimizer, spec.lr)
+    theta_of = _theta_fn(spec)
+    step_fn = _step_fn(fm, spec, opt)
+
+    def init(params0: Array, space: Space | None = None) -> TrainState:
+        r0 = jnp.linalg.norm(params0 if spec.mode == "full" else space.anchor)
+        return TrainState(params0, opt.init(params0), r0, jnp.zeros((), jnp.int32))
+
+    def theta(state: TrainState, space: Space | None = None) -> Array:
+        return theta_of(state.params, space, state.r0)
 
     def epoch_fn(state, key, data: Data, space, epoch):
         n = data.x_train.shape[0]
@@ -271,6 +287,41 @@ def make_trainer(fm: flat.FlatModel, spec: TrainSpec, *, batch_sharding=None) ->
         return jax.lax.scan(body, state, epoch0 + jnp.arange(num_epochs))
 
     return Trainer(init, run, theta)
+
+
+def make_step_runner(fm: flat.FlatModel, spec: TrainSpec, *, batch_sharding=None) -> Callable[..., tuple[TrainState, dict]]:
+    """A run of a given number of steps (e.g. a burn-in shorter than an epoch).
+
+    Returns:
+      run_steps(state, key, data, space, num_steps) -> (state, per-step metrics), with
+      ``num_steps`` static. It continues from ``state.step``: global step t uses slot
+      ``t % steps_per_epoch`` of epoch ``t // steps_per_epoch``'s batch order
+      ``permutation(fold_in(key, epoch), N)``, the order `make_trainer`'s ``run`` uses, so
+      ``run_steps`` over k * steps_per_epoch steps from step 0 reaches the same state as ``run``
+      over k epochs, and a run can be split at any step. States come from
+      ``make_trainer(fm, spec).init``. Metrics: ``loss``, ``accuracy`` (of each step's batch
+      before its update) and ``step`` (global step after the update), each [num_steps].
+      Cost: one permutation of the N training indices per step.
+    """
+    step_fn = _step_fn(fm, spec, make_optimizer(spec.optimizer, spec.lr))
+
+    def run_steps(state: TrainState, key: Array, data: Data, space: Space | None, num_steps: int):
+        n, steps, batch = data.x_train.shape[0], spec.steps_per_epoch, spec.batch_size
+
+        def body(st, _):
+            epoch, slot = st.step // steps, st.step % steps
+            order = jax.random.permutation(jax.random.fold_in(key, epoch), n)
+            idx = jax.lax.dynamic_slice_in_dim(order, slot * batch, batch)
+            xb, yb = data.x_train[idx], data.y_train[idx]
+            if batch_sharding is not None:
+                xb = jax.lax.with_sharding_constraint(xb, batch_sharding)
+                yb = jax.lax.with_sharding_constraint(yb, batch_sharding)
+            st, metrics, _ = step_fn(st, (xb, yb), space)
+            return st, {"loss": metrics["loss"], "accuracy": metrics["accuracy"], "step": st.step}
+
+        return jax.lax.scan(body, state, None, length=num_steps)
+
+    return run_steps
 
 
 def fit(

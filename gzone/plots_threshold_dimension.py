@@ -1,0 +1,142 @@
+"""Figures of the threshold_dimension experiment, drawn from its records (imported by plots.draw).
+
+  * success_probability.png: P_s(d) with binomial intervals, a panel per target, a curve per start
+    point (burn-in t0, lottery); the 1 - delta level and each threshold d* marked.
+  * intrinsic_dimension.png: final test accuracy against d (Li et al.'s figure): mean and min-max
+    over seeds per start point, the full-space baseline, the 90 % line and d_int90 with its
+    bootstrap interval.
+  * threshold_vs_t0.png: d* against the burn-in length t0 per target (bars: the bracket from the
+    largest failing d to d*), the lottery subspace's d* as a dashed line.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+
+import numpy as np
+from matplotlib.figure import Figure
+
+from gzone import plots
+
+
+def _label(start: str) -> str:
+    if start == "lottery":
+        return "lottery subspace"
+    t0 = int(start[1:])
+    return "random init ($t_0$ = 0)" if t0 == 0 else f"burn-in $t_0$ = {t0}"
+
+
+def _suptitle(fig, config: dict, arrays: dict, what: str) -> None:
+    s = config["settings"]
+    seeds = arrays["final_test_accuracy"].shape[-1]
+    fig.suptitle(f"{plots.title_of(config)}; {what}\n{s['projection']} subspaces, {s['optimizer']} lr {s['lr']} "
+                 f"(full space {s['baseline_lr']}), {s['epochs']} epochs, {seeds} seeds per d", fontsize=9, y=1.02)
+
+
+@plots.register("threshold_dimension")
+def threshold_dimension_figures(run_dir: str, config: dict, arrays: dict) -> list[str]:
+    return [success_figure(run_dir, config, arrays), accuracy_figure(run_dir, config, arrays),
+            threshold_figure(run_dir, config, arrays)]
+
+
+def success_figure(run_dir: str, config: dict, arrays: dict) -> str:
+    starts, dims, targets = config["derived"]["start_names"], arrays["dims"], arrays["targets"]
+    s = config["settings"]
+    level = 1.0 - s["delta"]
+    fig = Figure(figsize=(max(6.5, 5.2 * len(targets)), 4.4))
+    axes = np.atleast_1d(fig.subplots(1, len(targets), sharey=True))
+    for ti, (ax, target) in enumerate(zip(axes, targets)):
+        for si, start in enumerate(starts):
+            ev = arrays["evaluated"][si]
+            if not ev.any():
+                continue
+            p, lo, hi = (arrays[k][ti, si, ev] for k in ("p_success", "p_low", "p_high"))
+            color = f"C{si}"
+            ax.errorbar(dims[ev], p, yerr=np.clip([p - lo, hi - p], 0.0, None), marker="o", ms=4, capsize=2, color=color, label=_label(start))
+            d_star = arrays["threshold"][ti, si]
+            if math.isfinite(d_star):
+                ax.axvline(d_star, color=color, ls="--", lw=1)
+                ax.text(d_star, 0.02 + 0.06 * si, f" $d^*$={d_star:g}", color=color, fontsize=7)
+        ax.axhline(level, color="gray", ls=":", lw=1, label=f"$1-\\delta$ = {level:g}")
+        relation = ">=" if s["target_metric"] == "test_accuracy" else "<="
+        ax.set_title(f"success: final {s['target_metric'].replace('_', ' ')} {relation} {target:g}", fontsize=9)
+        ax.set_xscale("log")
+        ax.set_xlabel("subspace dimension d")
+        ax.set_ylim(-0.03, 1.03)
+        ax.grid(alpha=0.3, which="both")
+    axes[-1].legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0))  # outside: P_s = 1 at small d is common
+    axes[0].set_ylabel(f"success probability $P_s(d)$ ({s['interval'].replace('_', '-')} {s['confidence']:.0%} intervals)")
+    _suptitle(fig, config, arrays, "success probability")
+    return plots.save(fig, os.path.join(run_dir, "success_probability.png"))
+
+
+def accuracy_figure(run_dir: str, config: dict, arrays: dict) -> str:
+    starts, dims = config["derived"]["start_names"], arrays["dims"]
+    s = config["settings"]
+    base = float(np.mean(arrays["baseline_test_accuracy"][:, -1]))
+    fig = Figure(figsize=(7.5, 4.6))
+    ax = fig.subplots()
+    for si, start in enumerate(starts):
+        ev = arrays["evaluated"][si]
+        if ev.any():
+            plots.band(ax, dims[ev], arrays["final_test_accuracy"][si, ev], label=_label(start), color=f"C{si}")
+    ax.axhline(base, color="k", lw=1, label=f"full-space baseline {base:.4f}")
+    ax.axhline(s["dint_fraction"] * base, color="k", ls="--", lw=1, label=f"{s['dint_fraction']:.0%} of baseline")
+    estimate = arrays["d_int"][0]
+    interp, low, high = arrays["d_int_interp"]
+    name = f"$d_{{int{round(100 * s['dint_fraction'])}}}$"
+    if math.isfinite(estimate):
+        ax.axvline(estimate, color="0.2", lw=1.5, label=f"{name} = {estimate:g} (evaluated d)")
+    if math.isfinite(interp):
+        ax.axvline(interp, color="0.2", ls=":", lw=1.2, label=f"{name} = {interp:.4g} (log-linear between evaluated d)")
+        ax.axvspan(low, high if math.isfinite(high) else dims.max(), color="0.5", alpha=0.2, lw=0,
+                   label=f"bootstrap {s['confidence']:.0%} over seeds: [{low:.4g}, {high:.4g}]")
+    num_classes = config["derived"]["dataset"]["num_classes"]
+    ax.axhline(1.0 / num_classes, color="gray", ls=":", lw=1, label="chance")
+    ax.set_xscale("log")
+    ax.set_xlabel("subspace dimension d")
+    ax.set_ylabel("final test accuracy (mean, min-max over seeds)")
+    ax.set_ylim(0, 1)
+    ax.grid(alpha=0.3, which="both")
+    ax.legend(fontsize=7, loc="best")
+    _suptitle(fig, config, arrays, "intrinsic dimension")
+    return plots.save(fig, os.path.join(run_dir, "intrinsic_dimension.png"))
+
+
+def threshold_figure(run_dir: str, config: dict, arrays: dict) -> str:
+    starts, targets = config["derived"]["start_names"], arrays["targets"]
+    burn = [si for si, st in enumerate(starts) if st != "lottery"]
+    t0 = np.asarray(arrays["burn_in"], float)
+    d_max = float(np.max(arrays["grid"]))
+    fig = Figure(figsize=(6.5, 4.4))
+    ax = fig.subplots()
+    x = np.arange(len(t0))  # t0 values as categories (0 and a geometric list of burn-ins)
+    for ti, target in enumerate(targets):
+        color = f"C{ti}"
+        d_star = arrays["threshold"][ti, burn]
+        below = arrays["threshold_below"][ti, burn]
+        lower = np.where(np.isfinite(below), d_star - below, 0.0)
+        ax.errorbar(x, d_star, yerr=[lower, np.zeros_like(lower)], marker="o", capsize=3, color=color, label=f"target {target:g}")
+        missing = ~np.isfinite(d_star)
+        if missing.any():
+            ax.plot(x[missing], np.full(missing.sum(), d_max), "^", color=color, ms=8, mfc="none",
+                    label=f"target {target:g}: $d^*$ > {d_max:g} (not reached on the grid)")
+        at_floor = np.isfinite(d_star) & ~np.isfinite(below)  # the smallest grid d passes: d* <= d_min
+        if at_floor.any():
+            ax.plot(x[at_floor], d_star[at_floor], "v", color=color, ms=9, mfc="none",
+                    label=f"target {target:g}: $d^*$ <= {d_star[at_floor].max():g} (grid floor)")
+        if "lottery" in starts:
+            value = arrays["threshold"][ti, starts.index("lottery")]
+            if math.isfinite(value):
+                ax.axhline(value, color=color, ls="--", lw=1, label=f"lottery subspace, target {target:g}")
+    start_acc = np.nanmean(arrays["anchor_test_accuracy"], axis=-1)
+    ax.set_xticks(x, [f"{v:g}\n(test acc {a:.2f})" for v, a in zip(t0, start_acc)])
+    if np.any(np.isfinite(arrays["threshold"]) & (arrays["threshold"] > 0)):
+        ax.set_yscale("log")
+    ax.set_xlabel("burn-in steps $t_0$ before restricting to the subspace (test accuracy of the start point)")
+    ax.set_ylabel(f"threshold dimension $d^*$ ($P_s \\geq$ {1 - config['settings']['delta']:g})")
+    ax.grid(alpha=0.3, which="both")
+    ax.legend(fontsize=7, loc="best")
+    _suptitle(fig, config, arrays, "threshold vs burn-in; bars: bracket from the largest failing d")
+    return plots.save(fig, os.path.join(run_dir, "threshold_vs_t0.png"))
