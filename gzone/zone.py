@@ -81,3 +81,30 @@ def table(rows: list[dict]) -> str:
             f"{r['at_rx']:>6.3f}+-{r['at_rx_std']:<5.3f} {ext:>14} {r['far_inside']:>7.3f} {r['far_outside']:>7.3f}"
         )
     return "\n".join(lines)
+
+
+def loss_power_law(arrays: dict, *, x_min: float = 1.0) -> dict:
+    """Fit of loss ~ c r^p over the scan points with log10(r^2/r_X^2) >= x_min.
+
+    Returns {'p', 'ci_low', 'ci_high', 'n', 'inside_mean', 'inside_std'} where the inside
+    statistics are the seed-mean loss over the points with x <= -1 (well inside r_X), to compare
+    with log C (the loss of uniform predictions).
+    """
+    from gzone import dynamics
+
+    x = np.asarray(arrays["log10_r2_over_rx2"], float)
+    radii = np.asarray(arrays["radii"], float)
+    loss = np.asarray(arrays["loss"], float)[:, 0, :]  # the loss does not depend on d
+    with np.errstate(all="ignore"):
+        mean = np.nanmean(loss, axis=1)
+    keep = x >= x_min
+    fit = dynamics.fit_power_law(radii[keep], mean[keep])
+    inside = mean[x <= -1]
+    return {
+        "p": fit.alpha,
+        "ci_low": fit.ci_low,
+        "ci_high": fit.ci_high,
+        "n": fit.n,
+        "inside_mean": float(np.mean(inside)) if inside.size else float("nan"),
+        "inside_std": float(np.std(inside)) if inside.size else float("nan"),
+    }

@@ -39,3 +39,12 @@ def test_summarise_on_planted_scan():
     # 5 exp(-x^2/2) > 1 for |x| < 1.79 -> grid points -1.5 .. 1.5
     assert t["extent"] == (-1.5, 1.5)
     assert "zone x-range" in zone.table(rows)
+
+
+def test_loss_power_law_recovers_planted_exponent():
+    x = np.linspace(-4, 4, 17)
+    radii = 23.0 * 10 ** (x / 2)
+    loss = np.where(x < 0, np.log(10.0), np.log(10.0) + 0.7 * (radii / 23.0) ** 3)[:, None, None] * np.ones((17, 2, 3))
+    fit = zone.loss_power_law({"log10_r2_over_rx2": x, "radii": radii, "loss": loss}, x_min=2.0)
+    assert fit["p"] == pytest.approx(3.0, abs=2e-3) and fit["n"] == 5
+    assert fit["inside_mean"] == pytest.approx(np.log(10.0))
