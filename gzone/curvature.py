@@ -2,6 +2,7 @@
 
   hvp(f, theta, v)                   H v, forward-over-reverse: jvp of grad
   subspace_hessian(f, theta, P)      H_sub = P^T H P  [d, d], exact (no sampling)
+  subspace_matrix(mv, P)             P^T A P [d, d] for any symmetric A given by its products
   spectrum_metrics(H_sub)            eigenvalues, fraction positive, Tr(H)/||H||_F, ...
 
 Strategies for H_sub (``method``), all exact and equal to rounding:
@@ -73,6 +74,22 @@ def subspace_hessian(
             chunk = default_chunk_size(P) if chunk_size is None else int(chunk_size)
             rows = jax.lax.map(col, index, batch_size=chunk if chunk > 1 else None)
         h = rows.T
+    return 0.5 * (h + h.T)
+
+
+def subspace_matrix(
+    mv: Callable[[Array], Array], P: projections.Projection, *, chunk_size: int | None = None
+) -> Array:
+    """P^T A P [d, d] for a symmetric A given by its product mv: [D] -> [D].
+
+    Computed like `subspace_hessian`'s ``linearize_map``: ``lax.map`` over P's columns e_j ->
+    P^T mv(P e_j), ``chunk_size`` columns vmapped at a time (None: `default_chunk_size`), then
+    symmetrised. Used for the Gauss-Newton part P^T G P (`gauss_newton.make_gauss_newton_mv`).
+    Cost: d products with A.
+    """
+    col = lambda j: projections.apply_T(P, mv(projections.column(P, j)))  # noqa: E731
+    chunk = default_chunk_size(P) if chunk_size is None else int(chunk_size)
+    h = jax.lax.map(col, jnp.arange(P.shape[1]), batch_size=chunk if chunk > 1 else None).T
     return 0.5 * (h + h.T)
 
 

@@ -125,7 +125,40 @@ def radius_scan_figures(run_dir: str, config: dict, arrays: dict) -> list[str]:
         ax.legend(fontsize=8, loc="best")
     fig.suptitle(f"{title_of(config)}; loss and accuracy at the scan points ({seeds} seeds)", fontsize=9)
     out.append(save(fig, os.path.join(run_dir, "loss_accuracy.png")))
+    if "gn_trace_over_frob" in arrays or "full_trace_over_frob" in arrays:
+        out.append(curvature_split_figure(run_dir, config, arrays))
     return out
+
+
+def curvature_split_figure(run_dir: str, config: dict, arrays: dict) -> str:
+    """frac+ and Tr/||.||_F of P^T H P, P^T G P, P^T R P per d, and the full-space Tr(H)/||H||_F."""
+    x, dims = arrays["log10_r2_over_rx2"], arrays["dims"]
+    fig = Figure(figsize=(11, 4.2))
+    ax1, ax2 = fig.subplots(1, 2)
+    parts = [("", "H", "-"), ("gn_", "G", "--"), ("res_", "R = H - G", ":")]
+    for di, d in enumerate(dims):
+        for prefix, name, style in parts:
+            if f"{prefix}trace_over_frob" not in arrays:
+                continue
+            for ax, key in ((ax1, "frac_pos"), (ax2, "trace_over_frob")):
+                values = np.nanmean(arrays[f"{prefix}{key}"][:, di, :], axis=-1)
+                ax.plot(x, values, style, marker="o", ms=3, color=f"C{di}", label=f"$P^T {name[0]} P$, d = {d}")
+    if "full_trace_over_frob" in arrays:
+        full, se = arrays["full_trace_over_frob"][:, 0, :], arrays["full_trace_over_frob_se"][:, 0, :]
+        n = full.shape[-1]
+        ax2.errorbar(x, np.nanmean(full, -1), yerr=np.sqrt(np.nansum(se**2, -1)) / n, color="k", marker="s", ms=3,
+                     capsize=2, label="full space $H$ (mean $\\pm$ s.e.)")
+    ax1.set_ylabel("fraction of positive eigenvalues")
+    ax2.set_ylabel(r"$\mathrm{Tr}/\|\cdot\|_F$")
+    for ax in (ax1, ax2):
+        ax.set_xlabel(r"$\log_{10}(r^2 / r_X^2)$")
+        ax.grid(alpha=0.3)
+        mark_rx(ax)
+        ax.legend(fontsize=7, loc="best")
+    metric = config.get("derived", {}).get("projection_metric", {})
+    fig.suptitle(f"{title_of(config)}; Gauss-Newton / residual split, metric {metric.get('name', 'none')}"
+                 f"{' (renormalised)' if metric.get('renormalise') else ''}", fontsize=9)
+    return save(fig, os.path.join(run_dir, "curvature_split.png"))
 
 
 # --------------------------------------------------------------------------- subspace training

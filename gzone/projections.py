@@ -312,6 +312,12 @@ def column_sq_norms(P: Projection) -> jax.Array:
         return jnp.sum(P.matrix**2, axis=0)
     if isinstance(P, Sparse):
         return jnp.sum(P.data.reshape(P.d, P.K) ** 2, axis=1)
+    if isinstance(P, Scaled) and isinstance(P.base, Dense):
+        return jnp.sum((P.row_scale[:, None] * P.base.matrix) ** 2, axis=0) * P.col_scale**2
+    if isinstance(P, Scaled) and isinstance(P.base, Sparse):
+        B = P.base
+        values = B.data.reshape(B.d, B.K) * P.row_scale[B.rows.reshape(B.d, B.K)]
+        return jnp.sum(values**2, axis=1) * P.col_scale**2
     d = P.shape[1]
     eye = jnp.eye(d, dtype=_dtype(P))
     return jax.lax.map(lambda e: jnp.sum(apply(P, e) ** 2), eye)

@@ -11,6 +11,7 @@ Hessian via `curvature.hvp` or ``jax.linearize``, the Gauss-Newton matrix or the
   slq(key, mv, ...), slq_density(...)       stochastic Lanczos quadrature (Rademacher probes)
   hutchinson, hutch_pp, frobenius_sq        Tr(A), ||A||_F^2 = E|A v|^2
   trace_over_frob(key, mv, ...)             Tr(A)/||A||_F with a delta-method standard error
+  ratio_from_samples(t, f)                  the same statistics from given probe samples
 
 Sizes (dim, order, k, num_probes) are static Python ints; the functions are traceable, so jit
 the whole computation once at the caller, e.g. ``jax.jit(lambda key: extreme_eigs(key, mv,
@@ -377,10 +378,15 @@ def trace_over_frob(
       ratio_se.
     """
     t, f = probe_quadratics(key, mv, dim=dim, num_probes=num_probes, dtype=dtype)
+    return ratio_from_samples(t, f)
+
+
+def ratio_from_samples(t: Array, f: Array) -> dict[str, Array]:
+    """`trace_over_frob`'s statistics from per-probe samples t = v^T A v, f = |A v|^2 ([P] each)."""
     trace, trace_se = _mean_se(t)
     frob_sq, frob_sq_se = _mean_se(f)
     grad = jnp.stack([1.0 / jnp.sqrt(frob_sq), -0.5 * trace / frob_sq**1.5])
-    cov = jnp.cov(jnp.stack([t, f])) / num_probes
+    cov = jnp.cov(jnp.stack([t, f])) / t.shape[0]
     return {
         "trace": trace,
         "trace_se": trace_se,

@@ -57,6 +57,9 @@ def test_smoke_run_records_are_complete_and_consistent(two_runs):
     assert settings["radius_values"] == RADII_REL
     assert settings["n_hessian"] == 64 and settings["widths"] == [16] and settings["projection"] == "sparse"
     assert derived["D"] == 40 * 16 + 16 + 16 * 10 + 10
+    # The later options (metric, Gauss-Newton split, full space) stay out of default settings.
+    new_options = {"projection_metric", "metric_renormalise", "gn_split", "fullspace_probes", "fullspace_top_k", "fullspace_order"}
+    assert not set(settings) & new_options and derived["projection_metric"]["name"] == "none"
 
     lines = records.read_jsonl(path)
     assert len(lines) == len(UNITS) and {line["unit"] for line in lines} == UNITS
@@ -74,6 +77,9 @@ def test_smoke_run_records_are_complete_and_consistent(two_runs):
     radii = derived["r_x"] * 10 ** (np.asarray(RADII_REL) / 2)
     np.testing.assert_allclose(arrays["radii"], radii, rtol=1e-12)
     np.testing.assert_array_equal(arrays["dims"], DIMS)
+    assert not any(k.startswith(("gn_", "res_", "full_")) for k in arrays)
+    assert arrays["layer_sq_frac"].shape == (n_d, S, 4)  # every run: P's columns split over the 4 arrays
+    np.testing.assert_allclose(arrays["layer_sq_frac"].sum(axis=-1), 1.0, rtol=1e-5)
     radius = np.broadcast_to(arrays["radii"][:, None, None], (R, n_d, S))
     np.testing.assert_allclose(arrays["radius"], radius, rtol=1e-5)
     examples = arrays["hessian_examples"]
@@ -114,20 +120,42 @@ def test_two_runs_with_the_same_flags_are_bitwise_identical(two_runs):
         assert a[key].dtype == b[key].dtype
 
 
+# Runs the scan with records.save_unit wrapped to SIGSTOP the process once two units are on disk.
+STOP_AFTER_TWO_UNITS = """
+import os, runpy, signal, sys
+from gzone import records
+save, saved = records.save_unit, []
+def save_then_stop(*args, **kwargs):
+    save(*args, **kwargs)
+    saved.append(1)
+    if len(saved) == 2:
+        os.kill(os.getpid(), signal.SIGSTOP)
+records.save_unit = save_then_stop
+sys.argv = sys.argv[1:]
+runpy.run_module(sys.argv[0], run_name="__main__", alter_sys=True)
+"""
+
+
 def test_sigkill_then_resume_equals_an_uninterrupted_run(tmp_path, subprocess_env, run_python, two_runs):
     path = _run_dir(tmp_path)
     metrics = os.path.join(path, "metrics.jsonl")
-    proc = _popen(_command(tmp_path), subprocess_env)
+    args = _command(tmp_path)
+    proc = _popen([sys.executable, "-c", STOP_AFTER_TWO_UNITS, *args[2:]], subprocess_env)
     deadline = time.time() + 300
-    try:
-        while len(records.read_jsonl(metrics)) < 2:
-            assert proc.poll() is None, "the run ended before it could be killed"
+    try:  # the wrapper SIGSTOPs the run after its second unit is on disk; polling for it raced the run
+        while True:
+            pid, status = os.waitpid(proc.pid, os.WUNTRACED | os.WNOHANG)
+            if pid:
+                break
             assert time.time() < deadline, "no units completed in time"
             time.sleep(0.02)
+        assert os.WIFSTOPPED(status), f"the run ended before it could be killed (status {status})"
         os.kill(proc.pid, signal.SIGKILL)
+        proc.wait(timeout=60)
     finally:
         proc.kill()
         proc.communicate()
+    assert len(records.read_jsonl(metrics)) == 2
     assert proc.returncode == -signal.SIGKILL
     assert not os.path.exists(os.path.join(path, "arrays.npz"))
     assert records.read_config(path)["status"] == "running"

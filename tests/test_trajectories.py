@@ -42,25 +42,48 @@ def env(tmp_path_factory, subprocess_env):
     return {**subprocess_env, "JAX_COMPILATION_CACHE_DIR": str(cache), "JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS": "0"}
 
 
+# Runs the experiment with records.save_checkpoint wrapped to SIGSTOP the process right after the
+# checkpoint of epoch 1 of unit $GZONE_TEST_STOP_UNIT is on disk; the test then SIGKILLs it (polling for
+# the checkpoint file instead raced with the smoke run's millisecond epochs).
+STOP_WRAPPER = """
+import os, runpy, signal, sys
+from gzone import records
+save, target = records.save_checkpoint, os.environ["GZONE_TEST_STOP_UNIT"]
+def save_then_stop(path, unit, *, epoch, state, history):
+    save(path, unit, epoch=epoch, state=state, history=history)
+    if unit == target and epoch == 1:
+        os.kill(os.getpid(), signal.SIGSTOP)
+records.save_checkpoint = save_then_stop
+sys.argv = sys.argv[1:]
+runpy.run_module(sys.argv[0], run_name="__main__", alter_sys=True)
+"""
+
+
 @pytest.fixture(scope="module")
 def runs(tmp_path_factory, env):
-    """A run killed by SIGKILL in the middle of a training unit, then (sharing its compiled code through
-    the cache) an uninterrupted run of the same flags."""
+    """A run killed by SIGKILL in the middle of a training unit (train_inits, after its epoch 1), then
+    (sharing its compiled code through the cache) an uninterrupted run of the same flags."""
     full_dir, killed_dir = tmp_path_factory.mktemp("full"), tmp_path_factory.mktemp("killed")
-    victim = _popen(_command(killed_dir, "--noplots"), env)
+    args = _command(killed_dir, "--noplots")
+    victim = _popen([sys.executable, "-c", STOP_WRAPPER, *args[2:]], {**env, "GZONE_TEST_STOP_UNIT": "train_inits"})
     killed = _run_dir(killed_dir)
     deadline = time.time() + 300
-    try:  # kill once train_single is done and train_inits has a checkpoint (its epochs 1+ in flight)
-        while not (os.path.exists(records.checkpoint_file(killed, "train_inits"))
-                   and "train_single" in records.completed_units(killed)):
-            assert victim.poll() is None, "the run ended before it could be killed"
-            assert time.time() < deadline, "no checkpoint in time"
-            time.sleep(0.01)
+    try:
+        while True:
+            pid, status = os.waitpid(victim.pid, os.WUNTRACED | os.WNOHANG)
+            if pid:
+                break
+            assert time.time() < deadline, "the run never reached the stop point"
+            time.sleep(0.02)
+        assert os.WIFSTOPPED(status), f"the run ended before it could be killed (status {status})"
         os.kill(victim.pid, signal.SIGKILL)
+        victim.wait(timeout=60)
     finally:
         victim.kill()
         victim.communicate()
     assert victim.returncode == -signal.SIGKILL
+    assert os.path.exists(records.checkpoint_file(killed, "train_inits"))
+    assert records.completed_units(killed) == {"train_single"}
     full = _popen(_command(full_dir), env)
     out, err = full.communicate(timeout=600)
     assert full.returncode == 0, err[-3000:]
