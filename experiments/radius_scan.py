@@ -27,8 +27,6 @@ import dataclasses
 import hashlib
 import json
 import math
-import os
-import sys
 import time
 
 import numpy as np
@@ -50,7 +48,7 @@ cli.define_list("dims", ["10", "50"], "Subspace dimensions d.")
 cli.define_integer("num_seeds", 3, "Seeds S per (radius, d): independent points and subspaces.")
 cli.define_integer("n_hessian", 1000, "Number of fixed training examples for loss, gradient and Hessian.")
 cli.define_enum("projection", "sparse", ["sparse", "sparse_fixed", "dense", "fastfood"], "Random subspace kind.")
-cli.define_enum("seed_mode", "auto", ["auto", "vmap", "map"], "Seeds as vmap or lax.map (auto: map on CPU, vmap on GPU/TPU).")
+cli.define_enum("seed_mode", "auto", ["auto", "vmap", "map"], "Seeds as vmap or lax.map (auto: vmap; measured faster for scan units on CPU too, BENCHMARKS.md).")
 cli.define_bool("shard_seeds", True, "Shard the seed axis over all local devices when there are several.")
 cli.define_enum("hessian_method", "linearize_map", ["linearize_map", "vmap", "hessian"], "Exact subspace Hessian strategy.")
 cli.define_integer("chunk_size", 0, "Columns per chunk of the linearize_map Hessian (0: measured default per projection).")
@@ -156,7 +154,7 @@ def config_from_flags() -> Config:
         raise cli.UsageError("fullspace_order", f"must be >= 2 * --fullspace_top_k = {2 * FLAGS.fullspace_top_k}, got {FLAGS.fullspace_order}")
     from gzone import scan
 
-    seed_mode = scan.default_seed_mode() if FLAGS.seed_mode == "auto" else FLAGS.seed_mode
+    seed_mode = scan.default_seed_mode(workload="scan") if FLAGS.seed_mode == "auto" else FLAGS.seed_mode
     return Config(
         dataset=FLAGS.dataset,
         data_dir=FLAGS.data_dir,

@@ -241,7 +241,7 @@ class Runs:
 
     def baseline(self) -> dict:
         """Full-space training of every seed from theta_0; with --lottery also the lottery bases."""
-        from gzone import dimension, records
+        from gzone import dimension
 
         if self.load("baseline") is not None and (not self.config.lottery or self.load("lottery_basis") is not None):
             return self.load("baseline")

@@ -51,10 +51,24 @@ SCALAR_METRICS = (
 )
 
 
-def default_seed_mode(backend: str | None = None) -> str:
-    """``map`` on CPU (vmapped seeds measured slower and heavier there), ``vmap`` elsewhere."""
+SEED_WORKLOADS = ("train", "scan")
+
+
+def default_seed_mode(backend: str | None = None, workload: str = "train") -> str:
+    """How seeds run by default: ``vmap`` on GPU/TPU (one small problem cannot fill them).
+
+    On CPU it depends on the workload (BENCHMARKS.md, section 6, timed calls interleaved):
+    training (``train``: a `lax.scan` of small-batch steps per seed) runs ~2.3x faster with the
+    seeds mapped one after another (``map``); a radius-scan unit (``scan``: gradient, d HVPs and
+    an eigendecomposition per seed) ran 1.05-1.19x faster vmapped at three sizes and 4 % slower at
+    one, so it vmaps there too.
+    """
+    if workload not in SEED_WORKLOADS:
+        raise ValueError(f"workload {workload!r} unknown; allowed: {', '.join(SEED_WORKLOADS)}")
     backend = jax.default_backend() if backend is None else backend
-    return "map" if backend == "cpu" else "vmap"
+    if backend != "cpu":
+        return "vmap"
+    return "vmap" if workload == "scan" else "map"
 
 
 def point_at_radius(

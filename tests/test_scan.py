@@ -263,5 +263,9 @@ def test_pick_examples():
 
 
 def test_default_seed_mode():
-    assert scan.default_seed_mode("cpu") == "map"
-    assert scan.default_seed_mode("gpu") == "vmap" and scan.default_seed_mode("tpu") == "vmap"
+    assert scan.default_seed_mode("cpu") == "map" and scan.default_seed_mode("cpu", "train") == "map"
+    assert scan.default_seed_mode("cpu", "scan") == "vmap"
+    for workload in scan.SEED_WORKLOADS:
+        assert scan.default_seed_mode("gpu", workload) == "vmap" and scan.default_seed_mode("tpu", workload) == "vmap"
+    with pytest.raises(ValueError, match="workload"):
+        scan.default_seed_mode("cpu", "eval")

@@ -1,0 +1,119 @@
+r"""Overlays finished radius scans (e.g. widths and depths, activations, datasets): one figure and
+a table of the zone's peak, value at r_X and extent per run (never recomputes).
+
+    python -m experiments.compare_scans \
+        --run_dirs=runs/radius_scan/mnist_fs,runs/radius_scan/mnist_arch_200x3 \
+        --labels=200x2,200x3 --d=100 --out=runs/compare_depth.png
+
+Each run is read from its config.json and arrays.npz; the curves are seed means with a min..max band
+against log10(r^2/r_X^2) (each run in units of its own r_X). The table (`gzone.zone.summarise`) is
+printed and written as JSON next to the figure.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+
+import numpy as np
+from absl import flags
+
+from experiments import cli
+
+FLAGS = flags.FLAGS
+flags.DEFINE_list("run_dirs", None, "Finished radius_scan run folders (config.json and arrays.npz).")
+flags.DEFINE_list("labels", None, "One legend label per run (default: the run folder names).")
+flags.DEFINE_integer("d", None, "Subspace dimension to compare; every run must have scanned it.")
+flags.DEFINE_string("out", None, "Figure path (.png); the table goes next to it as .json.")
+flags.DEFINE_string("title", None, "Figure title (default: the dimension).")
+
+
+def load_runs(run_dirs, labels, d):
+    """[(label, config, arrays, d index)] with clear errors for anything a comparison cannot use."""
+    from gzone import records
+
+    if not run_dirs:
+        raise cli.UsageError("run_dirs", "required: one or more radius_scan run folders")
+    labels = labels or [os.path.basename(os.path.normpath(p)) for p in run_dirs]
+    if len(labels) != len(run_dirs):
+        raise cli.UsageError("labels", f"{len(labels)} labels for {len(run_dirs)} runs")
+    runs = []
+    for path, label in zip(run_dirs, labels):
+        for name in ("config.json", "arrays.npz"):
+            if not os.path.exists(os.path.join(path, name)):
+                raise cli.UsageError("run_dirs", f"{path} has no {name} (is the run complete?)")
+        config = records.read_config(path)
+        if config.get("experiment") != "radius_scan":
+            raise cli.UsageError("run_dirs", f"{path} is a {config.get('experiment')!r} run, not a radius_scan")
+        arrays = records.load_arrays(path)
+        dims = [int(v) for v in arrays["dims"]]
+        if d not in dims:
+            raise cli.UsageError("d", f"{path} scanned d in {dims}, not {d}")
+        runs.append((label, config, arrays, dims.index(d)))
+    return runs
+
+
+def summary_rows(runs, d) -> list[dict]:
+    from gzone import zone
+
+    rows = []
+    for label, config, arrays, _ in runs:
+        for row in zone.summarise(arrays):
+            if row["d"] == d:
+                rows.append({"run": label, "model": config.get("derived", {}).get("model"), **row})
+    return rows
+
+
+def table(rows) -> str:
+    head = f"{'run':<14} {'metric':<16} {'peak':>13} {'at x':>6} {'at r_X':>13} {'zone x-range':>14}"
+    lines = [head, "-" * len(head)]
+    for r in rows:
+        ext = "none" if r["extent"] is None else f"[{r['extent'][0]:+.1f}, {r['extent'][1]:+.1f}]"
+        lines.append(f"{r['run']:<14} {r['metric']:<16} {r['peak']:>6.3f}+-{r['peak_std']:<5.3f} {r['peak_x']:>+6.1f} "
+                     f"{r['at_rx']:>6.3f}+-{r['at_rx_std']:<5.3f} {ext:>14}")
+    return "\n".join(lines)
+
+
+def figure(runs, d, out, title=None) -> str:
+    from matplotlib.figure import Figure
+
+    from gzone import plots
+
+    fig = Figure(figsize=(10, 3.8))
+    ax1, ax2 = fig.subplots(1, 2)
+    for i, (label, config, arrays, di) in enumerate(runs):
+        x = np.asarray(arrays["log10_r2_over_rx2"], float)
+        seeds = arrays["frac_pos"].shape[-1]
+        for ax, key in ((ax1, "frac_pos"), (ax2, "trace_over_frob")):
+            plots.band(ax, x, arrays[key][:, di, :], label=f"{label} ({seeds} seeds)", color=f"C{i}")
+    ax1.axhline(0.5, color="grey", lw=0.8)
+    ax2.axhline(0.0, color="grey", lw=0.8)
+    ax1.set_ylabel("fraction of positive eigenvalues")
+    ax2.set_ylabel(r"$\mathrm{Tr}(H)/\|H\|_F$")
+    for ax in (ax1, ax2):
+        ax.set_xlabel(r"$\log_{10}(r^2 / r_X^2)$")
+        ax.grid(alpha=0.3)
+        plots.mark_rx(ax)
+    ax1.legend(fontsize=7, loc="best")
+    fig.suptitle(title or f"subspace Hessian at d = {d}: seed mean, min..max band", fontsize=9)
+    return plots.save(fig, out)
+
+
+def main(argv):
+    del argv
+    if FLAGS.d is None or FLAGS.d < 1:
+        raise cli.UsageError("d", "required: a subspace dimension >= 1 that every run scanned")
+    if not FLAGS.out or not FLAGS.out.endswith(".png"):
+        raise cli.UsageError("out", "required: a .png path")
+    runs = load_runs(FLAGS.run_dirs, FLAGS.labels, FLAGS.d)
+    rows = summary_rows(runs, FLAGS.d)
+    print(table(rows))
+    folder = os.path.dirname(os.path.abspath(FLAGS.out))
+    os.makedirs(folder, exist_ok=True)
+    print(f"figure: {figure(runs, FLAGS.d, FLAGS.out, FLAGS.title)}")
+    with open(os.path.splitext(FLAGS.out)[0] + ".json", "w") as fh:
+        json.dump(rows, fh, indent=1)
+
+
+if __name__ == "__main__":
+    cli.run(main)

@@ -1,0 +1,71 @@
+"""experiments.compare_scans on synthetic finished radius-scan folders: the table's numbers equal the
+arrays' seed means, the figure and JSON are written, bad input is a one-line error (exit 2)."""
+
+from __future__ import annotations
+
+import json
+import os
+
+import numpy as np
+import pytest
+
+from gzone import records
+
+X = np.array([-2.0, -1.0, 0.0, 1.0, 2.0])
+
+
+def _fake_scan(workdir, name, frac_peak, experiment="radius_scan"):
+    """A complete run folder whose frac_pos peaks at x = 0 with value frac_peak (seed mean)."""
+    path = records.run_path(str(workdir), experiment, name)
+    records.open_run(path, experiment=experiment, settings={"name": name}, derived={"model": name, "D": 100},
+                     axes={}, flags_text="")
+    bump = np.exp(-(X**2))[:, None, None]  # [R, 1, 1]
+    offsets = np.array([-0.01, 0.0, 0.01])  # 3 seeds, mean offset 0
+    frac = 0.5 + (frac_peak - 0.5) * bump + offsets
+    frac = np.concatenate([frac, frac], axis=1)  # d = 4, 8: the same curves
+    records.finish(path, {"log10_r2_over_rx2": X, "radii": 10 ** (X / 2), "dims": np.array([4, 8]),
+                          "frac_pos": frac, "trace_over_frob": 4.0 * (frac - 0.5)})
+    return path
+
+
+def test_table_and_figure(tmp_path, run_python):
+    a, b = _fake_scan(tmp_path, "wide", 0.9), _fake_scan(tmp_path, "deep", 0.7)
+    out = tmp_path / "cmp" / "depth.png"
+    proc = run_python(["-m", "experiments.compare_scans", f"--run_dirs={a},{b}", "--labels=w,dp", "--d=8", f"--out={out}"])
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    rows = json.loads(out.with_suffix(".json").read_text())
+    got = {(r["run"], r["metric"]): r for r in rows}
+    assert set(got) == {(run, m) for run in ("w", "dp") for m in ("frac_pos", "trace_over_frob")}
+    assert got["w", "frac_pos"]["peak"] == pytest.approx(0.9) and got["dp", "frac_pos"]["peak"] == pytest.approx(0.7)
+    assert got["dp", "trace_over_frob"]["at_rx"] == pytest.approx(0.8)
+    assert got["w", "frac_pos"]["peak_x"] == 0.0 and all(r["d"] == 8 for r in rows)
+    # frac+ > 0.55 where 0.4 exp(-x^2) > 0.05: |x| <= 1 on this grid (0.4/e = 0.147; 0.4/e^4 = 0.007)
+    assert got["w", "frac_pos"]["extent"] == [-1.0, 1.0]
+    assert "w " in proc.stdout and "figure:" in proc.stdout
+
+
+@pytest.mark.parametrize(
+    "extra, flag",
+    [
+        (["--d=16"], "--d"),  # not scanned
+        (["--d=8", "--labels=only_one"], "--labels"),
+        (["--d=8", "--out=x.pdf"], "--out"),
+        (["--d=8", "--missing"], "--run_dirs"),
+        (["--d=8", "--other"], "--run_dirs"),
+    ],
+)
+def test_bad_input_is_a_one_line_error(tmp_path, run_python, extra, flag):
+    a, b = _fake_scan(tmp_path, "a", 0.9), _fake_scan(tmp_path, "b", 0.8)
+    runs = [a, b]
+    if "--missing" in extra:
+        runs, extra = [a, os.path.join(str(tmp_path), "nowhere")], [e for e in extra if e != "--missing"]
+    if "--other" in extra:
+        runs, extra = [a, _fake_scan(tmp_path, "t", 0.9, experiment="trajectories")], [e for e in extra if e != "--other"]
+    args = ["-m", "experiments.compare_scans", f"--run_dirs={','.join(runs)}", *extra]
+    if not any(e.startswith("--out") for e in extra):
+        args.append(f"--out={tmp_path / 'c.png'}")
+    proc = run_python(args)
+    assert proc.returncode == 2, proc.stderr[-2000:]
+    assert flag in proc.stderr and "Traceback" not in proc.stderr
+    assert len(proc.stderr.strip().splitlines()) == 1
