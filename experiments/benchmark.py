@@ -350,6 +350,7 @@ def render(b: Bench, env: dict) -> str:
     if b.cfg.quick:
         lines += ["--quick: tiny sizes, unoptimised XLA compiles; these statuses exercise the code, "
                   "not the targets.", ""]
+    lines += ["Why the missed targets cannot be met here, with numbers: BUILD_NOTES.md (Performance).", ""]
     lines += ["| target | measured | status |", "| --- | --- | --- |"]
     for key, (section, text) in TARGETS.items():
         got = b.targets.get(key)
