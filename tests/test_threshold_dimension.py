@@ -250,6 +250,7 @@ def test_other_settings_in_an_existing_run_folder_fail_with_one_line(reference):
     assert sorted(os.listdir(path)) == before  # the run folder is left as it was
 
 
+@pytest.mark.slow  # the shared resume path (cli.resumable_fit) is killed in the fast suite by test_radius_dynamics
 def test_sigkill_mid_unit_then_rerun_resumes_and_matches_uninterrupted(tmp_path, reference, cache_dir):
     ref_path = finished(reference)  # also fills the compilation cache
     workdir = tmp_path / "killed"

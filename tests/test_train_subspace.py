@@ -209,6 +209,7 @@ def test_smoke_records(reference):
     assert "final test accuracy" in reference.text("stdout")
 
 
+@pytest.mark.slow  # the shared resume path (cli.resumable_fit) is killed in the fast suite by test_radius_dynamics
 def test_sigkill_mid_unit_then_rerun_resumes_and_matches_uninterrupted(tmp_path, reference, cache_dir):
     ref_path = finished(reference)  # also fills the compilation cache
     workdir = tmp_path / "killed"
