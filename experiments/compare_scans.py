@@ -90,10 +90,7 @@ def figure(runs, d, out, title=None) -> str:
     ax2.axhline(0.0, color="grey", lw=0.8)
     ax1.set_ylabel("fraction of positive eigenvalues")
     ax2.set_ylabel(r"$\mathrm{Tr}(H)/\|H\|_F$")
-    for ax in (ax1, ax2):
-        ax.set_xlabel(r"$\log_{10}(r^2 / r_X^2)$")
-        ax.grid(alpha=0.3)
-        plots.mark_rx(ax)
+    plots.radius_axes((ax1, ax2), legend=False)
     ax1.legend(fontsize=7, loc="best")
     fig.suptitle(title or f"subspace Hessian at d = {d}: seed mean, min..max band", fontsize=9)
     return plots.save(fig, out)

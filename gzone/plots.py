@@ -72,6 +72,16 @@ def mark_rx(ax, x=0.0, label="$r_X$"):
     ax.text(x, ymax, f" {label}", va="top", ha="left", fontsize=8)
 
 
+def radius_axes(axes, *, legend_size=8, legend=True) -> None:
+    """x label log10(r^2/r_X^2), grid, r_X marked and a legend on each of `axes`."""
+    for ax in axes:
+        ax.set_xlabel(r"$\log_{10}(r^2 / r_X^2)$")
+        ax.grid(alpha=0.3)
+        mark_rx(ax)
+        if legend:
+            ax.legend(fontsize=legend_size, loc="best")
+
+
 def title_of(config: dict) -> str:
     derived = config.get("derived", {})
     dataset = derived.get("dataset", {}).get("name", config.get("settings", {}).get("dataset", "?"))
@@ -99,11 +109,7 @@ def radius_scan_figures(run_dir: str, config: dict, arrays: dict) -> list[str]:
     ax2.axhline(0.0, color="gray", lw=1, ls="--")
     ax1.set_ylabel("fraction of positive eigenvalues of $P^T H P$")
     ax2.set_ylabel(r"$\mathrm{Tr}(H) / \|H\|_F$ (subspace)")
-    for ax in (ax1, ax2):
-        ax.set_xlabel(r"$\log_{10}(r^2 / r_X^2)$")
-        ax.grid(alpha=0.3)
-        mark_rx(ax)
-        ax.legend(fontsize=8, loc="best")
+    radius_axes((ax1, ax2))
     fig.suptitle(f"{title_of(config)}; {conv} points, {proj} subspaces; mean and min-max over {seeds} seeds", fontsize=9)
     out.append(save(fig, os.path.join(run_dir, "goldilocks.png")))
 
@@ -150,11 +156,7 @@ def curvature_split_figure(run_dir: str, config: dict, arrays: dict) -> str:
                      capsize=2, label="full space $H$ (mean $\\pm$ s.e.)")
     ax1.set_ylabel("fraction of positive eigenvalues")
     ax2.set_ylabel(r"$\mathrm{Tr}/\|\cdot\|_F$")
-    for ax in (ax1, ax2):
-        ax.set_xlabel(r"$\log_{10}(r^2 / r_X^2)$")
-        ax.grid(alpha=0.3)
-        mark_rx(ax)
-        ax.legend(fontsize=7, loc="best")
+    radius_axes((ax1, ax2), legend_size=7)
     metric = config.get("derived", {}).get("projection_metric", {})
     fig.suptitle(f"{title_of(config)}; Gauss-Newton / residual split, metric {metric.get('name', 'none')}"
                  f"{' (renormalised)' if metric.get('renormalise') else ''}", fontsize=9)

@@ -11,14 +11,13 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
 import pytest
+import stops
 
 from gzone import emergent, records
 
@@ -29,22 +28,6 @@ S, C, K, N_GRAM = 2, 10, 12, 20  # seeds, classes, top_k, Gram examples (what th
 STEPS = [0, 4, 8, 12, 16]
 UNITS = ["train"] + [f"ckpt_{i:03d}" for i in range(5)] + [f"radius_{i:03d}" for i in range(3)]
 FIGURES = ("gradient_clustering.png", "hessian_outliers.png", "gradient_overlap.png", "logit_variance.png")
-
-# Runs the experiment with records.save_checkpoint wrapped to SIGSTOP the process right after the
-# checkpoint of epoch 1 of the training unit is on disk; the test then SIGKILLs it.
-STOP_WRAPPER = """
-import os, runpy, signal, sys
-from gzone import records
-save = records.save_checkpoint
-def save_then_stop(path, unit, *, epoch, state, history):
-    save(path, unit, epoch=epoch, state=state, history=history)
-    if unit == "train" and epoch == 1:
-        os.kill(os.getpid(), signal.SIGSTOP)
-records.save_checkpoint = save_then_stop
-sys.argv = sys.argv[1:]
-runpy.run_module(sys.argv[0], run_name="__main__", alter_sys=True)
-"""
-
 
 def _command(workdir, *extra):
     return [sys.executable, "-m", f"experiments.{EXPERIMENT}", f"--flagfile={SMOKE}", f"--workdir={workdir}", *extra]
@@ -218,19 +201,11 @@ def test_other_settings_in_an_existing_run_folder_fail_with_one_line(env, refere
 @pytest.mark.slow
 def test_sigkill_mid_training_then_rerun_resumes_and_matches(tmp_path, env, reference, run_python):
     ref = reference.result()["path"]
-    cmd = [sys.executable, "-c", STOP_WRAPPER, *_command(tmp_path)[2:]]  # module name, then the flags
-    proc = subprocess.Popen(cmd, cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    cmd = stops.command(stops.AT_CHECKPOINT, _command(tmp_path))
+    proc = subprocess.Popen(cmd, cwd=REPO, env={**env, "GZONE_TEST_STOP_UNIT": "train"}, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)
     try:
-        deadline = time.time() + 600
-        while True:
-            pid, status = os.waitpid(proc.pid, os.WUNTRACED | os.WNOHANG)
-            if pid:
-                break
-            assert time.time() < deadline, "the run never reached the stop point"
-            time.sleep(0.05)
-        assert os.WIFSTOPPED(status)
-        os.kill(proc.pid, signal.SIGKILL)
-        proc.wait(timeout=60)
+        stops.kill_when_stopped(proc, timeout=600)
     finally:
         if proc.poll() is None:
             proc.kill()

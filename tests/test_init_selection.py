@@ -7,14 +7,13 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
 import pytest
+import stops
 
 from gzone import records, selection
 
@@ -24,20 +23,6 @@ EXPERIMENT = "init_selection"
 K, M, S, D_SUB = 6, 2, 2, 4  # inits, selected per group, seeds, subspace d (what the smoke flags ask for)
 UNITS = ["score_b000", "score_b001", "train_top", "train_other"]
 OUTCOMES = ("final_test_loss", "final_test_accuracy", "final_train_loss", "mean_train_loss")
-
-STOP_WRAPPER = """
-import os, runpy, signal, sys
-from gzone import records
-save = records.save_checkpoint
-def save_then_stop(path, unit, *, epoch, state, history):
-    save(path, unit, epoch=epoch, state=state, history=history)
-    if unit == "train_other" and epoch == 1:
-        os.kill(os.getpid(), signal.SIGSTOP)
-records.save_checkpoint = save_then_stop
-sys.argv = sys.argv[1:]
-runpy.run_module(sys.argv[0], run_name="__main__", alter_sys=True)
-"""
-
 
 def _command(workdir, *extra):
     return [sys.executable, "-m", f"experiments.{EXPERIMENT}", f"--flagfile={SMOKE}", f"--workdir={workdir}", *extra]
@@ -193,19 +178,11 @@ def test_resume_from_completed_units_equals_the_uninterrupted_run(tmp_path, env,
 @pytest.mark.slow
 def test_sigkill_mid_training_then_rerun_resumes_and_matches(tmp_path, env, reference, run_python):
     ref = reference.result()["path"]
-    cmd = [sys.executable, "-c", STOP_WRAPPER, *_command(tmp_path)[2:]]
-    proc = subprocess.Popen(cmd, cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    cmd = stops.command(stops.AT_CHECKPOINT, _command(tmp_path))
+    proc = subprocess.Popen(cmd, cwd=REPO, env={**env, "GZONE_TEST_STOP_UNIT": "train_other"}, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)
     try:
-        deadline = time.time() + 600
-        while True:
-            pid, status = os.waitpid(proc.pid, os.WUNTRACED | os.WNOHANG)
-            if pid:
-                break
-            assert time.time() < deadline, "the run never reached the stop point"
-            time.sleep(0.05)
-        assert os.WIFSTOPPED(status)
-        os.kill(proc.pid, signal.SIGKILL)
-        proc.wait(timeout=60)
+        stops.kill_when_stopped(proc, timeout=600)
     finally:
         if proc.poll() is None:
             proc.kill()

@@ -8,11 +8,11 @@ import shutil
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
 import pytest
+import stops
 
 from gzone import records, scan
 
@@ -120,38 +120,13 @@ def test_two_runs_with_the_same_flags_are_bitwise_identical(two_runs):
         assert a[key].dtype == b[key].dtype
 
 
-# Runs the scan with records.save_unit wrapped to SIGSTOP the process once two units are on disk.
-STOP_AFTER_TWO_UNITS = """
-import os, runpy, signal, sys
-from gzone import records
-save, saved = records.save_unit, []
-def save_then_stop(*args, **kwargs):
-    save(*args, **kwargs)
-    saved.append(1)
-    if len(saved) == 2:
-        os.kill(os.getpid(), signal.SIGSTOP)
-records.save_unit = save_then_stop
-sys.argv = sys.argv[1:]
-runpy.run_module(sys.argv[0], run_name="__main__", alter_sys=True)
-"""
-
-
 def test_sigkill_then_resume_equals_an_uninterrupted_run(tmp_path, subprocess_env, run_python, two_runs):
     path = _run_dir(tmp_path)
     metrics = os.path.join(path, "metrics.jsonl")
-    args = _command(tmp_path)
-    proc = _popen([sys.executable, "-c", STOP_AFTER_TWO_UNITS, *args[2:]], subprocess_env)
-    deadline = time.time() + 300
-    try:  # the wrapper SIGSTOPs the run after its second unit is on disk; polling for it raced the run
-        while True:
-            pid, status = os.waitpid(proc.pid, os.WUNTRACED | os.WNOHANG)
-            if pid:
-                break
-            assert time.time() < deadline, "no units completed in time"
-            time.sleep(0.02)
-        assert os.WIFSTOPPED(status), f"the run ended before it could be killed (status {status})"
-        os.kill(proc.pid, signal.SIGKILL)
-        proc.wait(timeout=60)
+    cmd = stops.command(stops.AFTER_UNITS, _command(tmp_path))
+    proc = _popen(cmd, {**subprocess_env, "GZONE_TEST_STOP_AFTER_UNITS": "2"})
+    try:  # stopped right after the second unit is on disk (polling for it raced the run)
+        stops.kill_when_stopped(proc)
     finally:
         proc.kill()
         proc.communicate()

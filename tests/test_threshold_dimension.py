@@ -13,13 +13,12 @@ import json
 import math
 import os
 import re
-import signal
 import subprocess
 import sys
-import time
 
 import numpy as np
 import pytest
+import stops
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 MODULE = "experiments.threshold_dimension"
@@ -29,22 +28,6 @@ STARTS = ["t0", "t8", "lottery"]
 SEEDS, EPOCHS, TARGET = 4, 2, 0.2
 STOP_UNIT = "t0_d8"  # the kill lands after this unit's first epoch (the first subspace unit)
 FIGURES = ("success_probability.png", "intrinsic_dimension.png", "threshold_vs_t0.png")
-
-# Runs the experiment with records.save_checkpoint wrapped to SIGSTOP the process right after the
-# checkpoint of epoch 1 of unit $GZONE_TEST_STOP_UNIT is on disk; the test then SIGKILLs it.
-STOP_WRAPPER = """
-import os, runpy, signal, sys
-from gzone import records
-save, target = records.save_checkpoint, os.environ["GZONE_TEST_STOP_UNIT"]
-def save_then_stop(path, unit, *, epoch, state, history):
-    save(path, unit, epoch=epoch, state=state, history=history)
-    if unit == target and epoch == 1:
-        os.kill(os.getpid(), signal.SIGSTOP)
-records.save_checkpoint = save_then_stop
-sys.argv = sys.argv[1:]
-runpy.run_module(sys.argv[0], run_name="__main__", alter_sys=True)
-"""
-
 
 def environment(cache_dir=None) -> dict:
     env = {**os.environ, "PYTHONPATH": ROOT, "JAX_PLATFORMS": "cpu"}
@@ -256,19 +239,10 @@ def test_sigkill_mid_unit_then_rerun_resumes_and_matches_uninterrupted(tmp_path,
     workdir = tmp_path / "killed"
     path = os.path.join(workdir, EXPERIMENT, "smoke")
     env = {**environment(cache_dir), "GZONE_TEST_STOP_UNIT": STOP_UNIT}
-    run = Background([sys.executable, "-c", STOP_WRAPPER, MODULE, f"--flagfile={FLAGFILE}", f"--workdir={workdir}"],
+    run = Background(stops.command(stops.AT_CHECKPOINT, ["-m", MODULE, f"--flagfile={FLAGFILE}", f"--workdir={workdir}"]),
                      str(tmp_path / "log_killed"), env)
     try:
-        deadline = time.time() + 300
-        while True:
-            pid, status = os.waitpid(run.proc.pid, os.WUNTRACED | os.WNOHANG)
-            if pid:
-                break
-            assert time.time() < deadline, "the run never reached the stop point"
-            time.sleep(0.02)
-        assert os.WIFSTOPPED(status), (status, run.text("stdout")[-2000:], run.text("stderr")[-2000:])
-        os.kill(run.proc.pid, signal.SIGKILL)
-        assert run.proc.wait(timeout=60) == -signal.SIGKILL
+        stops.kill_when_stopped(run.proc, describe=lambda: (run.text("stdout")[-2000:], run.text("stderr")[-2000:]))
     finally:
         run.close()
 

@@ -7,11 +7,11 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
 import pytest
+import stops
 
 from gzone import records, trajectory
 
@@ -42,42 +42,16 @@ def env(tmp_path_factory, subprocess_env):
     return {**subprocess_env, "JAX_COMPILATION_CACHE_DIR": str(cache), "JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS": "0"}
 
 
-# Runs the experiment with records.save_checkpoint wrapped to SIGSTOP the process right after the
-# checkpoint of epoch 1 of unit $GZONE_TEST_STOP_UNIT is on disk; the test then SIGKILLs it (polling for
-# the checkpoint file instead raced with the smoke run's millisecond epochs).
-STOP_WRAPPER = """
-import os, runpy, signal, sys
-from gzone import records
-save, target = records.save_checkpoint, os.environ["GZONE_TEST_STOP_UNIT"]
-def save_then_stop(path, unit, *, epoch, state, history):
-    save(path, unit, epoch=epoch, state=state, history=history)
-    if unit == target and epoch == 1:
-        os.kill(os.getpid(), signal.SIGSTOP)
-records.save_checkpoint = save_then_stop
-sys.argv = sys.argv[1:]
-runpy.run_module(sys.argv[0], run_name="__main__", alter_sys=True)
-"""
-
-
 @pytest.fixture(scope="module")
 def runs(tmp_path_factory, env):
     """A run killed by SIGKILL in the middle of a training unit (train_inits, after its epoch 1), then
     (sharing its compiled code through the cache) an uninterrupted run of the same flags."""
     full_dir, killed_dir = tmp_path_factory.mktemp("full"), tmp_path_factory.mktemp("killed")
-    args = _command(killed_dir, "--noplots")
-    victim = _popen([sys.executable, "-c", STOP_WRAPPER, *args[2:]], {**env, "GZONE_TEST_STOP_UNIT": "train_inits"})
+    cmd = stops.command(stops.AT_CHECKPOINT, _command(killed_dir, "--noplots"))
+    victim = _popen(cmd, {**env, "GZONE_TEST_STOP_UNIT": "train_inits"})
     killed = _run_dir(killed_dir)
-    deadline = time.time() + 300
-    try:
-        while True:
-            pid, status = os.waitpid(victim.pid, os.WUNTRACED | os.WNOHANG)
-            if pid:
-                break
-            assert time.time() < deadline, "the run never reached the stop point"
-            time.sleep(0.02)
-        assert os.WIFSTOPPED(status), f"the run ended before it could be killed (status {status})"
-        os.kill(victim.pid, signal.SIGKILL)
-        victim.wait(timeout=60)
+    try:  # stopped right after train_inits' epoch-1 checkpoint (polling for it raced the smoke run)
+        stops.kill_when_stopped(victim)
     finally:
         victim.kill()
         victim.communicate()
