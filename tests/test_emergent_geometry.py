@@ -29,6 +29,7 @@ STEPS = [0, 4, 8, 12, 16]
 UNITS = ["train"] + [f"ckpt_{i:03d}" for i in range(5)] + [f"radius_{i:03d}" for i in range(3)]
 FIGURES = ("gradient_clustering.png", "hessian_outliers.png", "gradient_overlap.png", "logit_variance.png")
 
+
 def _command(workdir, *extra):
     return [sys.executable, "-m", f"experiments.{EXPERIMENT}", f"--flagfile={SMOKE}", f"--workdir={workdir}", *extra]
 

@@ -24,6 +24,7 @@ K, M, S, D_SUB = 6, 2, 2, 4  # inits, selected per group, seeds, subspace d (wha
 UNITS = ["score_b000", "score_b001", "train_top", "train_other"]
 OUTCOMES = ("final_test_loss", "final_test_accuracy", "final_train_loss", "mean_train_loss")
 
+
 def _command(workdir, *extra):
     return [sys.executable, "-m", f"experiments.{EXPERIMENT}", f"--flagfile={SMOKE}", f"--workdir={workdir}", *extra]
 

@@ -13,16 +13,15 @@ from __future__ import annotations
 import glob
 import json
 import os
-import subprocess
 import sys
 
 import numpy as np
 import pytest
 import stops
+from background import ROOT, Background, environment, finished, read_jsonl
 
 from gzone import dynamics
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 MODULE = "experiments.radius_dynamics"
 EXPERIMENT = "radius_dynamics"
 FLAGFILE = os.path.join(ROOT, "experiments", "flagfiles", "radius_dynamics_smoke.flags")
@@ -33,47 +32,9 @@ R0_OVER_RX = (0.1, 1.0, 10.0)
 STOP_UNIT = "free_r001"  # the kill lands after this unit's first epoch (one unit done before it)
 FIGURE = "radius_dynamics.png"
 
-def environment(cache_dir=None) -> dict:
-    env = {**os.environ, "PYTHONPATH": ROOT, "JAX_PLATFORMS": "cpu"}
-    env.pop("XLA_FLAGS", None)
-    if cache_dir is not None:
-        env.update(JAX_COMPILATION_CACHE_DIR=str(cache_dir), JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS="0",
-                   JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES="0")
-    return env
-
 
 def command(workdir, *extra) -> list[str]:
     return [sys.executable, "-m", MODULE, f"--flagfile={FLAGFILE}", f"--workdir={workdir}", *extra]
-
-
-class Background:
-    """A subprocess writing stdout/stderr to files in `folder`."""
-
-    def __init__(self, cmd, folder, env):
-        os.makedirs(folder, exist_ok=True)
-        self.folder = folder
-        self.out = open(os.path.join(folder, "stdout"), "w+")
-        self.err = open(os.path.join(folder, "stderr"), "w+")
-        self.proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=self.out, stderr=self.err)
-
-    def wait(self, timeout=600) -> tuple[int, str, str]:
-        """(exit code, stdout, stderr) once the process ends (killed after `timeout` seconds)."""
-        try:
-            rc = self.proc.wait(timeout=timeout)
-        finally:
-            self.close()
-        return rc, self.text("stdout"), self.text("stderr")
-
-    def text(self, name) -> str:
-        with open(os.path.join(self.folder, name)) as fh:
-            return fh.read()
-
-    def close(self):
-        if self.proc.poll() is None:
-            self.proc.kill()
-            self.proc.wait()
-        self.out.close()
-        self.err.close()
 
 
 @pytest.fixture(scope="module")
@@ -89,17 +50,6 @@ def reference(tmp_path_factory, cache_dir):
     run.path = os.path.join(workdir, EXPERIMENT, "smoke")
     yield run
     run.close()
-
-
-def finished(run) -> str:
-    rc, out, err = run.wait()
-    assert rc == 0, f"stdout:\n{out[-3000:]}\nstderr:\n{err[-3000:]}"
-    return run.path
-
-
-def read_jsonl(path):
-    with open(os.path.join(path, "metrics.jsonl")) as fh:
-        return [json.loads(line) for line in fh]
 
 
 def read_json(path, name):

@@ -13,14 +13,13 @@ import json
 import math
 import os
 import re
-import subprocess
 import sys
 
 import numpy as np
 import pytest
 import stops
+from background import ROOT, Background, environment, finished, read_jsonl
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 MODULE = "experiments.threshold_dimension"
 EXPERIMENT = "threshold_dimension"
 FLAGFILE = os.path.join(ROOT, "experiments", "flagfiles", "threshold_dimension_smoke.flags")
@@ -29,46 +28,9 @@ SEEDS, EPOCHS, TARGET = 4, 2, 0.2
 STOP_UNIT = "t0_d8"  # the kill lands after this unit's first epoch (the first subspace unit)
 FIGURES = ("success_probability.png", "intrinsic_dimension.png", "threshold_vs_t0.png")
 
-def environment(cache_dir=None) -> dict:
-    env = {**os.environ, "PYTHONPATH": ROOT, "JAX_PLATFORMS": "cpu"}
-    env.pop("XLA_FLAGS", None)
-    if cache_dir is not None:
-        env.update(JAX_COMPILATION_CACHE_DIR=str(cache_dir), JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS="0",
-                   JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES="0")
-    return env
-
 
 def command(workdir, *extra) -> list[str]:
     return [sys.executable, "-m", MODULE, f"--flagfile={FLAGFILE}", f"--workdir={workdir}", *extra]
-
-
-class Background:
-    """A subprocess writing stdout/stderr to files in `folder`."""
-
-    def __init__(self, cmd, folder, env):
-        os.makedirs(folder, exist_ok=True)
-        self.folder = folder
-        self.out = open(os.path.join(folder, "stdout"), "w+")
-        self.err = open(os.path.join(folder, "stderr"), "w+")
-        self.proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=self.out, stderr=self.err)
-
-    def wait(self, timeout=600) -> tuple[int, str, str]:
-        try:
-            rc = self.proc.wait(timeout=timeout)
-        finally:
-            self.close()
-        return rc, self.text("stdout"), self.text("stderr")
-
-    def text(self, name) -> str:
-        with open(os.path.join(self.folder, name)) as fh:
-            return fh.read()
-
-    def close(self):
-        if self.proc.poll() is None:
-            self.proc.kill()
-            self.proc.wait()
-        self.out.close()
-        self.err.close()
 
 
 @pytest.fixture(scope="module")
@@ -84,19 +46,6 @@ def reference(tmp_path_factory, cache_dir):
     run.path = os.path.join(workdir, EXPERIMENT, "smoke")
     yield run
     run.close()
-
-
-def finished(run) -> str:
-    if not hasattr(run, "result"):
-        run.result = run.wait()
-    rc, out, err = run.result
-    assert rc == 0, f"stdout:\n{out[-3000:]}\nstderr:\n{err[-3000:]}"
-    return run.path
-
-
-def read_jsonl(path):
-    with open(os.path.join(path, "metrics.jsonl")) as fh:
-        return [json.loads(line) for line in fh]
 
 
 def load(path, name):
