@@ -324,6 +324,20 @@ class Problem:
                 "layers": list(self.fm.layers)}
 
 
+# Config fields that say where and how a run is shown, not what it computes: a resume ignores them.
+NOT_SETTINGS = ("workdir", "name", "overwrite", "plots", "data_dir", "tfds_data_dir", "epochs_per_call")
+
+
+def resume_settings(config, *also_ignored: str) -> dict:
+    """A config dataclass as the settings a resume must match (`NOT_SETTINGS` and `also_ignored` left out)."""
+    import dataclasses
+
+    out = dataclasses.asdict(config)
+    for key in (*NOT_SETTINGS, *also_ignored):
+        out.pop(key, None)
+    return out
+
+
 def resumable_fit(path: str, unit: str, run_fn, state0, *, epochs: int, epochs_per_call: int, log=None):
     """train.fit with a checkpoint after every call; resumes from the unit's checkpoint if any."""
     from gzone import records, train

@@ -106,9 +106,7 @@ class Config:
         Options added later (`NEW_OPTIONS`) appear only when they differ from their defaults, so
         runs without them keep their settings, default names and resumability.
         """
-        out = dataclasses.asdict(self)
-        for key in ("workdir", "name", "overwrite", "plots", "data_dir", "tfds_data_dir"):
-            out.pop(key)
+        out = cli.resume_settings(self)
         for key, default in NEW_OPTIONS.items():
             if out[key] == default:
                 out.pop(key)

@@ -98,11 +98,7 @@ class Config:
     plots: bool
 
     def settings(self) -> dict:
-        out = dataclasses.asdict(self)
-        for key in ("workdir", "name", "overwrite", "plots", "data_dir", "tfds_data_dir", "epochs_per_call",
-                    "surface_batch"):
-            out.pop(key)
-        return out
+        return cli.resume_settings(self, "surface_batch")
 
 
 def config_from_flags() -> Config:
