@@ -67,3 +67,44 @@ def finished(run) -> str:
 def read_jsonl(path):
     with open(os.path.join(path, "metrics.jsonl")) as fh:
         return [json.loads(line) for line in fh]
+
+
+def check_bad_flags(cases, command, tmp_path, experiment: str) -> None:
+    """Each (flags, expected) case, run side by side: exit 2, one stderr line 'error: ...' naming
+    `expected`, no traceback, no run folder. `command(workdir, *flags)` builds a run's command;
+    '{tmp}' in a flag is replaced by tmp_path."""
+    runs = []
+    for i, (flags, expected) in enumerate(cases):
+        flags = [f.format(tmp=tmp_path) for f in flags]
+        workdir = tmp_path / f"w{i}"
+        runs.append((flags, expected, workdir, Background(command(workdir, *flags), str(tmp_path / f"log{i}"), environment())))
+    for flags, expected, workdir, run in runs:
+        rc, out, err = run.wait(timeout=300)
+        lines = [line for line in err.splitlines() if line.strip()]
+        assert rc == 2, (flags, rc, err[-2000:])
+        assert len(lines) == 1, (flags, err)
+        assert lines[0].startswith("error: ") and expected in lines[0], (flags, lines[0])
+        assert "Traceback" not in out + err
+        assert not os.path.exists(workdir / experiment), flags  # no run folder
+
+
+class PipedRun:
+    """A subprocess with piped output, started at once; `result()` waits for it and asserts it
+    succeeded: {'path': run folder, 'stdout', 'stderr'}. `close()` kills it if still running."""
+
+    def __init__(self, cmd, path, env):
+        self.path = path
+        self.proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        self.out = None
+
+    def result(self) -> dict:
+        if self.out is None:
+            stdout, stderr = self.proc.communicate(timeout=900)
+            assert self.proc.returncode == 0, stderr[-3000:]
+            self.out = {"path": self.path, "stdout": stdout, "stderr": stderr}
+        return self.out
+
+    def close(self):
+        if self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.communicate()

@@ -18,6 +18,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import stops
+from background import PipedRun
 
 from gzone import emergent, records
 
@@ -49,29 +50,13 @@ def env(tmp_path_factory, subprocess_env):
             "JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES": "0"}
 
 
-class Reference:
-    """The uninterrupted smoke run, started in the background; `result()` waits for it."""
-
-    def __init__(self, workdir, env):
-        self.workdir, self.path = workdir, _run_dir(workdir)
-        self.proc = _popen(_command(workdir), env)
-        self.out = None
-
-    def result(self) -> dict:
-        if self.out is None:
-            stdout, stderr = self.proc.communicate(timeout=900)
-            assert self.proc.returncode == 0, stderr[-3000:]
-            self.out = {"path": self.path, "stdout": stdout, "stderr": stderr}
-        return self.out
-
-
 @pytest.fixture(scope="module")
 def reference(tmp_path_factory, env):
-    run = Reference(tmp_path_factory.mktemp("reference"), env)
+    """The uninterrupted smoke run, started in the background; `result()` waits for it."""
+    workdir = tmp_path_factory.mktemp("reference")
+    run = PipedRun(_command(workdir), _run_dir(workdir), env)
     yield run
-    if run.proc.poll() is None:
-        run.proc.kill()
-        run.proc.communicate()
+    run.close()
 
 
 BAD = {  # flags -> the flag named in the one-line error

@@ -18,7 +18,7 @@ import sys
 import numpy as np
 import pytest
 import stops
-from background import ROOT, Background, environment, finished, read_jsonl
+from background import ROOT, Background, check_bad_flags, environment, finished, read_jsonl
 
 MODULE = "experiments.threshold_dimension"
 EXPERIMENT = "threshold_dimension"
@@ -143,19 +143,7 @@ BAD_FLAGS = [
 
 def test_bad_flags_fail_with_one_line_and_no_run_folder(tmp_path, reference):
     del reference  # started here so that it runs beside these short runs
-    runs = []
-    for i, (flags, expected) in enumerate(BAD_FLAGS):
-        flags = [f.format(tmp=tmp_path) for f in flags]
-        workdir = tmp_path / f"w{i}"
-        runs.append((flags, expected, workdir, Background(command(workdir, *flags), str(tmp_path / f"log{i}"), environment())))
-    for flags, expected, workdir, run in runs:
-        rc, out, err = run.wait(timeout=300)
-        lines = [line for line in err.splitlines() if line.strip()]
-        assert rc == 2, (flags, rc, err[-2000:])
-        assert len(lines) == 1, (flags, err)
-        assert lines[0].startswith("error: ") and expected in lines[0], (flags, lines[0])
-        assert "Traceback" not in out + err
-        assert not os.path.exists(workdir / EXPERIMENT), flags  # no run folder
+    check_bad_flags(BAD_FLAGS, command, tmp_path, EXPERIMENT)
 
 
 # --------------------------------------------------------------------------- smoke and resume
