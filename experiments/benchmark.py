@@ -376,7 +376,7 @@ def _fmt(v) -> str:
 def environment(b: Bench) -> dict:
     import jax
 
-    from gzone import records
+    from gzone.runs import records
 
     env = records.environment()
     cpu = next((l.split(":", 1)[1].strip() for l in open("/proc/cpuinfo") if l.startswith("model name")), "?") \
@@ -415,7 +415,7 @@ def main(argv):
             traceback.print_exc()
             tables = b.tables[before:] or [b.table(name, name, ["status"])]
             tables[-1].notes.append(f"failed: {_reason(err)}")
-    from gzone import records
+    from gzone.runs import records
 
     env = environment(b)
     text = render(b, env)

@@ -16,8 +16,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from gzone import curvature, flat, models, scan, train
+from gzone import curvature, flat, measure, models, train
 from gzone import projections as proj
+from gzone import seeds as seed_lib
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 # A product kind and the kinds each layer does (first layer, other layers): see benchmark.py.
@@ -264,33 +265,33 @@ def _step_ms(b, fm, mode, params0, data, space) -> float:
 
 
 def seeds(b) -> None:
-    sz, default = b.sz, scan.default_seed_mode(workload="scan")
-    t = b.table("seeds", f"6. seeds vmapped vs lax.map: a radius-scan unit (scan.make_unit_fn: {sz.seeds} seeds, "
+    sz, default = b.sz, seed_lib.default_seed_mode(workload="scan")
+    t = b.table("seeds", f"6. seeds vmapped vs lax.map: a radius-scan unit (seeds.make_unit_fn: {sz.seeds} seeds, "
                 f"sparse P, {sz.n_hess} examples) and training ({sz.train_seeds} seeds, {sz.train_seed_steps} Adam "
                 f"steps of batch {sz.batch}); defaults on {jax.default_backend()}: scan {default}, "
-                f"train {scan.default_seed_mode(workload='train')}; timed calls interleaved",
+                f"train {seed_lib.default_seed_mode(workload='train')}; timed calls interleaved",
                 ["workload", "D", "d", "seed mode", "s", "vs faster", "default"])
     verdicts = []
     for model, d in sz.seed_units:
         p = b.problem(model, sz.n_hess)
         shape = (sz.models[model][0],)
         r_x = models.xavier_radius(p.module, shape)
-        point_fn = scan.make_point_fn(p.fm, d=d, projection="sparse", convention="xavier_rescaled",
+        point_fn = measure.make_point_fn(p.fm, d=d, projection="sparse", convention="xavier_rescaled",
                                       sample_fn=flat.sample_fn(p.module, shape), r_x=r_x)
-        keys = scan.SeedKeys.from_seed(0)
+        keys = seed_lib.SeedKeys.from_seed(0)
         args = (keys.init_keys(sz.seeds), keys.proj_keys(d, sz.seeds), jnp.float32(r_x), p.x, p.y)
         times = {}
         with b.guard(t, "scan unit, MLP " + "-".join(map(str, _dims(b, model))), p.fm.D, d, "both"):
-            b.log(f"seeds {'/'.join(scan.SEED_MODES)} {model} d={d}, interleaved")
-            units = {mode: scan.make_unit_fn(point_fn, seed_mode=mode) for mode in scan.SEED_MODES}
+            b.log(f"seeds {'/'.join(seed_lib.SEED_MODES)} {model} d={d}, interleaved")
+            units = {mode: seed_lib.make_unit_fn(point_fn, seed_mode=mode) for mode in seed_lib.SEED_MODES}
             times = b.measure_interleaved({mode: (lambda u=u: u(*args)) for mode, u in units.items()})
         for mode, sec in times.items():
             t.rows.append(["scan unit, MLP " + "-".join(map(str, _dims(b, model))), p.fm.D, d, mode, sec,
                            sec / min(times.values()), "yes" if mode == default else ""])
         if default in times and len(times) == 2:
             verdicts.append((times[default] / min(times.values()), f"scan {default}", f"{model} d={d}"))
-    # Training: the same full-space trainer for every seed (train.make_trainer + scan.map_seeds).
-    model, default_train = "mnist", scan.default_seed_mode(workload="train")
+    # Training: the same full-space trainer for every seed (train.make_trainer + seed_lib.map_seeds).
+    model, default_train = "mnist", seed_lib.default_seed_mode(workload="train")
     p = b.problem(model, sz.n_hess)
     n = sz.batch * sz.train_seed_steps
     rng = np.random.default_rng(0)
@@ -301,9 +302,9 @@ def seeds(b) -> None:
         trainer = train.make_trainer(p.fm, train.spec_for(n, mode="full", optimizer="adam", lr=1e-3, batch_size=sz.batch))
         keys = jax.random.split(b.key, sz.train_seeds)
         state0 = jax.vmap(trainer.init)(jax.vmap(flat.sample_fn(p.module, (sz.models[model][0],)))(keys))
-        b.log(f"seeds {'/'.join(scan.SEED_MODES)} training {model}, interleaved")
-        runs = {mode: jax.jit(scan.map_seeds(lambda st, k, d: trainer.run(st, k, d, None, 0, 1), mode))
-                for mode in scan.SEED_MODES}
+        b.log(f"seeds {'/'.join(seed_lib.SEED_MODES)} training {model}, interleaved")
+        runs = {mode: jax.jit(seed_lib.map_seeds(lambda st, k, d: trainer.run(st, k, d, None, 0, 1), mode))
+                for mode in seed_lib.SEED_MODES}
         times = b.measure_interleaved({mode: (lambda r=r: r(state0, keys, data)) for mode, r in runs.items()})
     for mode, sec in times.items():
         t.rows.append(["train, MLP " + "-".join(map(str, _dims(b, model))), p.fm.D, "", mode, sec,

@@ -207,7 +207,7 @@ def run(main: Callable[[list[str]], None]) -> None:
         logging.set_verbosity(logging.WARNING)  # keep jax's backend-probing INFO lines quiet
         if len(argv) > 1:
             fail(f"unexpected positional arguments: {' '.join(argv[1:])} (flags look like --name=value)")
-        from gzone.records import RunDirError
+        from gzone.runs.records import RunDirError
 
         try:
             main(argv)
@@ -340,7 +340,8 @@ def resume_settings(config, *also_ignored: str) -> dict:
 
 def resumable_fit(path: str, unit: str, run_fn, state0, *, epochs: int, epochs_per_call: int, log=None):
     """train.fit with a checkpoint after every call; resumes from the unit's checkpoint if any."""
-    from gzone import records, train
+    from gzone import train
+    from gzone.runs import records
 
     start, state, history = 0, state0, None
     checkpoint = records.load_checkpoint(path, unit, state0)

@@ -30,7 +30,7 @@ flags.DEFINE_string("title", None, "Figure title (default: the dimension).")
 
 def load_runs(run_dirs, labels, d):
     """[(label, config, arrays, d index)] with clear errors for anything a comparison cannot use."""
-    from gzone import records
+    from gzone.runs import records
 
     if not run_dirs:
         raise cli.UsageError("run_dirs", "required: one or more radius_scan run folders")
@@ -54,7 +54,7 @@ def load_runs(run_dirs, labels, d):
 
 
 def summary_rows(runs, d) -> list[dict]:
-    from gzone import zone
+    from gzone.analysis import zone
 
     rows = []
     for label, config, arrays, _ in runs:

@@ -117,7 +117,7 @@ def config_from_flags() -> Config:
         raise cli.UsageError("lanczos_order", f"must be >= --top_k={FLAGS.top_k}, got {FLAGS.lanczos_order}")
     if not FLAGS.outlier_min_ratio > 1:
         raise cli.UsageError("outlier_min_ratio", f"must be > 1, got {FLAGS.outlier_min_ratio}")
-    from gzone import scan
+    from gzone import seeds
 
     return Config(
         dataset=FLAGS.dataset, data_dir=FLAGS.data_dir, tfds_data_dir=FLAGS.tfds_data_dir, n_train=FLAGS.n_train,
@@ -129,7 +129,7 @@ def config_from_flags() -> Config:
         gram_per_class=FLAGS.gram_per_class, gram_chunk=FLAGS.gram_chunk, n_hessian=FLAGS.n_hessian,
         top_k=FLAGS.top_k, lanczos_order=FLAGS.lanczos_order, outlier_min_ratio=FLAGS.outlier_min_ratio,
         epochs_per_call=FLAGS.epochs_per_call,
-        seed_mode=scan.default_seed_mode() if FLAGS.seed_mode == "auto" else FLAGS.seed_mode,
+        seed_mode=seeds.default_seed_mode() if FLAGS.seed_mode == "auto" else FLAGS.seed_mode,
         dtype=FLAGS.dtype, seed=FLAGS.seed, workdir=FLAGS.workdir, name=FLAGS.name, overwrite=FLAGS.overwrite,
         plots=FLAGS.plots,
     )
@@ -171,7 +171,9 @@ def run(config: Config, log=print) -> str:
     import jax
     import jax.numpy as jnp
 
-    from gzone import emergent, plots, records, scan, train
+    from gzone import plots, seeds, subspace, train
+    from gzone.analysis import emergent
+    from gzone.runs import records
 
     problem = cli.Problem(
         dataset=config.dataset, data_dir=config.data_dir, tfds_data_dir=config.tfds_data_dir, n_train=config.n_train,
@@ -191,13 +193,13 @@ def run(config: Config, log=print) -> str:
         raise cli.UsageError("gram_chunk", f"must divide N = {C} classes x {config.gram_per_class} = {C * config.gram_per_class}")
     if config.lanczos_order > fm.D:
         raise cli.UsageError("lanczos_order", f"{config.lanczos_order} exceeds the number of parameters D={fm.D}")
-    keys = scan.SeedKeys.from_seed(config.seed)
+    keys = seeds.SeedKeys.from_seed(config.seed)
     k_gram, k_hess = jax.random.split(keys.k_data)
     try:
         gram_index = emergent.balanced_examples(k_gram, ds.y_train, per_class=config.gram_per_class, num_classes=C)
     except ValueError as err:
         raise cli.UsageError("gram_per_class", str(err)) from None
-    hess_index = scan.pick_examples(k_hess, n_train, config.n_hessian)
+    hess_index = seeds.pick_examples(k_hess, n_train, config.n_hessian)
     x, y = problem.data.x_train, problem.data.y_train
     batch = (x[gram_index], y[gram_index], x[hess_index], y[hess_index])
     radii = r_x * 10.0 ** (np.asarray(config.radius_values) / 2.0) if config.radius_kind == "relative" else np.asarray(config.radius_values)
@@ -222,7 +224,7 @@ def run(config: Config, log=print) -> str:
     k_init, k_train = keys.init_keys(S), keys.train_keys(S)
     k_lanczos = jax.vmap(lambda s: jax.random.fold_in(keys.k_proj, s))(jnp.arange(S))
     spec = emergent.Spec(num_classes=C, top_k=config.top_k, order=config.lanczos_order, chunk=config.gram_chunk)
-    measure = jax.jit(scan.map_seeds(emergent.make_measure_fn(fm, spec=spec), config.seed_mode))
+    measure = jax.jit(seeds.map_seeds(emergent.make_measure_fn(fm, spec=spec), config.seed_mode))
 
     def measured(unit, thetas, record):
         start = time.time()
@@ -240,7 +242,7 @@ def run(config: Config, log=print) -> str:
                                record_every=config.record_every, snapshot_every=config.snapshot_every)
         trainer = train.make_trainer(fm, tspec)
         theta0 = jax.jit(jax.vmap(problem.sample_fn(config.init)))(k_init)
-        run_seeds = jax.jit(scan.map_seeds(lambda st, k, e0, data, n: trainer.run(st, k, data, None, e0, n), config.seed_mode),
+        run_seeds = jax.jit(seeds.map_seeds(lambda st, k, e0, data, n: trainer.run(st, k, data, None, e0, n), config.seed_mode),
                             static_argnums=4)
         run_fn = lambda st, e0, n: run_seeds(st, k_train, e0, problem.data, n)  # noqa: E731
         _, hist = cli.resumable_fit(path, "train", run_fn, jax.jit(jax.vmap(trainer.init))(theta0), epochs=config.epochs,
@@ -259,7 +261,7 @@ def run(config: Config, log=print) -> str:
                 measured(f"ckpt_{i:03d}", thetas[:, i], {"checkpoint": i, "step": int(step)})
     if radii.size:
         sample = problem.sample_fn("xavier" if config.convention == "xavier_rescaled" else config.init)
-        point = jax.jit(jax.vmap(lambda k, r: scan.point_at_radius(k, r, convention=config.convention, sample_fn=sample,
+        point = jax.jit(jax.vmap(lambda k, r: subspace.point_at_radius(k, r, convention=config.convention, sample_fn=sample,
                                                                    D=fm.D, r_x=r_x, dtype=dtype), in_axes=(0, None)))
         for ri, radius in enumerate(radii):
             if f"radius_{ri:03d}" not in done:
@@ -279,7 +281,7 @@ def run(config: Config, log=print) -> str:
 
 
 def axes_of(config: Config) -> dict:
-    from gzone import emergent
+    from gzone.analysis import emergent
 
     axes = {}
     for part, point, wanted in (("train", "checkpoint", "training"), ("radius", "radius", "radius")):
@@ -299,7 +301,8 @@ def axes_of(config: Config) -> dict:
 
 
 def assemble(path: str, config: Config, ck_steps, radii, log10_rel) -> dict:
-    from gzone import emergent, records
+    from gzone.analysis import emergent
+    from gzone.runs import records
 
     arrays = {}
     for part, units in (("train", [f"ckpt_{i:03d}" for i in range(len(ck_steps))]),
@@ -324,7 +327,7 @@ def assemble(path: str, config: Config, ck_steps, radii, log10_rel) -> dict:
 
 def analyse(arrays: dict, config: Config, C: int) -> dict:
     """Per point: means over seeds, the outlier counts per seed, the gradient overlap with the top C."""
-    from gzone import emergent
+    from gzone.analysis import emergent
 
     out = {"num_classes": C, "outlier_min_ratio": config.outlier_min_ratio, "train": [], "radius": []}
     for part, label, values in (("train", "step", arrays.get("checkpoint_step", [])),

@@ -112,7 +112,7 @@ def config_from_flags() -> Config:
         raise cli.UsageError("num_probes", "--score=full_trace_over_frob needs --num_probes >= 2")
     if not FLAGS.r_over_rx > 0:
         raise cli.UsageError("r_over_rx", f"must be > 0, got {FLAGS.r_over_rx}")
-    from gzone import scan
+    from gzone import seeds
 
     return Config(
         dataset=FLAGS.dataset, data_dir=FLAGS.data_dir, tfds_data_dir=FLAGS.tfds_data_dir, n_train=FLAGS.n_train,
@@ -122,7 +122,7 @@ def config_from_flags() -> Config:
         score_block=FLAGS.score_block, num_selected=FLAGS.num_selected, compare=FLAGS.compare, num_seeds=FLAGS.num_seeds,
         optimizer=FLAGS.optimizer, lr=FLAGS.lr, batch_size=FLAGS.batch_size, epochs=FLAGS.epochs,
         record_every=FLAGS.record_every, epochs_per_call=FLAGS.epochs_per_call,
-        seed_mode=scan.default_seed_mode() if FLAGS.seed_mode == "auto" else FLAGS.seed_mode,
+        seed_mode=seeds.default_seed_mode() if FLAGS.seed_mode == "auto" else FLAGS.seed_mode,
         dtype=FLAGS.dtype, seed=FLAGS.seed, workdir=FLAGS.workdir, name=FLAGS.name, overwrite=FLAGS.overwrite,
         plots=FLAGS.plots,
     )
@@ -138,7 +138,9 @@ def run(config: Config, log=print) -> str:
     import jax
     import jax.numpy as jnp
 
-    from gzone import plots, records, scan, selection, train
+    from gzone import plots, seeds, subspace, train
+    from gzone.analysis import selection
+    from gzone.runs import records
 
     problem = cli.Problem(
         dataset=config.dataset, data_dir=config.data_dir, tfds_data_dir=config.tfds_data_dir, n_train=config.n_train,
@@ -153,9 +155,9 @@ def run(config: Config, log=print) -> str:
     if config.n_score > n_train:
         raise cli.UsageError("n_score", f"{config.n_score} exceeds the {n_train} training examples")
     K, M, S, B = config.num_inits, config.num_selected, config.num_seeds, config.score_block
-    keys = scan.SeedKeys.from_seed(config.seed)
+    keys = seeds.SeedKeys.from_seed(config.seed)
     k_examples, k_probe, k_select = jax.random.split(keys.k_data, 3)
-    index = scan.pick_examples(k_examples, n_train, config.n_score)
+    index = seeds.pick_examples(k_examples, n_train, config.n_score)
     x, y = problem.data.x_train[index], problem.data.y_train[index]
     path = records.run_path(config.workdir, EXPERIMENT, config.name or default_name(config))
     blocks = -(-K // B)
@@ -173,13 +175,13 @@ def run(config: Config, log=print) -> str:
     progress = cli.Progress(len(units), EXPERIMENT, done=len(done))
 
     sample = problem.sample_fn("xavier" if config.convention == "xavier_rescaled" else config.init)
-    point_fn = lambda k: scan.point_at_radius(k, jnp.asarray(config.r_over_rx * r_x, dtype), convention=config.convention,  # noqa: E731
+    point_fn = lambda k: subspace.point_at_radius(k, jnp.asarray(config.r_over_rx * r_x, dtype), convention=config.convention,  # noqa: E731
                                               sample_fn=sample, D=fm.D, r_x=r_x, dtype=dtype)
     k_init, k_proj = keys.init_keys(K), keys.proj_keys(config.d, K)
     k_probes = jax.vmap(lambda i: jax.random.fold_in(k_probe, i))(jnp.arange(K))
     score_fn = selection.make_score_fn(fm, d=config.d, projection=config.projection, num_probes=config.num_probes,
                                        point_fn=point_fn, dtype=dtype)
-    score_block = jax.jit(scan.map_seeds(score_fn, config.seed_mode, per_seed=3))
+    score_block = jax.jit(seeds.map_seeds(score_fn, config.seed_mode, per_seed=3))
     for j in range(blocks):
         unit = f"score_b{j:03d}"
         if unit in done:
@@ -201,7 +203,7 @@ def run(config: Config, log=print) -> str:
     trainer = train.make_trainer(fm, spec)
     init = jax.jit(jax.vmap(trainer.init))
     points = jax.jit(jax.vmap(point_fn))
-    run_seeds = jax.jit(scan.map_seeds(lambda st, k, e0, data, n: trainer.run(st, k, data, None, e0, n), config.seed_mode),
+    run_seeds = jax.jit(seeds.map_seeds(lambda st, k, e0, data, n: trainer.run(st, k, data, None, e0, n), config.seed_mode),
                         static_argnums=4)
     k_order = keys.train_keys(S)[np.tile(np.arange(S), M)]  # run m S + s: init m, batch order s (the same orders in both groups)
     for group, chosen in zip(GROUPS, (top, other)):
@@ -260,7 +262,7 @@ def analyse(arrays: dict, config: Config, steps_per_epoch: int) -> dict:
     init are not independent of each other, so their p-values overstate the evidence about inits) and over
     the M per-init means (``tests_init_means``: independent, but M = 3 vs 3 cannot reach p < 0.1);
     Spearman correlations of score and outcome over the runs and of the scores with each other."""
-    from gzone import selection
+    from gzone.analysis import selection
 
     score = arrays[f"score_{config.score}"]
     run_score = score[arrays["selected"]][..., None] * np.ones(config.num_seeds)  # [group, member, seed]

@@ -86,7 +86,7 @@ def config_from_flags() -> Config:
         raise cli.UsageError("radius_modes", f"allowed: free, fixed (comma-separated), got {','.join(FLAGS.radius_modes or [])!r}")
     if FLAGS.num_seeds < 1:
         raise cli.UsageError("num_seeds", f"must be >= 1, got {FLAGS.num_seeds}")
-    from gzone import scan
+    from gzone import seeds
 
     return Config(
         dataset=FLAGS.dataset, data_dir=FLAGS.data_dir, tfds_data_dir=FLAGS.tfds_data_dir,
@@ -96,7 +96,7 @@ def config_from_flags() -> Config:
         radius_modes=tuple(dict.fromkeys(FLAGS.radius_modes)), num_seeds=FLAGS.num_seeds,
         optimizer=FLAGS.optimizer, lr=FLAGS.lr, batch_size=FLAGS.batch_size, epochs=FLAGS.epochs,
         record_every=FLAGS.record_every, epochs_per_call=FLAGS.epochs_per_call,
-        seed_mode=scan.default_seed_mode() if FLAGS.seed_mode == "auto" else FLAGS.seed_mode,
+        seed_mode=seeds.default_seed_mode() if FLAGS.seed_mode == "auto" else FLAGS.seed_mode,
         dtype=FLAGS.dtype, seed=FLAGS.seed, workdir=FLAGS.workdir, name=FLAGS.name,
         overwrite=FLAGS.overwrite, plots=FLAGS.plots,
     )
@@ -119,7 +119,8 @@ def run(config: Config, log=print) -> str:
     import jax
     import jax.numpy as jnp
 
-    from gzone import plots, records, scan, train
+    from gzone import plots, seeds, subspace, train
+    from gzone.runs import records
 
     problem = cli.Problem(
         dataset=config.dataset, data_dir=config.data_dir, tfds_data_dir=config.tfds_data_dir, n_train=config.n_train,
@@ -149,15 +150,15 @@ def run(config: Config, log=print) -> str:
         f"{config.epochs} epochs x {spec.steps_per_epoch} steps, {S} seeds")
     progress = cli.Progress(len(units), EXPERIMENT, done=len(done))
 
-    keys = scan.SeedKeys.from_seed(config.seed)
+    keys = seeds.SeedKeys.from_seed(config.seed)
     k_init, k_train = keys.init_keys(S), keys.train_keys(S)
     sample = problem.sample_fn("xavier" if config.convention == "xavier_rescaled" else config.init)
     for mode in config.radius_modes:
         trainer = train.make_trainer(fm, dataclasses.replace(spec, fixed_radius=(mode == "fixed")))
-        point = jax.jit(jax.vmap(lambda k, r: scan.point_at_radius(
+        point = jax.jit(jax.vmap(lambda k, r: subspace.point_at_radius(
             k, r, convention=config.convention, sample_fn=sample, D=fm.D, r_x=r_x, dtype=dtype), in_axes=(0, None)))
         init = jax.jit(jax.vmap(trainer.init))
-        seeds_fn = scan.map_seeds(lambda st, k, e0, data, n: trainer.run(st, k, data, None, e0, n), config.seed_mode)
+        seeds_fn = seeds.map_seeds(lambda st, k, e0, data, n: trainer.run(st, k, data, None, e0, n), config.seed_mode)
         run_seeds = jax.jit(seeds_fn, static_argnums=4)
         for i, r0 in enumerate(r0s):
             unit = unit_name(mode, i)
@@ -196,7 +197,7 @@ def run(config: Config, log=print) -> str:
 
 def analyse(arrays: dict, config: Config, r_x: float) -> dict:
     """Per (mode, r0): final radius and accuracy; for free runs below r_X the alpha fits."""
-    from gzone import dynamics
+    from gzone.analysis import dynamics
 
     steps = arrays["step"].reshape(-1)
     rows = []

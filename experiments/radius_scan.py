@@ -16,7 +16,7 @@ Options (off by default; a run without them records exactly what it did before, 
 per-layer metric P -> diag(eta) P, `gzone.layer_metric`), ``--gn_split`` (the Gauss-Newton and
 residual parts of P^T H P: ``gn_*``, ``res_*``), ``--fullspace_probes`` / ``--fullspace_top_k``
 (full-space Tr/||.||_F with standard errors and extreme Lanczos eigenvalues: ``full_*``,
-`gzone.fullspace`). Every run records ``layer_sq_frac`` [d, seed, segment]: the mean over P's
+`gzone.curvature.fullspace`). Every run records ``layer_sq_frac`` [d, seed, segment]: the mean over P's
 columns of the fraction of |P e_j|^2 in each parameter array (config.json's derived.layers
 names the segments).
 """
@@ -150,9 +150,9 @@ def config_from_flags() -> Config:
         raise cli.UsageError("fullspace_order", "only used with --fullspace_top_k > 0")
     if FLAGS.fullspace_top_k and FLAGS.fullspace_order and FLAGS.fullspace_order < 2 * FLAGS.fullspace_top_k:
         raise cli.UsageError("fullspace_order", f"must be >= 2 * --fullspace_top_k = {2 * FLAGS.fullspace_top_k}, got {FLAGS.fullspace_order}")
-    from gzone import scan
+    from gzone import seeds
 
-    seed_mode = scan.default_seed_mode(workload="scan") if FLAGS.seed_mode == "auto" else FLAGS.seed_mode
+    seed_mode = seeds.default_seed_mode(workload="scan") if FLAGS.seed_mode == "auto" else FLAGS.seed_mode
     return Config(
         dataset=FLAGS.dataset,
         data_dir=FLAGS.data_dir,
@@ -198,7 +198,9 @@ def run(config: Config, log=print) -> str:
     import jax
     import jax.numpy as jnp
 
-    from gzone import flat, fullspace, layer_metric, models, plots, records, scan
+    from gzone import flat, layer_metric, measure, models, plots, seeds
+    from gzone.curvature import fullspace
+    from gzone.runs import records
 
     dataset = cli.load_data(config.dataset, config.data_dir, config.tfds_data_dir, config.n_train, None)
     spec = models.ModelSpec(config.model, config.widths, config.activation)
@@ -229,8 +231,8 @@ def run(config: Config, log=print) -> str:
         radii = np.asarray(config.radius_values)
         log10_rel = 2.0 * np.log10(radii / r_x)
 
-    keys = scan.SeedKeys.from_seed(config.seed)
-    index = scan.pick_examples(keys.k_data, dataset.x_train.shape[0], config.n_hessian)
+    keys = seeds.SeedKeys.from_seed(config.seed)
+    index = seeds.pick_examples(keys.k_data, dataset.x_train.shape[0], config.n_hessian)
     x = jnp.asarray(dataset.x_train[index], dtype)
     y = jnp.asarray(dataset.y_train[index])
     sample_init = "xavier" if config.convention == "xavier_rescaled" else config.init
@@ -238,7 +240,7 @@ def run(config: Config, log=print) -> str:
     devices = jax.devices() if config.shard_seeds and len(jax.devices()) > 1 else None
 
     path = records.run_path(config.workdir, EXPERIMENT, config.name or default_name(config))
-    axes = {k: ["radius", "d", "seed"] for k in scan.SCALAR_METRICS}
+    axes = {k: ["radius", "d", "seed"] for k in measure.SCALAR_METRICS}
     axes.update({f"eigvals_d{d}": ["radius", "seed", "eigenvalue"] for d in config.dims})
     axes.update(radii=["radius"], log10_r2_over_rx2=["radius"], dims=["d"], hessian_examples=["example"])
     scalars, per_d, per_k = fullspace.record_keys(gn_split=config.gn_split, spec=full_spec)
@@ -281,7 +283,7 @@ def run(config: Config, log=print) -> str:
         pending = [ri for ri in range(len(radii)) if unit_name(ri, d) not in done]
         if not pending:
             continue
-        point_fn = scan.make_point_fn(
+        point_fn = measure.make_point_fn(
             fm,
             d=d,
             projection=config.projection,
@@ -296,14 +298,14 @@ def run(config: Config, log=print) -> str:
             gn_split=config.gn_split,
             fullspace_spec=full_spec,
         )
-        unit_fn = scan.make_unit_fn(point_fn, seed_mode=config.seed_mode, devices=devices)
+        unit_fn = seeds.make_unit_fn(point_fn, seed_mode=config.seed_mode, devices=devices)
         k_proj = keys.proj_keys(d, config.num_seeds)
         for ri in pending:
             start = time.time()
             out = unit_fn(k_init, k_proj, jnp.asarray(radii[ri], dtype), x, y)
             out = jax.tree_util.tree_map(np.asarray, jax.block_until_ready(out))
             seconds = time.time() - start
-            summary = {k: float(np.nanmean(out[k])) if np.isfinite(out[k]).any() else None for k in (*scan.SCALAR_METRICS, *scalars)}
+            summary = {k: float(np.nanmean(out[k])) if np.isfinite(out[k]).any() else None for k in (*measure.SCALAR_METRICS, *scalars)}
             records.save_unit(
                 path,
                 unit_name(ri, d),
@@ -335,10 +337,12 @@ def unit_name(ri: int, d: int) -> str:
 
 
 def assemble(path, config: Config, radii, log10_rel, full_spec=None) -> dict:
-    from gzone import fullspace, records, scan
+    from gzone import measure
+    from gzone.curvature import fullspace
+    from gzone.runs import records
 
     arrays = {}
-    for k in scan.SCALAR_METRICS:
+    for k in measure.SCALAR_METRICS:
         arrays[k] = np.stack(
             [np.stack([records.load_unit(path, unit_name(ri, d))[k] for d in config.dims]) for ri in range(len(radii))]
         )

@@ -144,7 +144,7 @@ def config_from_flags() -> Config:
     _check(0 < FLAGS.dint_fraction <= 1, "dint_fraction", f"must be in (0, 1], got {FLAGS.dint_fraction}")
     _check(FLAGS.baseline_lr > 0, "baseline_lr", f"must be > 0, got {FLAGS.baseline_lr}")
     _check(FLAGS.search or bool(dims), "dims", "give a sweep --dims=d1,d2,... or keep --search")
-    from gzone import scan
+    from gzone import seeds
 
     return Config(
         dataset=FLAGS.dataset, data_dir=FLAGS.data_dir, tfds_data_dir=FLAGS.tfds_data_dir, n_train=FLAGS.n_train,
@@ -152,7 +152,7 @@ def config_from_flags() -> Config:
         init=FLAGS.init, projection=FLAGS.projection, num_seeds=FLAGS.num_seeds, optimizer=FLAGS.optimizer, lr=FLAGS.lr,
         baseline_lr=FLAGS.baseline_lr, batch_size=FLAGS.batch_size, epochs=FLAGS.epochs, record_every=FLAGS.record_every,
         epochs_per_call=FLAGS.epochs_per_call,
-        seed_mode=scan.default_seed_mode() if FLAGS.seed_mode == "auto" else FLAGS.seed_mode,
+        seed_mode=seeds.default_seed_mode() if FLAGS.seed_mode == "auto" else FLAGS.seed_mode,
         target_metric=FLAGS.target_metric, targets=tuple(dict.fromkeys(targets)), delta=FLAGS.delta, interval=FLAGS.interval,
         confidence=FLAGS.confidence, d_min=FLAGS.d_min, d_max=FLAGS.d_max, grid_per_decade=FLAGS.grid_per_decade,
         dims=tuple(sorted(set(dims))), search=FLAGS.search, burn_in=tuple(dict.fromkeys(burn_in)), lottery=FLAGS.lottery,
@@ -182,16 +182,18 @@ class Runs:
         import jax
         import jax.numpy as jnp
 
-        from gzone import dimension, records, scan, train
+        from gzone import seeds, train
+        from gzone.analysis import dimension
+        from gzone.runs import records
 
         self.config, self.problem, self.path, self.progress, self.log = config, problem, path, progress, log
         self.done = records.completed_units(path)
         self.cache: dict[str, dict] = {}
         fm, S, N = problem.fm, config.num_seeds, problem.data.x_train.shape[0]
-        keys = scan.SeedKeys.from_seed(config.seed)
+        keys = seeds.SeedKeys.from_seed(config.seed)
         self.keys, self.k_train = keys, keys.train_keys(S)
         self.theta0 = jax.jit(jax.vmap(problem.sample_fn(config.init)))(keys.init_keys(S))
-        index = scan.pick_examples(keys.k_data, N, min(config.n_train_eval or N, N))
+        index = seeds.pick_examples(keys.k_data, N, min(config.n_train_eval or N, N))
         self.x_eval, self.y_eval = problem.data.x_train[index], problem.data.y_train[index]
         common = dict(optimizer=config.optimizer, batch_size=config.batch_size, record_every=config.record_every)
         self.full_spec = train.spec_for(N, lr=config.baseline_lr, snapshot_every=config.snapshot_every if config.lottery else 0, **common)
@@ -199,13 +201,13 @@ class Runs:
         full, sub = train.make_trainer(fm, self.full_spec), train.make_trainer(fm, self.sub_spec)
         mode = config.seed_mode
         self.full_init = jax.jit(jax.vmap(full.init))
-        self.full_run = jax.jit(scan.map_seeds(lambda st, k, e0, data, n: full.run(st, k, data, None, e0, n), mode), static_argnums=4)
+        self.full_run = jax.jit(seeds.map_seeds(lambda st, k, e0, data, n: full.run(st, k, data, None, e0, n), mode), static_argnums=4)
         steps = train.make_step_runner(fm, self.full_spec)
-        self.burn = jax.jit(scan.map_seeds(lambda st, k, data, n: steps(st, k, data, None, n), mode), static_argnums=3)
+        self.burn = jax.jit(seeds.map_seeds(lambda st, k, data, n: steps(st, k, data, None, n), mode), static_argnums=3)
         evaluate = lambda th, x, y: train.evaluate(fm, th, x, y, self.full_spec.eval_chunk)  # noqa: E731
         self.eval_theta = jax.jit(jax.vmap(evaluate, in_axes=(0, None, None)))
         self.sub_init = jax.jit(jax.vmap(sub.init))
-        self.sub_run = jax.jit(scan.map_seeds(lambda st, k, sp, e0, data, n: sub.run(st, k, data, sp, e0, n), mode, per_seed=3), static_argnums=5)
+        self.sub_run = jax.jit(seeds.map_seeds(lambda st, k, sp, e0, data, n: sub.run(st, k, data, sp, e0, n), mode, per_seed=3), static_argnums=5)
         self.sub_theta = jax.jit(jax.vmap(sub.theta))
         kind = config.projection
         self.random_spaces = jax.jit(
@@ -214,14 +216,14 @@ class Runs:
         self.jnp = jnp
 
     def load(self, unit: str):
-        from gzone import records
+        from gzone.runs import records
 
         if unit not in self.cache and unit in self.done:
             self.cache[unit] = records.load_unit(self.path, unit)
         return self.cache.get(unit)
 
     def save(self, unit: str, arrays: dict, record: dict, what: str, start: float) -> dict:
-        from gzone import records
+        from gzone.runs import records
 
         seconds = time.time() - start
         records.save_unit(self.path, unit, arrays, {**record, "seconds": seconds})
@@ -238,7 +240,7 @@ class Runs:
 
     def baseline(self) -> dict:
         """Full-space training of every seed from theta_0; with --lottery also the lottery bases."""
-        from gzone import dimension
+        from gzone.analysis import dimension
 
         if self.load("baseline") is not None and (not self.config.lottery or self.load("lottery_basis") is not None):
             return self.load("baseline")
@@ -302,7 +304,9 @@ class Runs:
 
 def run(config: Config, log=print) -> str:
     cli.enable_x64_if(config.dtype)
-    from gzone import dimension, plots, records
+    from gzone import plots
+    from gzone.analysis import dimension
+    from gzone.runs import records
 
     problem = cli.Problem(
         dataset=config.dataset, data_dir=config.data_dir, tfds_data_dir=config.tfds_data_dir, n_train=config.n_train,
@@ -376,7 +380,7 @@ def assemble(runs: Runs, config: Config, grid, base, searches, dint_search) -> t
     """Arrays over the union of evaluated d (NaN where a start point was not trained at a d) and the analysis."""
     import jax
 
-    from gzone import dimension
+    from gzone.analysis import dimension
 
     units = {(m.group(1), int(m.group(2))) for m in map(UNIT.match, runs.done) if m}
     dims = np.array(sorted({d for _, d in units}), np.int64)

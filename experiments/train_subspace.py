@@ -89,7 +89,7 @@ def config_from_flags() -> Config:
         raise cli.UsageError("modes", f"allowed: {', '.join(MODES)} (comma-separated), got {','.join(FLAGS.modes or [])!r}")
     if FLAGS.num_seeds < 1:
         raise cli.UsageError("num_seeds", f"must be >= 1, got {FLAGS.num_seeds}")
-    from gzone import scan
+    from gzone import seeds
 
     return Config(
         dataset=FLAGS.dataset,
@@ -112,7 +112,7 @@ def config_from_flags() -> Config:
         epochs=FLAGS.epochs,
         record_every=FLAGS.record_every,
         epochs_per_call=FLAGS.epochs_per_call,
-        seed_mode=scan.default_seed_mode() if FLAGS.seed_mode == "auto" else FLAGS.seed_mode,
+        seed_mode=seeds.default_seed_mode() if FLAGS.seed_mode == "auto" else FLAGS.seed_mode,
         dtype=FLAGS.dtype,
         seed=FLAGS.seed,
         workdir=FLAGS.workdir,
@@ -136,7 +136,8 @@ def run(config: Config, log=print) -> str:
     import jax
     import jax.numpy as jnp
 
-    from gzone import plots, projections, records, scan, train
+    from gzone import plots, projections, seeds, subspace, train
+    from gzone.runs import records
 
     problem = cli.Problem(
         dataset=config.dataset, data_dir=config.data_dir, tfds_data_dir=config.tfds_data_dir, n_train=config.n_train,
@@ -181,7 +182,7 @@ def run(config: Config, log=print) -> str:
     log(f"{problem.spec.name} on {problem.dataset.name}: D = {fm.D}, r_X = {r_x:.4g}; modes {list(config.modes)}, d in {list(config.dims)}, {len(radii)} radii, {S} seeds, {config.epochs} epochs")
     progress = cli.Progress(len(units), EXPERIMENT, done=len(done))
 
-    keys = scan.SeedKeys.from_seed(config.seed)
+    keys = seeds.SeedKeys.from_seed(config.seed)
     k_init, k_train = keys.init_keys(S), keys.train_keys(S)
     sample_init = "xavier" if config.convention == "xavier_rescaled" else config.init
     sample = problem.sample_fn(sample_init)
@@ -199,14 +200,14 @@ def run(config: Config, log=print) -> str:
             if d not in builders:  # the space builder does not depend on the mode: compile once per d
 
                 def make_space(k_a, k_p, radius, d=d):
-                    a = scan.point_at_radius(k_a, radius, convention=config.convention, sample_fn=sample, D=fm.D, r_x=r_x, dtype=dtype)
+                    a = subspace.point_at_radius(k_a, radius, convention=config.convention, sample_fn=sample, D=fm.D, r_x=r_x, dtype=dtype)
                     return train.Space(a, projections.make(config.projection, k_p, D=fm.D, d=d, dtype=dtype))
 
-                builders[d] = jax.jit(scan.map_seeds(make_space, "vmap"))
+                builders[d] = jax.jit(seeds.map_seeds(make_space, "vmap"))
             build = builders[d]
             init = jax.jit(jax.vmap(trainer.init))
             one_seed = lambda st, k, sp, e0, data, n: trainer.run(st, k, data, sp, e0, n)
-            seeds_fn = scan.map_seeds(one_seed, config.seed_mode, per_seed=3)
+            seeds_fn = seeds.map_seeds(one_seed, config.seed_mode, per_seed=3)
             run_seeds = jax.jit(seeds_fn, static_argnums=5)
             for ri in pending:
                 unit = unit_name(mode, d, ri)

@@ -121,7 +121,7 @@ def config_from_flags() -> Config:
     if len(interp) != 2 or not interp[0] <= 0.0 < 1.0 <= interp[1]:
         raise cli.UsageError("interp_range",
                              f"expected low,high with low <= 0 and high >= 1, got {','.join(FLAGS.interp_range)}")
-    from gzone import scan
+    from gzone import seeds
 
     return Config(
         dataset=FLAGS.dataset, data_dir=FLAGS.data_dir, tfds_data_dir=FLAGS.tfds_data_dir, n_train=FLAGS.n_train,
@@ -131,7 +131,7 @@ def config_from_flags() -> Config:
         epochs=FLAGS.epochs, record_every=FLAGS.record_every, n_eval=FLAGS.n_eval, grid_size=FLAGS.grid_size,
         grid_margin=FLAGS.grid_margin, interp_points=FLAGS.interp_points, interp_range=interp,
         num_components=FLAGS.num_components, epochs_per_call=FLAGS.epochs_per_call,
-        seed_mode=scan.default_seed_mode() if FLAGS.seed_mode == "auto" else FLAGS.seed_mode,
+        seed_mode=seeds.default_seed_mode() if FLAGS.seed_mode == "auto" else FLAGS.seed_mode,
         surface_batch=FLAGS.surface_batch, dtype=FLAGS.dtype, seed=FLAGS.seed, workdir=FLAGS.workdir,
         name=FLAGS.name, overwrite=FLAGS.overwrite, plots=FLAGS.plots,
     )
@@ -162,7 +162,9 @@ def run(config: Config, log=print) -> str:
     import jax
     import jax.numpy as jnp
 
-    from gzone import flat, plots, records, scan, train, trajectory
+    from gzone import flat, plots, seeds, train
+    from gzone.analysis import trajectory
+    from gzone.runs import records
 
     problem = cli.Problem(
         dataset=config.dataset, data_dir=config.data_dir, tfds_data_dir=config.tfds_data_dir, n_train=config.n_train,
@@ -195,12 +197,12 @@ def run(config: Config, log=print) -> str:
         f"{steps} steps, a snapshot every {every} steps; groups {', '.join(config.groups)}; S = {config.num_models}")
     progress = cli.Progress(len(units), EXPERIMENT, done=len(done & set(units)))
 
-    keys = scan.SeedKeys.from_seed(config.seed)
+    keys = seeds.SeedKeys.from_seed(config.seed)
     fold = jax.jit(jax.vmap(jax.random.fold_in, in_axes=(None, 0)))
     sample = jax.jit(jax.vmap(problem.sample_fn(config.init)))
     trainer = train.make_trainer(fm, spec)
     init = jax.jit(jax.vmap(trainer.init))
-    run_seeds = jax.jit(scan.map_seeds(lambda st, k, e0, data, n: trainer.run(st, k, data, None, e0, n), config.seed_mode),
+    run_seeds = jax.jit(seeds.map_seeds(lambda st, k, e0, data, n: trainer.run(st, k, data, None, e0, n), config.seed_mode),
                         static_argnums=4)
 
     for unit, group, inits, orders, first, last in plan:
@@ -229,7 +231,7 @@ def run(config: Config, log=print) -> str:
             records.drop_checkpoint(path, unit)
         progress.step(f"{unit}: test acc {np.mean(out['test_accuracy'][:, -1]):.4f} ({seconds:.0f}s)")
 
-    index = np.asarray(scan.pick_examples(keys.k_data, n_train, config.n_eval))
+    index = np.asarray(seeds.pick_examples(keys.k_data, n_train, config.n_eval))
     batch = (problem.data.x_train[index], problem.data.y_train[index])
 
     def metric_fn(theta, b):
@@ -263,7 +265,8 @@ def run(config: Config, log=print) -> str:
 def group_snapshots(path: str, group: str, config: Config, steps_per_epoch: int):
     """A group's joint trajectory as row chunks (memory-mapped), with each row's model (-1: the clones'
     parent) and step; the group's training unit; the initialisations (clones: the parent's)."""
-    from gzone import records, trajectory
+    from gzone.analysis import trajectory
+    from gzone.runs import records
 
     name = "train_clones" if group == "clones" else f"train_{group}"
     unit = records.load_unit(path, name)
@@ -293,7 +296,7 @@ def analyse_group(path, group, config, fns, batch, dtype, r_x, steps_per_epoch):
     """PCA, loss surface, interpolations, distances and radii of one group (see module docstring)."""
     import jax.numpy as jnp
 
-    from gzone import dynamics, trajectory
+    from gzone.analysis import dynamics, trajectory
 
     chunks, model, step, unit, inits = group_snapshots(path, group, config, steps_per_epoch)
     starts, finals = unit["theta_start"], unit["theta_final"]
@@ -375,7 +378,7 @@ def axes_of(config: Config) -> dict:
 
 def assemble(path: str, config: Config) -> tuple[dict, dict]:
     """arrays.npz (keys <group>_<array>, training curves over all epochs) and the analysis.json summary."""
-    from gzone import records
+    from gzone.runs import records
 
     arrays, summary = {}, {"groups": {}}
     lines = {line["unit"]: line for line in records.read_jsonl(path)}

@@ -5,6 +5,11 @@
     the tangent-space form: T's columns have no radial component at a, so theta(0) = r0 a_hat
     and d theta / dz at z = 0 is (r0/|a|) T, a map onto the sphere's tangent space.
     ``tangent=False`` uses P itself (the plain normalised hyperplane).
+
+Points at radius r (`point_at_radius`), by convention:
+  * ``xavier_rescaled``: a Xavier-normal sample (zero biases) scaled to |theta| = r;
+  * ``isotropic``: a Gaussian over all D coordinates scaled to |theta| = r;
+  * ``scaled_init``: alpha times an init sample with alpha = r / r_X, so |theta| ~ r.
 """
 
 from __future__ import annotations
@@ -17,6 +22,7 @@ import jax.numpy as jnp
 from gzone import projections
 
 Array = jax.Array
+POINT_CONVENTIONS = ("xavier_rescaled", "isotropic", "scaled_init")
 
 
 def unit(theta: Array) -> Array:
@@ -62,3 +68,35 @@ def hypersphere(
         return r0 * x / jnp.linalg.norm(x)
 
     return theta_fn
+
+
+def point_at_radius(
+    key: Array,
+    radius: Array,
+    *,
+    convention: str,
+    sample_fn: Callable[[Array], Array],
+    D: int,
+    r_x: float,
+    dtype=jnp.float32,
+) -> Array:
+    """A point theta [D] at radius `radius` by a named convention (see module docstring).
+
+    Args:
+      key: PRNG key of the direction (the same key gives the same direction at every radius).
+      radius: target radius r (scalar, data).
+      convention: one of POINT_CONVENTIONS.
+      sample_fn: key -> flat init sample [D] (Xavier for ``xavier_rescaled``; the chosen
+        init for ``scaled_init``).
+      D: number of parameters.
+      r_x: the Xavier radius, for ``scaled_init``'s alpha = r / r_X.
+    """
+    if convention == "isotropic":
+        g = jax.random.normal(key, (D,), dtype)
+        return radius * g / jnp.linalg.norm(g)
+    sample = sample_fn(key).astype(dtype)
+    if convention == "xavier_rescaled":
+        return radius * sample / jnp.linalg.norm(sample)
+    if convention == "scaled_init":
+        return (radius / r_x) * sample
+    raise ValueError(f"point convention {convention!r} unknown; allowed: {', '.join(POINT_CONVENTIONS)}")

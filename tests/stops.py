@@ -19,7 +19,7 @@ import time
 # SIGSTOP after the checkpoint of epoch 1 of unit $GZONE_TEST_STOP_UNIT is written.
 AT_CHECKPOINT = """
 import os, runpy, signal, sys
-from gzone import records
+from gzone.runs import records
 save, target = records.save_checkpoint, os.environ["GZONE_TEST_STOP_UNIT"]
 def save_then_stop(path, unit, *, epoch, state, history):
     save(path, unit, epoch=epoch, state=state, history=history)
@@ -33,7 +33,7 @@ runpy.run_module(sys.argv[0], run_name="__main__", alter_sys=True)
 # SIGSTOP after the $GZONE_TEST_STOP_AFTER_UNITS-th completed unit is written.
 AFTER_UNITS = """
 import os, runpy, signal, sys
-from gzone import records
+from gzone.runs import records
 save, saved, target = records.save_unit, [], int(os.environ["GZONE_TEST_STOP_AFTER_UNITS"])
 def save_then_stop(*args, **kwargs):
     save(*args, **kwargs)

@@ -9,7 +9,7 @@ import os
 import numpy as np
 import pytest
 
-from gzone import records
+from gzone.runs import records
 
 X = np.array([-2.0, -1.0, 0.0, 1.0, 2.0])
 

@@ -14,7 +14,8 @@ import numpy as np
 import pytest
 from scipy import stats
 
-from gzone import dimension, flat, models, projections, train
+from gzone import flat, models, projections, train
+from gzone.analysis import dimension
 
 # --------------------------------------------------------------------------- binomial intervals
 

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from scipy import stats
 
-from gzone import dynamics
+from gzone.analysis import dynamics
 
 
 def test_fit_power_law_exact_on_clean_power_law():

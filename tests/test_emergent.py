@@ -12,7 +12,9 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from gzone import emergent, flat, models, spectra
+from gzone import flat, models
+from gzone.analysis import emergent
+from gzone.curvature import spectra
 
 C = 3
 

@@ -20,7 +20,8 @@ import pytest
 import stops
 from background import PipedRun
 
-from gzone import emergent, records
+from gzone.analysis import emergent
+from gzone.runs import records
 
 REPO = Path(__file__).resolve().parents[1]
 SMOKE = "experiments/flagfiles/emergent_smoke.flags"

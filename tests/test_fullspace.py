@@ -9,7 +9,8 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from gzone import curvature, flat, fullspace, gauss_newton, layer_metric, models, projections, scan, spectra
+from gzone import curvature, flat, layer_metric, measure, models, projections, seeds, subspace
+from gzone.curvature import fullspace, gauss_newton, spectra
 
 N, C, IN, WIDTH, d = 24, 4, 6, 7, 5
 
@@ -139,14 +140,14 @@ def test_point_fn_options():
     kw = dict(projection="sparse", convention="xavier_rescaled", sample_fn=flat.sample_fn(module, (IN,), "xavier", jnp.float64),
               r_x=models.xavier_radius(module, (IN,)), dtype=jnp.float64)
     spec = fullspace.Spec(num_probes=4, gn=True)  # top_k: test_estimates_* and the smoke run
-    keys = scan.SeedKeys.from_seed(0)
+    keys = seeds.SeedKeys.from_seed(0)
     k_init, k_proj, radius = keys.init_keys(1)[0], keys.proj_keys(d, 1)[0], jnp.float64(5.0)
 
-    fn = jax.jit(scan.make_point_fn(fm, d=d, **kw, metric="std", renormalise=True, gn_split=True, fullspace_spec=spec))
+    fn = jax.jit(measure.make_point_fn(fm, d=d, **kw, metric="std", renormalise=True, gn_split=True, fullspace_spec=spec))
     full = jax.tree_util.tree_map(np.asarray, fn(k_init, k_proj, radius, x, y))
-    assert set(full) == set(scan.SCALAR_METRICS) | {"eigvals"} | set(fullspace.SPLIT_SCALARS) | {
+    assert set(full) == set(measure.SCALAR_METRICS) | {"eigvals"} | set(fullspace.SPLIT_SCALARS) | {
         "gn_eigvals", "res_eigvals"} | set(spec.scalar_names()) | set(spec.array_names())
-    theta = scan.point_at_radius(k_init, radius, convention="xavier_rescaled", sample_fn=kw["sample_fn"],
+    theta = subspace.point_at_radius(k_init, radius, convention="xavier_rescaled", sample_fn=kw["sample_fn"],
                                  D=fm.D, r_x=kw["r_x"], dtype=jnp.float64)
     f = flat.loss_fn(fm, x, y)
     assert full["loss"] == pytest.approx(float(f(theta)), rel=1e-12)  # the point is unchanged

@@ -7,7 +7,8 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from gzone import flat, gauss_newton, models, spectra
+from gzone import flat, models
+from gzone.curvature import gauss_newton, spectra
 
 N, C, IN = 5, 3, 4
 

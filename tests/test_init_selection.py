@@ -16,7 +16,8 @@ import pytest
 import stops
 from background import PipedRun
 
-from gzone import records, selection
+from gzone.analysis import selection
+from gzone.runs import records
 
 REPO = Path(__file__).resolve().parents[1]
 SMOKE = "experiments/flagfiles/init_selection_smoke.flags"

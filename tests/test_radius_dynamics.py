@@ -20,7 +20,7 @@ import pytest
 import stops
 from background import ROOT, Background, check_bad_flags, environment, finished, read_jsonl
 
-from gzone import dynamics
+from gzone.analysis import dynamics
 
 MODULE = "experiments.radius_dynamics"
 EXPERIMENT = "radius_dynamics"

@@ -14,7 +14,8 @@ import numpy as np
 import pytest
 import stops
 
-from gzone import records, scan
+from gzone import measure
+from gzone.runs import records
 
 REPO = Path(__file__).resolve().parents[1]
 SMOKE = "experiments/flagfiles/smoke.flags"
@@ -70,7 +71,7 @@ def test_smoke_run_records_are_complete_and_consistent(two_runs):
 
     arrays = records.load_arrays(path)
     R, n_d, S = len(RADII_REL), len(DIMS), SEEDS
-    for key in scan.SCALAR_METRICS:
+    for key in measure.SCALAR_METRICS:
         assert arrays[key].shape == (R, n_d, S), key
         assert len(config["axes"][key]) == arrays[key].ndim
     np.testing.assert_allclose(arrays["log10_r2_over_rx2"], RADII_REL)

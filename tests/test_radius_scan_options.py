@@ -11,7 +11,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from gzone import flat, fullspace, layer_metric, models, records
+from gzone import flat, layer_metric, models
+from gzone.curvature import fullspace
+from gzone.runs import records
 
 REPO = Path(__file__).resolve().parents[1]
 SMOKE = "experiments/flagfiles/smoke.flags"

@@ -10,7 +10,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from gzone import records
+from gzone.runs import records
 
 SETTINGS = {"model": "mlp", "widths": (16,), "radii": [0.5, 1.0], "seed": 0}
 

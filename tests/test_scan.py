@@ -9,7 +9,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from gzone import flat, models, projections, scan
+from gzone import flat, measure, models, projections, seeds, subspace
 
 N_IN, WIDTHS, D_SUB, S = 12, (8,), 3, 3
 RADII = (1e-3, 1.0, 1e3)
@@ -28,12 +28,12 @@ def problem():
         "sample": flat.sample_fn(module, (N_IN,), "xavier"),
         "x": jnp.asarray(rng.standard_normal((16, N_IN)), jnp.float32),
         "y": jnp.asarray(rng.integers(0, 10, 16), jnp.int32),
-        "keys": scan.SeedKeys.from_seed(0),
+        "keys": seeds.SeedKeys.from_seed(0),
     }
 
 
 def _point(problem, key, radius, convention):
-    return scan.point_at_radius(
+    return subspace.point_at_radius(
         key, radius, convention=convention, sample_fn=problem["sample"], D=problem["fm"].D, r_x=problem["r_x"]
     )
 
@@ -45,7 +45,7 @@ def _point(problem, key, radius, convention):
 def points(problem):
     """convention -> [3 radii, 2 keys, D] points, jitted with the radius as data."""
     out = {}
-    for convention in scan.POINT_CONVENTIONS:
+    for convention in subspace.POINT_CONVENTIONS:
         fn = jax.jit(lambda key, radius, c=convention: _point(problem, key, radius, c))
         keys = jax.random.split(jax.random.key(5), 2)
         out[convention] = np.stack(
@@ -80,7 +80,7 @@ def test_scaled_init_radius_is_about_r(problem, points):
     np.testing.assert_allclose(ratio, np.broadcast_to(ratio[0], ratio.shape), rtol=1e-5)
 
 
-@pytest.mark.parametrize("convention", scan.POINT_CONVENTIONS)
+@pytest.mark.parametrize("convention", subspace.POINT_CONVENTIONS)
 def test_same_key_same_direction_at_every_radius(points, convention):
     p = points[convention].astype(np.float64)
     units = p / np.linalg.norm(p, axis=-1, keepdims=True)
@@ -101,18 +101,18 @@ def test_xavier_rescaled_points_have_zero_biases(problem, points):
 
 def test_unknown_names_are_rejected(problem):
     with pytest.raises(ValueError, match="convention"):
-        scan.point_at_radius(
+        subspace.point_at_radius(
             jax.random.key(0), 1.0, convention="gaussian", sample_fn=lambda k: jnp.ones(4), D=4, r_x=1.0
         )
     kwargs = dict(sample_fn=problem["sample"], r_x=problem["r_x"])
     with pytest.raises(ValueError, match="convention"):
-        scan.make_point_fn(problem["fm"], d=2, projection="sparse", convention="nope", **kwargs)
+        measure.make_point_fn(problem["fm"], d=2, projection="sparse", convention="nope", **kwargs)
     with pytest.raises(ValueError, match="projection"):
-        scan.make_point_fn(problem["fm"], d=2, projection="nope", convention="isotropic", **kwargs)
+        measure.make_point_fn(problem["fm"], d=2, projection="nope", convention="isotropic", **kwargs)
     with pytest.raises(ValueError, match="d=0"):
-        scan.make_point_fn(problem["fm"], d=0, projection="sparse", convention="isotropic", **kwargs)
+        measure.make_point_fn(problem["fm"], d=0, projection="sparse", convention="isotropic", **kwargs)
     with pytest.raises(ValueError, match="seed mode"):
-        scan.map_seeds(lambda a, b: a, "pmap")
+        seeds.map_seeds(lambda a, b: a, "pmap")
 
 
 # --------------------------------------------------------------------------- seeds
@@ -121,7 +121,7 @@ def test_unknown_names_are_rejected(problem):
 @pytest.fixture(scope="module")
 def unit_results(problem):
     """Results of the same S seeds by vmap, lax.map and a Python loop, plus trace counts."""
-    point_fn = scan.make_point_fn(
+    point_fn = measure.make_point_fn(
         problem["fm"], d=D_SUB, projection="sparse", convention="isotropic",
         sample_fn=problem["sample"], r_x=problem["r_x"],
     )
@@ -139,7 +139,7 @@ def unit_results(problem):
     x, y = problem["x"], problem["y"]
     out = {"traces": traces, "point_fn": point_fn}
     for mode in ("vmap", "map"):
-        unit_fn = scan.make_unit_fn(counted(mode), seed_mode=mode)
+        unit_fn = seeds.make_unit_fn(counted(mode), seed_mode=mode)
         out[mode] = {r: jax.tree_util.tree_map(np.asarray, unit_fn(k_init, k_proj, jnp.float32(r), x, y))
                      for r in (0.5, 2.0, 8.0)}
     one = jax.jit(point_fn)
@@ -150,7 +150,7 @@ def unit_results(problem):
 
 def test_vmap_equals_map_equals_a_loop(unit_results):
     vm, mp, loop = unit_results["vmap"][2.0], unit_results["map"][2.0], unit_results["loop"]
-    assert set(vm) == set(scan.SCALAR_METRICS) | {"eigvals"}
+    assert set(vm) == set(measure.SCALAR_METRICS) | {"eigvals"}
     assert vm["eigvals"].shape == (S, D_SUB) and vm["loss"].shape == (S,)
     for key in vm:
         stacked = np.stack([seed[key] for seed in loop])
@@ -200,21 +200,21 @@ def test_point_fn_metrics_from_their_definitions(problem, unit_results):
 SHARD_SCRIPT = textwrap.dedent(
     """
     import jax, jax.numpy as jnp, numpy as np
-    from gzone import flat, models, scan
+    from gzone import flat, measure, models, seeds, subspace
 
     assert jax.device_count() == 4, jax.devices()
     module = models.build(models.ModelSpec("mlp", (8,)), 10)
     fm = flat.flat_model(module, (12,))
-    point_fn = scan.make_point_fn(
+    point_fn = measure.make_point_fn(
         fm, d=3, projection="sparse", convention="isotropic",
         sample_fn=flat.sample_fn(module, (12,)), r_x=models.xavier_radius(module, (12,)))
     rng = np.random.default_rng(0)
     x = jnp.asarray(rng.standard_normal((16, 12)), jnp.float32)
     y = jnp.asarray(rng.integers(0, 10, 16), jnp.int32)
-    keys = scan.SeedKeys.from_seed(0)
+    keys = seeds.SeedKeys.from_seed(0)
     radius = jnp.float32(2.0)
-    single = scan.make_unit_fn(point_fn, seed_mode="map")
-    sharded = scan.make_unit_fn(point_fn, seed_mode="map", devices=jax.devices())
+    single = seeds.make_unit_fn(point_fn, seed_mode="map")
+    sharded = seeds.make_unit_fn(point_fn, seed_mode="map", devices=jax.devices())
     reference = single(keys.init_keys(5), keys.proj_keys(3, 5), radius, x, y)
     for S in (1, 3, 4, 5):  # 1, 3, 5: padded to a multiple of 4 (pad > S for S = 1)
         out = sharded(keys.init_keys(S), keys.proj_keys(3, S), radius, x, y)
@@ -239,33 +239,33 @@ def test_sharded_over_4_cpu_devices_equals_one_device(tmp_path, subprocess_env, 
 
 
 def test_seed_keys_streams():
-    keys = scan.SeedKeys.from_seed(3)
+    keys = seeds.SeedKeys.from_seed(3)
     data = lambda k: np.asarray(jax.random.key_data(k))  # noqa: E731
     np.testing.assert_array_equal(data(keys.init_keys(5))[:3], data(keys.init_keys(3)))
     np.testing.assert_array_equal(data(keys.proj_keys(4, 5))[:2], data(keys.proj_keys(4, 2)))
     assert not np.array_equal(data(keys.proj_keys(4, 3)), data(keys.proj_keys(8, 3)))
     streams = [data(k) for k in (keys.k_init, keys.k_proj, keys.k_data, keys.k_train)]
     assert len({s.tobytes() for s in streams}) == 4
-    np.testing.assert_array_equal(data(scan.SeedKeys.from_seed(3).init_keys(2)), data(keys.init_keys(2)))
-    assert not np.array_equal(data(scan.SeedKeys.from_seed(4).init_keys(2)), data(keys.init_keys(2)))
+    np.testing.assert_array_equal(data(seeds.SeedKeys.from_seed(3).init_keys(2)), data(keys.init_keys(2)))
+    assert not np.array_equal(data(seeds.SeedKeys.from_seed(4).init_keys(2)), data(keys.init_keys(2)))
 
 
 def test_pick_examples():
     key = jax.random.key(0)
-    index = scan.pick_examples(key, 100, 30)
+    index = seeds.pick_examples(key, 100, 30)
     assert len(index) == 30 and len(np.unique(index)) == 30
     assert np.all(np.diff(index) > 0) and index.min() >= 0 and index.max() < 100
-    np.testing.assert_array_equal(index, scan.pick_examples(key, 100, 30))
-    np.testing.assert_array_equal(np.sort(scan.pick_examples(key, 100, 100)), np.arange(100))
+    np.testing.assert_array_equal(index, seeds.pick_examples(key, 100, 30))
+    np.testing.assert_array_equal(np.sort(seeds.pick_examples(key, 100, 100)), np.arange(100))
     for bad in (0, 101):
         with pytest.raises(ValueError, match="examples"):
-            scan.pick_examples(key, 100, bad)
+            seeds.pick_examples(key, 100, bad)
 
 
 def test_default_seed_mode():
-    assert scan.default_seed_mode("cpu") == "map" and scan.default_seed_mode("cpu", "train") == "map"
-    assert scan.default_seed_mode("cpu", "scan") == "vmap"
-    for workload in scan.SEED_WORKLOADS:
-        assert scan.default_seed_mode("gpu", workload) == "vmap" and scan.default_seed_mode("tpu", workload) == "vmap"
+    assert seeds.default_seed_mode("cpu") == "map" and seeds.default_seed_mode("cpu", "train") == "map"
+    assert seeds.default_seed_mode("cpu", "scan") == "vmap"
+    for workload in seeds.SEED_WORKLOADS:
+        assert seeds.default_seed_mode("gpu", workload) == "vmap" and seeds.default_seed_mode("tpu", workload) == "vmap"
     with pytest.raises(ValueError, match="workload"):
-        scan.default_seed_mode("cpu", "eval")
+        seeds.default_seed_mode("cpu", "eval")

@@ -10,7 +10,8 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from gzone import flat, models, projections, selection
+from gzone import flat, models, projections
+from gzone.analysis import selection
 
 
 def test_mann_whitney_separated_samples_exact():

@@ -5,8 +5,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from gzone import spectra
-
+from gzone.curvature import spectra
 
 pytestmark = pytest.mark.usefixtures("x64")  # float64 per test (tests/conftest.py)
 

@@ -22,7 +22,8 @@ import numpy as np
 import optax
 import pytest
 
-from gzone import flat, models, projections, records, scan, subspace, train
+from gzone import flat, models, projections, seeds, subspace, train
+from gzone.runs import records
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 N_TRAIN, N_TEST, DIM, CLASSES, WIDTHS = 64, 37, 8, 3, (8,)
@@ -350,18 +351,18 @@ def seeds_setup():
     per_seed = [make_space(prob, d, seed=s) for s in range(S)]
     spaces = jax.tree_util.tree_map(lambda *a: jnp.stack(a), *per_seed)
     states = jax.vmap(trainer.init)(jnp.zeros((S, d)), spaces)
-    k_train = scan.SeedKeys.from_seed(0).train_keys(S)
+    k_train = seeds.SeedKeys.from_seed(0).train_keys(S)
     one_seed = lambda st, k, sp, e0, data, n: trainer.run(st, k, data, sp, e0, n)  # noqa: E731
     runners = {
-        mode: jax.jit(scan.map_seeds(one_seed, mode, per_seed=3), static_argnums=5)
-        for mode in scan.SEED_MODES
+        mode: jax.jit(seeds.map_seeds(one_seed, mode, per_seed=3), static_argnums=5)
+        for mode in seeds.SEED_MODES
     }
     return types.SimpleNamespace(prob=prob, S=S, d=d, trainer=trainer, per_seed=per_seed, spaces=spaces,
                                  states=states, k_train=k_train, runners=runners, single=run_jit(trainer))
 
 
 def test_seeds_vmap_and_map_equal_python_loop_over_seeds():
-    """scan.map_seeds around trainer.run (keys, states and subspaces per seed), as the experiments
+    """seeds.map_seeds around trainer.run (keys, states and subspaces per seed), as the experiments
     do, equals a Python loop over seeds; two calls of one epoch each (epoch0 = 0, 1)."""
     c = seeds_setup()
     data = c.prob.data

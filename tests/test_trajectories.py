@@ -13,7 +13,8 @@ import numpy as np
 import pytest
 import stops
 
-from gzone import records, trajectory
+from gzone.analysis import trajectory
+from gzone.runs import records
 
 REPO = Path(__file__).resolve().parents[1]
 SMOKE = "experiments/flagfiles/trajectories_smoke.flags"

@@ -11,7 +11,8 @@ import optax
 import pytest
 from scipy.spatial import distance
 
-from gzone import flat, models, scan, train, trajectory
+from gzone import flat, models, seeds, train
+from gzone.analysis import trajectory
 
 
 def planted(rng, *, T=40, D=300, center_norm=5.0, noise=0.0):
@@ -211,7 +212,7 @@ def test_snapshots_recorded_in_the_scan_and_moved_to_disk_equal_a_python_loop(tm
     snap_steps = np.array([3, 6])
 
     # Two seeds (lax.map over seeds), chunks of 2 epochs: snapshots leave for the disk, one file per epoch.
-    run_seeds = jax.jit(scan.map_seeds(lambda st, k, e0, d, n: trainer.run(st, k, d, None, e0, n), "map"), static_argnums=4)
+    run_seeds = jax.jit(seeds.map_seeds(lambda st, k, e0, d, n: trainer.run(st, k, d, None, e0, n), "map"), static_argnums=4)
     store = trajectory.SnapshotStore(str(tmp_path / "seeds"))
     fn = trajectory.to_store(lambda st, e0, n: run_seeds(st, keys, e0, data, n), store)
     state, hist = train.fit(fn, jax.vmap(trainer.init)(jnp.stack(thetas0)), epochs=epochs, epochs_per_call=2)

@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from gzone import zone
+from gzone.analysis import zone
 
 
 def planted(x, centre, width, height, base):

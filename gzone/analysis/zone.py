@@ -90,7 +90,7 @@ def loss_power_law(arrays: dict, *, x_min: float = 1.0) -> dict:
     statistics are the seed-mean loss over the points with x <= -1 (well inside r_X), to compare
     with log C (the loss of uniform predictions).
     """
-    from gzone import dynamics
+    from gzone.analysis import dynamics
 
     x = np.asarray(arrays["log10_r2_over_rx2"], float)
     radii = np.asarray(arrays["radii"], float)

@@ -1,12 +1,11 @@
-"""Curvature at a point: Hessian-vector products, the exact subspace Hessian, spectrum metrics.
+"""The exact subspace Hessian and spectrum metrics of symmetric matrices.
 
-  hvp(f, theta, v)                   H v, forward-over-reverse: jvp of grad
   subspace_hessian(f, theta, P)      H_sub = P^T H P  [d, d], exact (no sampling)
   subspace_matrix(mv, P)             P^T A P [d, d] for any symmetric A given by its products
   spectrum_metrics(H_sub)            eigenvalues, fraction positive, Tr(H)/||H||_F, ...
 
 Strategies for H_sub (``method``), all exact and equal to rounding:
-  * ``linearize_map`` (default): ``_, hvp_fn = jax.linearize(jax.grad(f), theta)`` once, then
+  * ``linearize_map`` (default): `products.linearized_hvp` (grad f linearised once), then
     ``lax.map`` over P's columns e_j -> P^T hvp_fn(P e_j), ``chunk_size`` columns at a time
     (vmapped inside a chunk). Memory: one HVP's activations per column of the chunk, plus the
     [d, d] result; bounded at d = 1000, D = 656,810. Fastest on a 2-core CPU at every d
@@ -26,14 +25,10 @@ import jax
 import jax.numpy as jnp
 
 from gzone import projections
+from gzone.curvature import products
 
 Array = jax.Array
 METHODS = ("linearize_map", "vmap", "hessian")
-
-
-def hvp(f: Callable[[Array], Array], theta: Array, v: Array) -> Array:
-    """H v with H = d^2 f / d theta^2 at theta. theta, v: [D] -> [D]."""
-    return jax.jvp(jax.grad(f), (theta,), (v,))[1]
 
 
 def subspace_hessian(
@@ -66,10 +61,10 @@ def subspace_hessian(
     else:
         index = jnp.arange(d)
         if method == "vmap":
-            col = lambda j: projections.apply_T(P, hvp(f, theta, projections.column(P, j)))
+            col = lambda j: projections.apply_T(P, products.hvp(f, theta, projections.column(P, j)))
             rows = jax.vmap(col)(index)
         else:
-            _, hvp_fn = jax.linearize(jax.grad(f), theta)
+            hvp_fn = products.linearized_hvp(f, theta)
             col = lambda j: projections.apply_T(P, hvp_fn(projections.column(P, j)))
             chunk = default_chunk_size(P) if chunk_size is None else int(chunk_size)
             rows = jax.lax.map(col, index, batch_size=chunk if chunk > 1 else None)

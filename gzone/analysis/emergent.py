@@ -53,7 +53,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from gzone import flat, gauss_newton, spectra
+from gzone import curvature, flat
+from gzone.curvature import spectra
 
 Array = jax.Array
 GROUPS = ("slsc", "sl", "sldc", "dl")
@@ -241,7 +242,7 @@ class Spec:
 
 
 def make_measure_fn(fm: flat.FlatModel, *, spec: Spec) -> Callable[..., dict[str, Array]]:
-    """Single-point measurement (jit it, or map it over seeds with `scan.map_seeds`).
+    """Single-point measurement (jit it, or map it over seeds with `seeds.map_seeds`).
 
     Returns:
       measure(key, theta, xg, yg, xh, yh) -> dict. (xg [N, ...], yg [N]): the examples of the
@@ -258,7 +259,7 @@ def make_measure_fn(fm: flat.FlatModel, *, spec: Spec) -> Callable[..., dict[str
         f = flat.loss_fn(fm, xh, yh)
         value, grad = jax.value_and_grad(f)(theta)
         logits_ = flat.logits(fm, theta, xh)
-        mv = gauss_newton.make_hessian_mv(fm, theta, xh, yh)
+        mv = curvature.loss_hvp(fm, theta, xh, yh)
         eigs, vectors = spectra.extreme_eigs(key, mv, dim=fm.D, k=spec.top_k, order=spec.order, which="top",
                                              dtype=theta.dtype)
         groups = cosine_groups(logit_gradient_gram(fm, theta, xg, chunk=spec.chunk), yg, num_classes=spec.num_classes)

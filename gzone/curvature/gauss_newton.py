@@ -23,6 +23,7 @@ import jax
 import jax.numpy as jnp
 
 from gzone import flat
+from gzone.curvature import products
 
 Array = jax.Array
 MatVec = Callable[[Array], Array]
@@ -59,12 +60,6 @@ def make_gauss_newton_mv(fm: flat.FlatModel, theta: Array, x: Array) -> MatVec:
     return mv
 
 
-def make_hessian_mv(fm: flat.FlatModel, theta: Array, x: Array, y: Array) -> MatVec:
-    """v [D] -> H v, the loss Hessian (forward-over-reverse, linearised once at theta)."""
-    _, hvp_fn = jax.linearize(jax.grad(flat.loss_fn(fm, x, y)), theta)
-    return lambda v: hvp_fn(v.astype(theta.dtype))
-
-
 def make_curvature_mvs(
     fm: flat.FlatModel, theta: Array, x: Array, y: Array
 ) -> dict[str, MatVec]:
@@ -74,7 +69,7 @@ def make_curvature_mvs(
       dict of [D] -> [D] functions: ``hessian`` (H v), ``gauss_newton`` (G v) and
       ``residual`` (R v = H v - G v, two products).
     """
-    hessian = make_hessian_mv(fm, theta, x, y)
+    hessian = products.loss_hvp(fm, theta, x, y)
     gauss_newton = make_gauss_newton_mv(fm, theta, x)
     return {
         "hessian": hessian,

@@ -18,7 +18,7 @@ from typing import Callable
 import numpy as np
 from matplotlib.figure import Figure
 
-from gzone import records
+from gzone.runs import records
 
 DRAWERS: dict[str, Callable[[str, dict, dict], list[str]]] = {}
 
@@ -37,7 +37,7 @@ def draw(run_dir: str) -> list[str]:
     experiment = config.get("experiment")
     if experiment not in DRAWERS and isinstance(experiment, str) and experiment.isidentifier():
         try:
-            importlib.import_module(f"gzone.plots_{experiment}")
+            importlib.import_module(f"gzone.plots.{experiment}")
         except ModuleNotFoundError:
             pass
     if experiment not in DRAWERS:
@@ -200,7 +200,7 @@ def subspace_training_figures(run_dir: str, config: dict, arrays: dict) -> list[
 
 @register("radius_dynamics")
 def radius_dynamics_figures(run_dir: str, config: dict, arrays: dict) -> list[str]:
-    from gzone import dynamics
+    from gzone.analysis import dynamics
 
     modes = config["derived"]["mode_names"]
     r_x = config["derived"]["r_x"]

@@ -25,7 +25,8 @@ import dataclasses
 import jax
 import jax.numpy as jnp
 
-from gzone import curvature, flat, gauss_newton, projections, spectra
+from gzone import curvature, flat, projections
+from gzone.curvature import gauss_newton, spectra
 
 Array = jax.Array
 STREAM = 0x46554C4C  # fold_in constant of the full-space probe stream ("FULL")

@@ -27,7 +27,8 @@ import jax.numpy as jnp
 import numpy as np
 from scipy import stats
 
-from gzone import curvature, flat, gauss_newton, projections, spectra
+from gzone import curvature, flat, projections
+from gzone.curvature import spectra
 
 Array = jax.Array
 SCORES = ("trace_over_frob", "frac_pos", "full_trace_over_frob", "loss")
@@ -44,7 +45,7 @@ def make_score_fn(
     point_fn: Callable[[Array], Array],
     dtype=jnp.float32,
 ) -> Callable[..., dict[str, Array]]:
-    """Scores of one initialisation (single seed; map it over inits with `scan.map_seeds(..., per_seed=3)`).
+    """Scores of one initialisation (single seed; map it over inits with `seeds.map_seeds(..., per_seed=3)`).
 
     Args:
       fm: the flat model.
@@ -75,7 +76,7 @@ def make_score_fn(
             "n_pos": jnp.sum(spec["eigvals"] > 0),
         }
         if num_probes:
-            full = spectra.trace_over_frob(k_probe, gauss_newton.make_hessian_mv(fm, theta, x, y), dim=fm.D,
+            full = spectra.trace_over_frob(k_probe, curvature.loss_hvp(fm, theta, x, y), dim=fm.D,
                                            num_probes=num_probes, dtype=dtype)
             out.update(full_trace_over_frob=full["ratio"], full_trace_over_frob_se=full["ratio_se"], full_trace=full["trace"])
         return out

@@ -16,7 +16,8 @@ import numpy as np
 from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 
-from gzone import dynamics, plots
+from gzone import plots
+from gzone.analysis import dynamics
 
 LABELS = {"single": "(a) one model", "inits": "(b) different inits", "orders": "(c) same init, orders",
           "clones": "(d) clones"}
