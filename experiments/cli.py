@@ -200,6 +200,34 @@ def _parse(argv: list[str]) -> list[str]:
     return argv  # unreachable
 
 
+def main(config_from_argv: Callable, run: Callable, *, groups: dict, doc: str = "", argv: list[str] | None = None) -> None:
+    """The command line of an experiment: flags -> config -> run, with one-line errors (exit 2).
+
+    ``--help`` prints the flags of the experiment. Any bad input (flag, flagfile, data, model, run
+    folder, option) ends with one line ``error: ...`` on stderr and exit status 2.
+    """
+    from experiments import config as config_lib
+    from gzone import data as data_lib
+    from gzone.options import OptionError
+    from gzone.runs.records import DamagedFile, RunDirError
+
+    logging.set_verbosity(logging.WARNING)  # keep jax's backend-probing INFO lines quiet
+    argv = sys.argv[1:] if argv is None else argv
+    if any(a in ("--help", "-h", "--helpfull", "-help") for a in argv):
+        print(doc.strip(), "", config_lib.define_flags(groups).get_help(), sep="\n")
+        sys.exit(0)
+    try:
+        run(config_from_argv(argv))
+    except (config_lib.UsageError, UsageError) as err:
+        fail(str(err))
+    except OptionError as err:
+        fail(f"--{err.name}: {err.message}")
+    except RunDirError as err:
+        fail(f"--name: {err}")
+    except (DamagedFile, data_lib.DataError) as err:
+        fail(str(err))
+
+
 def run(main: Callable[[list[str]], None]) -> None:
     """absl's app.run with one-line errors for bad flags and `UsageError`s."""
 

@@ -6,50 +6,65 @@ a table of the zone's peak, value at r_X and extent per run (never recomputes).
         --labels=200x2,200x3 --d=100 --out=runs/compare_depth.png
 
 Each run is read from its config.json and arrays.npz; the curves are seed means with a min..max band
-against log10(r^2/r_X^2) (each run in units of its own r_X). The table (`gzone.zone.summarise`) is
+against log10(r^2/r_X^2) (each run in units of its own r_X). The table (`gzone.analysis.zone.summarise`) is
 printed and written as JSON next to the figure.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 
 import numpy as np
-from absl import flags
 
-from experiments import cli
+from gzone import options
+from gzone.options import option
 
-FLAGS = flags.FLAGS
-flags.DEFINE_list("run_dirs", None, "Finished radius_scan run folders (config.json and arrays.npz).")
-flags.DEFINE_list("labels", None, "One legend label per run (default: the run folder names).")
-flags.DEFINE_integer("d", None, "Subspace dimension to compare; every run must have scanned it.")
-flags.DEFINE_string("out", None, "Figure path (.png); the table goes next to it as .json.")
-flags.DEFINE_string("title", None, "Figure title (default: the dimension).")
+from experiments import cli, config
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class Compare(options.Group):
+    run_dirs: tuple[str, ...] | None = option(None, "Finished radius_scan run folders (config.json and arrays.npz).",
+                                              kind="strs")
+    labels: tuple[str, ...] | None = option(None, "One legend label per run (default: the run folder names).",
+                                            kind="strs")
+    d: int | None = option(None, "Subspace dimension to compare; every run must have scanned it.", kind="int", minimum=1)
+    out: str | None = option(None, "Figure path (.png); the table goes next to it as .json.", kind="str")
+    title: str | None = option(None, "Figure title (default: the dimension).", kind="str")
+
+
+GROUPS = {"compare": Compare}
+
+
+def config_from_argv(argv: list[str]) -> Compare:
+    return config.parse(argv, **GROUPS)["compare"]
 
 
 def load_runs(run_dirs, labels, d):
     """[(label, config, arrays, d index)] with clear errors for anything a comparison cannot use."""
-    from gzone.runs import records
+    from gzone.runs import schema
 
     if not run_dirs:
-        raise cli.UsageError("run_dirs", "required: one or more radius_scan run folders")
+        raise config.UsageError("run_dirs", "required: one or more radius_scan run folders")
     labels = labels or [os.path.basename(os.path.normpath(p)) for p in run_dirs]
     if len(labels) != len(run_dirs):
-        raise cli.UsageError("labels", f"{len(labels)} labels for {len(run_dirs)} runs")
+        raise config.UsageError("labels", f"{len(labels)} labels for {len(run_dirs)} runs")
     runs = []
     for path, label in zip(run_dirs, labels):
-        for name in ("config.json", "arrays.npz"):
-            if not os.path.exists(os.path.join(path, name)):
-                raise cli.UsageError("run_dirs", f"{path} has no {name} (is the run complete?)")
-        config = records.read_config(path)
-        if config.get("experiment") != "radius_scan":
-            raise cli.UsageError("run_dirs", f"{path} is a {config.get('experiment')!r} run, not a radius_scan")
-        arrays = records.load_arrays(path)
-        dims = [int(v) for v in arrays["dims"]]
+        if not os.path.exists(os.path.join(path, "config.json")):
+            raise config.UsageError("run_dirs", f"{path} has no config.json (is it a run folder?)")
+        try:
+            rec = schema.read(path)
+        except ValueError as err:
+            raise config.UsageError("run_dirs", str(err)) from None
+        if rec.experiment != "radius_scan":
+            raise config.UsageError("run_dirs", f"{path} is a {rec.experiment!r} run, not a radius_scan")
+        dims = [int(v) for v in rec.arrays["dims"]]
         if d not in dims:
-            raise cli.UsageError("d", f"{path} scanned d in {dims}, not {d}")
-        runs.append((label, config, arrays, dims.index(d)))
+            raise config.UsageError("d", f"{path} scanned d in {dims}, not {d}")
+        runs.append((label, rec.config, rec.arrays, dims.index(d)))
     return runs
 
 
@@ -96,21 +111,21 @@ def figure(runs, d, out, title=None) -> str:
     return plots.save(fig, out)
 
 
-def main(argv):
-    del argv
-    if FLAGS.d is None or FLAGS.d < 1:
-        raise cli.UsageError("d", "required: a subspace dimension >= 1 that every run scanned")
-    if not FLAGS.out or not FLAGS.out.endswith(".png"):
-        raise cli.UsageError("out", "required: a .png path")
-    runs = load_runs(FLAGS.run_dirs, FLAGS.labels, FLAGS.d)
-    rows = summary_rows(runs, FLAGS.d)
-    print(table(rows))
-    folder = os.path.dirname(os.path.abspath(FLAGS.out))
-    os.makedirs(folder, exist_ok=True)
-    print(f"figure: {figure(runs, FLAGS.d, FLAGS.out, FLAGS.title)}")
-    with open(os.path.splitext(FLAGS.out)[0] + ".json", "w") as fh:
+def run(c: Compare, log=print) -> list[dict]:
+    """Prints the table, writes the figure and the table as JSON; returns the table's rows."""
+    if c.d is None:
+        raise config.UsageError("d", "required: a subspace dimension >= 1 that every run scanned")
+    if not c.out or not c.out.endswith(".png"):
+        raise config.UsageError("out", "required: a .png path")
+    runs = load_runs(c.run_dirs, c.labels, c.d)
+    rows = summary_rows(runs, c.d)
+    log(table(rows))
+    os.makedirs(os.path.dirname(os.path.abspath(c.out)), exist_ok=True)
+    log(f"figure: {figure(runs, c.d, c.out, c.title)}")
+    with open(os.path.splitext(c.out)[0] + ".json", "w") as fh:
         json.dump(rows, fh, indent=1)
+    return rows
 
 
 if __name__ == "__main__":
-    cli.run(main)
+    cli.main(config_from_argv, run, groups=GROUPS, doc=__doc__)

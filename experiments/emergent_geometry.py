@@ -31,6 +31,7 @@ import numpy as np
 from absl import flags
 
 from experiments import cli
+from gzone.runs import schema
 
 EXPERIMENT = "emergent_geometry"
 FLAGS = flags.FLAGS
@@ -223,14 +224,25 @@ def run(config: Config, log=print) -> str:
 
     k_init, k_train = keys.init_keys(S), keys.train_keys(S)
     k_lanczos = jax.vmap(lambda s: jax.random.fold_in(keys.k_proj, s))(jnp.arange(S))
-    spec = emergent.Spec(num_classes=C, top_k=config.top_k, order=config.lanczos_order, chunk=config.gram_chunk)
-    measure = jax.jit(seeds.map_seeds(emergent.make_measure_fn(fm, spec=spec), config.seed_mode))
+    from gzone import measure as measure_lib
+    from gzone.runs import schema
+
+    spec = measure_lib.Spec(top_k=config.top_k, order=config.lanczos_order, logit_var=True,
+                            gram=measure_lib.Gram(num_classes=C, chunk=config.gram_chunk))
+    core = measure_lib.make_measure_fn(fm, spec)
+
+    def point(k, th, xg, yg, xh, yh):
+        out = core(k, th, None, xh, yh, xg, yg)
+        out.pop("grad_radial")
+        return out
+
+    measure = jax.jit(seeds.map_seeds(point, config.seed_mode))
 
     def measured(unit, thetas, record):
         start = time.time()
         out = jax.tree_util.tree_map(np.asarray, measure(k_lanczos, jnp.asarray(thetas, dtype), *batch))
         out.pop("block_count")
-        record = {**record, "seconds": time.time() - start, **{k: np.mean(out[k]) for k in emergent.SCALARS},
+        record = {**record, "seconds": time.time() - start, **{k: np.mean(out[k]) for k in schema.EMERGENT_SCALARS},
                   "outliers": [emergent.count_outliers(e, min_ratio=config.outlier_min_ratio) for e in out["top_eigs"]]}
         records.save_unit(path, unit, out, record)
         progress.step(f"{unit}: q_SLSC {record['q_slsc']:.3f}, q_DL {record['q_dl']:.3f}, outliers {record['outliers']}, "
@@ -281,13 +293,12 @@ def run(config: Config, log=print) -> str:
 
 
 def axes_of(config: Config) -> dict:
-    from gzone.analysis import emergent
 
     axes = {}
     for part, point, wanted in (("train", "checkpoint", "training"), ("radius", "radius", "radius")):
         if wanted not in config.parts:
             continue
-        for key in emergent.SCALARS + tuple(f"n_{g}" for g in emergent.GROUPS) + tuple(METRIC_AXES):
+        for key in schema.EMERGENT_SCALARS + tuple(f"n_{g}" for g in schema.EMERGENT_GROUPS) + tuple(METRIC_AXES):
             axes[f"{part}_{key}"] = [point, "seed", *METRIC_AXES.get(key, [])]
         axes[f"{part}_outliers"] = [point, "seed"]
         axes[f"{part}_outliers_largest"] = [point, "seed"]
@@ -327,13 +338,12 @@ def assemble(path: str, config: Config, ck_steps, radii, log10_rel) -> dict:
 
 def analyse(arrays: dict, config: Config, C: int) -> dict:
     """Per point: means over seeds, the outlier counts per seed, the gradient overlap with the top C."""
-    from gzone.analysis import emergent
 
     out = {"num_classes": C, "outlier_min_ratio": config.outlier_min_ratio, "train": [], "radius": []}
     for part, label, values in (("train", "step", arrays.get("checkpoint_step", [])),
                                 ("radius", "log10_r2_over_rx2", arrays.get("log10_r2_over_rx2", []))):
         for i, value in enumerate(values):
-            row = {label: value, **{k: float(np.mean(arrays[f"{part}_{k}"][i])) for k in emergent.SCALARS},
+            row = {label: value, **{k: float(np.mean(arrays[f"{part}_{k}"][i])) for k in schema.EMERGENT_SCALARS},
                    "outliers": arrays[f"{part}_outliers"][i].tolist(), "outliers_largest": arrays[f"{part}_outliers_largest"][i].tolist(),
                    "top_eigs": np.mean(arrays[f"{part}_top_eigs"][i], axis=0).tolist(),
                    "overlap_top_C": arrays[f"{part}_overlap"][i][:, C - 1].tolist()}

@@ -179,8 +179,16 @@ def run(config: Config, log=print) -> str:
                                               sample_fn=sample, D=fm.D, r_x=r_x, dtype=dtype)
     k_init, k_proj = keys.init_keys(K), keys.proj_keys(config.d, K)
     k_probes = jax.vmap(lambda i: jax.random.fold_in(k_probe, i))(jnp.arange(K))
-    score_fn = selection.make_score_fn(fm, d=config.d, projection=config.projection, num_probes=config.num_probes,
-                                       point_fn=point_fn, dtype=dtype)
+    from gzone import measure, projections
+    from gzone.curvature import fullspace
+
+    core = measure.make_measure_fn(fm, measure.Spec(subspace=True, full=fullspace.Spec(config.num_probes) if config.num_probes else None))
+
+    def score_fn(k_init, k_proj, k_probe, x, y):
+        out = core(k_probe, point_fn(k_init).astype(dtype), projections.make(config.projection, k_proj, D=fm.D, d=config.d, dtype=dtype), x, y)
+        keep = ["loss", "accuracy", "radius", "trace_over_frob", "frac_pos", "trace", "frob", "eigvals", "n_pos"]
+        keep += ["full_trace_over_frob", "full_trace_over_frob_se", "full_trace"] if config.num_probes else []
+        return {k: out[k] for k in keep}
     score_block = jax.jit(seeds.map_seeds(score_fn, config.seed_mode, per_seed=3))
     for j in range(blocks):
         unit = f"score_b{j:03d}"

@@ -5,32 +5,42 @@ r"""Redraws a run's figures from its records (never recomputes).
 
 from __future__ import annotations
 
+import dataclasses
 import os
 
-from absl import flags
+from gzone import options
+from gzone.options import option
 
-from experiments import cli
-
-FLAGS = flags.FLAGS
-flags.DEFINE_string("run_dir", None, "A run folder holding config.json and arrays.npz.")
+from experiments import cli, config
 
 
-def main(argv):
-    del argv
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class Plot(options.Group):
+    run_dir: str | None = option(None, "A finished run folder (config.json and arrays.npz).", kind="str")
+
+
+GROUPS = {"plot": Plot}
+
+
+def config_from_argv(argv: list[str]) -> Plot:
+    return config.parse(argv, **GROUPS)["plot"]
+
+
+def run(c: Plot, log=print) -> list[str]:
     from gzone import plots
 
-    if not FLAGS.run_dir:
-        raise cli.UsageError("run_dir", "required: a run folder")
-    for name in ("config.json", "arrays.npz"):
-        if not os.path.exists(os.path.join(FLAGS.run_dir, name)):
-            raise cli.UsageError("run_dir", f"{FLAGS.run_dir} has no {name} (is the run complete?)")
+    if not c.run_dir:
+        raise config.UsageError("run_dir", "required: a run folder")
+    if not os.path.exists(os.path.join(c.run_dir, "config.json")):
+        raise config.UsageError("run_dir", f"{c.run_dir} has no config.json (is it a run folder?)")
     try:
-        figures = plots.draw(FLAGS.run_dir)
+        figures = plots.draw(c.run_dir)
     except ValueError as err:
-        raise cli.UsageError("run_dir", str(err)) from None
+        raise config.UsageError("run_dir", str(err)) from None
     for figure in figures:
-        print(f"figure: {figure}")
+        log(f"figure: {figure}")
+    return figures
 
 
 if __name__ == "__main__":
-    cli.run(main)
+    cli.main(config_from_argv, run, groups=GROUPS, doc=__doc__)

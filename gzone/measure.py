@@ -1,42 +1,112 @@
-"""One point measurement: loss, accuracy, gradient and the exact subspace Hessian's spectrum.
+"""One point measurement, composed from options: loss, gradient, subspace Hessian, full space, logits.
 
-For one seed, `make_point_fn` gives a pure function
+    measure = make_measure_fn(fm, Spec(subspace=True, gn_split=True, full=fullspace.Spec(10)))
+    out = measure(key, theta, P, x, y)            # one point; vmap / map it over seeds
 
-    point_fn(k_init, k_proj, radius, x, y) -> metrics
+Always: ``loss``, ``accuracy``, ``grad_norm`` (|g|), ``grad_radial`` (g . theta / |theta|), ``radius``
+(|theta|), on the fixed examples (x [N, ...], y [N]). Options (`Spec`, all static):
 
-that draws a point theta with |theta| = radius by a named convention (`subspace.point_at_radius`),
-a random d-dimensional subspace through it, and measures loss, accuracy, gradient norm and radial
-part, and the exact subspace Hessian's spectrum on the fixed examples (x, y). Radii and keys are
-data; d, the model, the projection kind are static (one compile per d).
+  subspace       the exact subspace Hessian P^T H P of the projection P [D, d] (`curvature.hessian`):
+                 `SUBSPACE_SCALARS` (frac_pos, trace_over_frob, trace, frob, top, bottom), ``eigvals`` [d],
+                 ``n_pos`` (the number of positive eigenvalues)
+  gn_split       with subspace: P^T G P and P^T R P, R = H - G (`fullspace.subspace_split`): gn_*, res_*
+  full           full-space Tr/||.||_F with standard errors, extreme Lanczos eigenvalues
+                 (`fullspace.estimates`, probes from ``key``): full_*
+  top_k, order   the top-k Ritz pairs of H by Lanczos from ``key``: ``top_eigs`` [k] (largest first) and
+                 ``overlap`` [k] (the share of |g|^2 in the span of the top j Ritz vectors)
+  gram           the logit-gradient Gram matrix on (xg, yg) grouped by logit and class
+                 (`curvature.logits.cosine_groups`): q_*, q_*_std, n_*, ``block_mean``, ``block_count``
+  logit_var      the variance of the logits across classes, averaged over the examples
 
-Options of `make_point_fn` (off by default): a per-layer metric on P (`layer_metric`), the
-Gauss-Newton / residual split of the subspace Hessian and full-space estimates (`fullspace`).
+`make_point_fn` is the radius scan's measurement: a point at a radius and a projection from keys,
+then `make_measure_fn`. Everything is traceable: jit it once at the caller.
 """
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Callable
 
 import jax
 import jax.numpy as jnp
 
 from gzone import curvature, flat, layer_metric, projections, subspace
-from gzone.curvature import fullspace
+from gzone.curvature import fullspace, logits, spectra
 
 Array = jax.Array
-SCALAR_METRICS = (
-    "loss",
-    "accuracy",
-    "grad_norm",
-    "grad_radial",
-    "radius",
-    "frac_pos",
-    "trace_over_frob",
-    "trace",
-    "frob",
-    "top",
-    "bottom",
-)
+BASE_SCALARS = ("loss", "accuracy", "grad_norm", "grad_radial", "radius")
+SUBSPACE_SCALARS = ("frac_pos", "trace_over_frob", "trace", "frob", "top", "bottom")
+SCALAR_METRICS = BASE_SCALARS + SUBSPACE_SCALARS  # a radius scan's scalars (`schema.SCAN_SCALARS`)
+
+
+@dataclasses.dataclass(frozen=True)
+class Gram:
+    """The logit-gradient Gram option: C classes, examples per Jacobian block (divides the Gram examples)."""
+
+    num_classes: int
+    chunk: int = 10
+
+
+@dataclasses.dataclass(frozen=True)
+class Spec:
+    """What to measure at a point (see the module docstring)."""
+
+    subspace: bool = False
+    hessian_method: str = "linearize_map"
+    chunk_size: int | None = None
+    gn_split: bool = False
+    full: fullspace.Spec | None = None
+    top_k: int = 0
+    order: int = 0
+    gram: Gram | None = None
+    logit_var: bool = False
+
+    def __post_init__(self):
+        if self.gn_split and not self.subspace:
+            raise ValueError("gn_split needs subspace=True")
+        if self.top_k and not 1 <= self.top_k <= self.order:
+            raise ValueError(f"need 1 <= top_k <= order, got top_k={self.top_k}, order={self.order}")
+        if self.hessian_method not in curvature.METHODS:
+            raise ValueError(f"method {self.hessian_method!r} unknown; allowed: {', '.join(curvature.METHODS)}")
+
+
+def make_measure_fn(fm: flat.FlatModel, spec: Spec) -> Callable[..., dict[str, Array]]:
+    """measure(key, theta, P, x, y, xg=None, yg=None) -> dict of the spec's metrics at theta [D].
+
+    ``P`` is the projection of the subspace option (None without it); ``key`` feeds the full-space
+    probes and the top-k Lanczos start (None without them); (xg, yg) are the Gram option's examples.
+    Cost: 1 gradient; d + 2 HVPs for the subspace (d more Gauss-Newton products with the split);
+    one HVP per probe; `order` HVPs for top_k; the Gram matrix (`logits.logit_gradient_gram`).
+    """
+
+    def measure(key, theta, P, x, y, xg=None, yg=None):
+        f = flat.loss_fn(fm, x, y)
+        value, grad = jax.value_and_grad(f)(theta)
+        z = flat.logits(fm, theta, x)
+        norm = jnp.linalg.norm(theta)
+        out = {"loss": value, "accuracy": jnp.mean(jnp.argmax(z, -1) == y), "grad_norm": jnp.linalg.norm(grad),
+               "grad_radial": jnp.vdot(grad, theta) / norm, "radius": norm}
+        if spec.subspace:
+            h = curvature.subspace_hessian(f, theta, P, method=spec.hessian_method, chunk_size=spec.chunk_size)
+            metrics = curvature.spectrum_metrics(h)
+            out.update({k: metrics[k] for k in SUBSPACE_SCALARS}, eigvals=metrics["eigvals"],
+                       n_pos=jnp.sum(metrics["eigvals"] > 0))
+            if spec.gn_split:
+                out.update(fullspace.subspace_split(fm, theta, x, P, h, chunk_size=spec.chunk_size))
+        if spec.full is not None:
+            out.update(fullspace.estimates(key, fm, theta, x, y, spec=spec.full))
+        if spec.top_k:
+            eigs, vectors = spectra.extreme_eigs(key, curvature.loss_hvp(fm, theta, x, y), dim=fm.D, k=spec.top_k,
+                                                 order=spec.order, which="top", dtype=theta.dtype)
+            out.update(top_eigs=eigs, overlap=logits.gradient_overlap(vectors, grad))
+        if spec.gram is not None:
+            gram = logits.logit_gradient_gram(fm, theta, xg, chunk=spec.gram.chunk)
+            out.update(logits.cosine_groups(gram, yg, num_classes=spec.gram.num_classes))
+        if spec.logit_var:
+            out["logit_var"] = logits.logit_variance(z)
+        return out
+
+    return measure
 
 
 def make_point_fn(
@@ -55,20 +125,19 @@ def make_point_fn(
     gn_split: bool = False,
     fullspace_spec: fullspace.Spec | None = None,
 ) -> Callable[..., dict[str, Array]]:
-    """Single-seed measurement at one radius.
+    """The radius scan's single-seed measurement at one radius.
 
     Args:
+      fm: the flat model; d, projection: the subspace's dimension and kind (`projections.KINDS`).
+      convention, sample_fn, r_x: how the point is drawn (`subspace.point_at_radius`).
       metric, renormalise: the per-layer metric on P (`layer_metric.apply`; ``none`` and False
         leave P as `projections.make` draws it).
-      gn_split: also the Gauss-Newton and residual parts of P^T H P (`fullspace.subspace_split`).
-      fullspace_spec: also full-space estimates at the point (`fullspace.estimates`), probes
-        from `fullspace.probe_key` (k_init): the same at every d and metric.
+      gn_split: also the Gauss-Newton and residual parts of P^T H P.
+      fullspace_spec: also full-space estimates, probes from `fullspace.probe_key` (k_init): the
+        same at every d and metric.
 
     Returns:
-      point_fn(k_init, k_proj, radius, x, y) -> dict with the SCALAR_METRICS (scalars) and
-      ``eigvals`` [d]; x: [n, ...] and y: [n] are the fixed examples of the loss. With the
-      options: ``gn_*``/``res_*`` (`fullspace.SPLIT_SCALARS`, ``gn_eigvals``, ``res_eigvals``
-      [d]) and ``full_*`` (`fullspace.Spec.scalar_names`, ``full_top``/``full_bottom`` [k]).
+      point_fn(k_init, k_proj, radius, x, y) -> the `make_measure_fn` dict (without ``n_pos``).
     """
     if convention not in subspace.POINT_CONVENTIONS:
         raise ValueError(f"point convention {convention!r} unknown; allowed: {', '.join(subspace.POINT_CONVENTIONS)}")
@@ -76,33 +145,16 @@ def make_point_fn(
         raise ValueError(f"projection {projection!r} unknown; allowed: {', '.join(projections.KINDS)}")
     if not 1 <= d <= fm.D:
         raise ValueError(f"d={d} must be in [1, D={fm.D}]")
-    make_P = layer_metric.make_projection_fn(
-        fm, d=d, kind=projection, metric=metric, renormalise=renormalise, dtype=dtype
-    )
+    make_P = layer_metric.make_projection_fn(fm, d=d, kind=projection, metric=metric, renormalise=renormalise, dtype=dtype)
+    measure = make_measure_fn(fm, Spec(subspace=True, hessian_method=hessian_method, chunk_size=chunk_size,
+                                       gn_split=gn_split, full=fullspace_spec))
 
     def point_fn(k_init, k_proj, radius, x, y):
-        theta = subspace.point_at_radius(
-            k_init, radius, convention=convention, sample_fn=sample_fn, D=fm.D, r_x=r_x, dtype=dtype
-        )
-        P = make_P(k_proj)
-        f = flat.loss_fn(fm, x, y)
-        value, grad = jax.value_and_grad(f)(theta)
-        h = curvature.subspace_hessian(f, theta, P, method=hessian_method, chunk_size=chunk_size)
-        spec = curvature.spectrum_metrics(h)
-        norm = jnp.linalg.norm(theta)
-        out = {
-            "loss": value,
-            "accuracy": flat.accuracy(fm, theta, x, y),
-            "grad_norm": jnp.linalg.norm(grad),
-            "grad_radial": jnp.vdot(grad, theta) / norm,
-            "radius": norm,
-            **{k: spec[k] for k in ("frac_pos", "trace_over_frob", "trace", "frob", "top", "bottom")},
-            "eigvals": spec["eigvals"],
-        }
-        if gn_split:
-            out.update(fullspace.subspace_split(fm, theta, x, P, h, chunk_size=chunk_size))
-        if fullspace_spec is not None:
-            out.update(fullspace.estimates(fullspace.probe_key(k_init), fm, theta, x, y, spec=fullspace_spec))
+        theta = subspace.point_at_radius(k_init, radius, convention=convention, sample_fn=sample_fn, D=fm.D, r_x=r_x,
+                                         dtype=dtype)
+        key = fullspace.probe_key(k_init) if fullspace_spec is not None else None
+        out = measure(key, theta, make_P(k_proj), x, y)
+        out.pop("n_pos")
         return out
 
     return point_fn

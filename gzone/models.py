@@ -105,7 +105,7 @@ class PatchConv(nn.Module):
         )  # [N, *spatial, c_in * prod(window)], channel-major
         order = (len(self.window), *range(len(self.window)), len(self.window) + 1)
         matrix = jnp.transpose(kernel, order).reshape(-1, self.features)
-        return patches @ matrix.astype(patches.dtype) + bias.astype(patches.dtype)
+        return patches @ matrix.astype(patches.dtype) + bias.astype(patches.dtype).reshape((1,) * (patches.ndim - 1) + (-1,))
 
 
 class ConvNet(nn.Module):
@@ -260,6 +260,12 @@ def init_params(
         for k, (_, leaf), std in zip(keys, leaves, stds)
     ]
     return jax.tree_util.tree_unflatten(treedef, new)
+
+
+def describe(module: nn.Module) -> str:
+    """One line naming a module and its fields, e.g. ``MLP(widths=(100, 100), num_classes=10, activation='relu')``."""
+    fields = [f for f in dataclasses.fields(module) if f.name not in ("parent", "name")]
+    return f"{type(module).__name__}(" + ", ".join(f"{f.name}={getattr(module, f.name)!r}" for f in fields) + ")"
 
 
 def apply_fn(module: nn.Module) -> Callable:

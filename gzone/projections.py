@@ -34,6 +34,9 @@ import numpy as np
 from jax.experimental import sparse
 
 KINDS = ("sparse", "sparse_fixed", "dense", "fastfood")
+# Signs and rows are drawn in float32 whatever jax_enable_x64 says, so a key gives the same sparse
+# pattern and signs in a float32 and a float64 process (a bare 0.5 would draw float64 under x64).
+SIGN_P = np.float32(0.5)
 
 
 @jax.tree_util.register_dataclass
@@ -138,7 +141,7 @@ def make_dense(key: jax.Array, *, D: int, d: int, dtype=jnp.float32) -> Dense:
     gauss = jax.random.normal(key, (D, d), dtype)
     q, r = jnp.linalg.qr(gauss, mode="reduced")
     # Fix QR's sign ambiguity so the result is a deterministic function of the Gaussian draw.
-    q = q * jnp.where(jnp.diagonal(r) < 0, -1.0, 1.0).astype(dtype)
+    q = q * jnp.where(jnp.diagonal(r) < 0, -1.0, 1.0).astype(dtype)[None, :]
     return Dense(q)
 
 
@@ -175,7 +178,7 @@ def make_sparse(
     rows = jnp.cumsum(gaps, axis=1) - 1  # [d, K], strictly increasing per column
     valid = rows < D
     count = jnp.sum(valid, axis=1, keepdims=True)
-    signs = jnp.where(jax.random.bernoulli(k_sign, 0.5, (d, K)), 1.0, -1.0).astype(dtype)
+    signs = jnp.where(jax.random.bernoulli(k_sign, SIGN_P, (d, K)), 1.0, -1.0).astype(dtype)
     values = jnp.where(valid, signs / jnp.sqrt(jnp.maximum(count, 1)).astype(dtype), 0.0)
     return _sparse_from_columns(jnp.where(valid, rows, D - 1), values, D=D)
 
@@ -196,9 +199,9 @@ def make_sparse_fixed(
     bounds = (np.arange(k + 1, dtype=np.int64) * D) // k  # static: D and k are Python ints
     lo = jnp.asarray(bounds[:-1], jnp.int32)
     width = jnp.asarray(bounds[1:] - bounds[:-1], jnp.float32)
-    u = jax.random.uniform(k_row, (d, k))
+    u = jax.random.uniform(k_row, (d, k), jnp.float32)
     rows = jnp.minimum(lo[None, :] + jnp.floor(u * width[None, :]).astype(jnp.int32), D - 1)
-    signs = jnp.where(jax.random.bernoulli(k_sign, 0.5, (d, k)), 1.0, -1.0).astype(dtype)
+    signs = jnp.where(jax.random.bernoulli(k_sign, SIGN_P, (d, k)), 1.0, -1.0).astype(dtype)
     return _sparse_from_columns(rows, signs / jnp.sqrt(jnp.asarray(k, dtype)), D=D)
 
 
@@ -212,7 +215,7 @@ def make_fastfood(key: jax.Array, *, D: int, d: int, dtype=jnp.float32) -> Fastf
     """Fastfood projection; memory O(D), cost O(D log D) per product."""
     L = 1 << max(0, math.ceil(math.log2(D)))
     k_sign, k_perm, k_gauss = jax.random.split(key, 3)
-    signs = jnp.where(jax.random.bernoulli(k_sign, 0.5, (L,)), 1.0, -1.0).astype(dtype)
+    signs = jnp.where(jax.random.bernoulli(k_sign, SIGN_P, (L,)), 1.0, -1.0).astype(dtype)
     perm = jax.random.permutation(k_perm, L).astype(jnp.int32)
     inv_perm = jnp.zeros(L, jnp.int32).at[perm].set(jnp.arange(L, dtype=jnp.int32))
     gauss = jax.random.normal(k_gauss, (L,), dtype)

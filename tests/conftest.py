@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 import jax
@@ -12,6 +13,13 @@ import jax.numpy as jnp
 import pytest
 
 REPO = Path(__file__).resolve().parents[1]
+jax.config.update("jax_numpy_rank_promotion", "raise")  # an implicit broadcast of ranks is a bug here
+# One compilation cache per test session (fresh, as in CI): the suite runs the same small computations
+# through several routes (command line, API, resume), and a cache hit skips XLA's compile (seconds each).
+CACHE_DIR = tempfile.mkdtemp(prefix="gzone-test-jax-cache-")
+jax.config.update("jax_compilation_cache_dir", CACHE_DIR)
+jax.config.update("jax_persistent_cache_min_compile_time_secs", 0)
+jax.config.update("jax_persistent_cache_min_entry_size_bytes", 0)
 
 
 def _x64_on() -> bool:

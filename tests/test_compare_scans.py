@@ -1,5 +1,5 @@
-"""experiments.compare_scans on synthetic finished radius-scan folders: the table's numbers equal the
-arrays' seed means, the figure and JSON are written, bad input is a one-line error (exit 2)."""
+"""experiments.compare_scans and experiments.plot on synthetic finished radius-scan folders: the table's
+numbers equal the arrays' seed means, the figure and JSON are written, bad input is a one-line error."""
 
 from __future__ import annotations
 
@@ -9,7 +9,8 @@ import os
 import numpy as np
 import pytest
 
-from gzone.runs import records
+from experiments import cli, compare_scans, plot
+from gzone.runs import records, schema
 
 X = np.array([-2.0, -1.0, 0.0, 1.0, 2.0])
 
@@ -17,8 +18,10 @@ X = np.array([-2.0, -1.0, 0.0, 1.0, 2.0])
 def _fake_scan(workdir, name, frac_peak, experiment="radius_scan"):
     """A complete run folder whose frac_pos peaks at x = 0 with value frac_peak (seed mean)."""
     path = records.run_path(str(workdir), experiment, name)
+    axes = {"log10_r2_over_rx2": ["radius"], "radii": ["radius"], "dims": ["d"], "frac_pos": ["radius", "d", "seed"],
+            "trace_over_frob": ["radius", "d", "seed"]}
     records.open_run(path, experiment=experiment, settings={"name": name}, derived={"model": name, "D": 100},
-                     axes={}, flags_text="")
+                     axes=axes, flags_text="", schema_version=schema.VERSION)
     bump = np.exp(-(X**2))[:, None, None]  # [R, 1, 1]
     offsets = np.array([-0.01, 0.0, 0.01])  # 3 seeds, mean offset 0
     frac = 0.5 + (frac_peak - 0.5) * bump + offsets
@@ -28,11 +31,12 @@ def _fake_scan(workdir, name, frac_peak, experiment="radius_scan"):
     return path
 
 
-def test_table_and_figure(tmp_path, run_python):
+def test_table_and_figure(tmp_path):
     a, b = _fake_scan(tmp_path, "wide", 0.9), _fake_scan(tmp_path, "deep", 0.7)
     out = tmp_path / "cmp" / "depth.png"
-    proc = run_python(["-m", "experiments.compare_scans", f"--run_dirs={a},{b}", "--labels=w,dp", "--d=8", f"--out={out}"])
-    assert proc.returncode == 0, proc.stderr[-2000:]
+    lines = []
+    compare_scans.run(compare_scans.config_from_argv([f"--run_dirs={a},{b}", "--labels=w,dp", "--d=8", f"--out={out}"]),
+                      log=lines.append)
     assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     rows = json.loads(out.with_suffix(".json").read_text())
     got = {(r["run"], r["metric"]): r for r in rows}
@@ -42,7 +46,14 @@ def test_table_and_figure(tmp_path, run_python):
     assert got["w", "frac_pos"]["peak_x"] == 0.0 and all(r["d"] == 8 for r in rows)
     # frac+ > 0.55 where 0.4 exp(-x^2) > 0.05: |x| <= 1 on this grid (0.4/e = 0.147; 0.4/e^4 = 0.007)
     assert got["w", "frac_pos"]["extent"] == [-1.0, 1.0]
-    assert "w " in proc.stdout and "figure:" in proc.stdout
+    assert "w " in lines[0] and lines[1].startswith("figure:")
+
+
+def _main(module, argv, capsys):
+    with pytest.raises(SystemExit) as exit_:
+        cli.main(module.config_from_argv, module.run, groups=module.GROUPS, argv=argv)
+    captured = capsys.readouterr()
+    return exit_.value.code, captured.err.strip()
 
 
 @pytest.mark.parametrize(
@@ -53,19 +64,28 @@ def test_table_and_figure(tmp_path, run_python):
         (["--d=8", "--out=x.pdf"], "--out"),
         (["--d=8", "--missing"], "--run_dirs"),
         (["--d=8", "--other"], "--run_dirs"),
+        (["--d=0"], "--d"),
     ],
 )
-def test_bad_input_is_a_one_line_error(tmp_path, run_python, extra, flag):
+def test_bad_input_is_a_one_line_error(tmp_path, capsys, extra, flag):
     a, b = _fake_scan(tmp_path, "a", 0.9), _fake_scan(tmp_path, "b", 0.8)
     runs = [a, b]
     if "--missing" in extra:
         runs, extra = [a, os.path.join(str(tmp_path), "nowhere")], [e for e in extra if e != "--missing"]
     if "--other" in extra:
         runs, extra = [a, _fake_scan(tmp_path, "t", 0.9, experiment="trajectories")], [e for e in extra if e != "--other"]
-    args = ["-m", "experiments.compare_scans", f"--run_dirs={','.join(runs)}", *extra]
+    args = [f"--run_dirs={','.join(runs)}", *extra]
     if not any(e.startswith("--out") for e in extra):
         args.append(f"--out={tmp_path / 'c.png'}")
-    proc = run_python(args)
-    assert proc.returncode == 2, proc.stderr[-2000:]
-    assert flag in proc.stderr and "Traceback" not in proc.stderr
-    assert len(proc.stderr.strip().splitlines()) == 1
+    code, err = _main(compare_scans, args, capsys)
+    assert code == 2 and flag in err and len(err.splitlines()) == 1, err
+
+
+def test_plot_redraws_and_refuses_what_is_not_a_finished_run(tmp_path, capsys):
+    a = _fake_scan(tmp_path, "a", 0.9)
+    for argv, expected in (([], "--run_dir"), ([f"--run_dir={tmp_path}"], "no config.json")):
+        code, err = _main(plot, argv, capsys)
+        assert code == 2 and expected in err and len(err.splitlines()) == 1, err
+    records.update_config(a, status="running")
+    code, err = _main(plot, [f"--run_dir={a}"], capsys)
+    assert code == 2 and "not completed" in err

@@ -1,170 +1,208 @@
-"""experiments.radius_scan end to end on the smoke flags: records, resume after SIGKILL,
-determinism, and one-line errors (exit 2, no run folder) for bad input."""
+"""The radius scan end to end, in-process: the command line's records, the numbers of the committed
+references, an independent float64 route, the API on the same settings, resume, one-line errors."""
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
-import signal
-import subprocess
-import sys
 from pathlib import Path
 
+import jax
+import jax.numpy as jnp
 import numpy as np
 import pytest
-import stops
 
-from gzone import measure
-from gzone.runs import records
+import gzone
+from experiments import radius_scan
+from gzone import flat, layer_metric, projections, seeds, subspace
+from gzone.curvature import gauss_newton
+from gzone.runs import records, schema
 
 REPO = Path(__file__).resolve().parents[1]
-SMOKE = "experiments/flagfiles/smoke.flags"
+SMOKE = f"--flagfile={REPO}/experiments/flagfiles/smoke.flags"
+DATA = REPO / "tests" / "data"
 RADII_REL, DIMS, SEEDS = [-2.0, 0.0, 2.0], [4, 8], 2  # what smoke.flags asks for
 UNITS = {f"r{ri:03d}_d{d}" for ri in range(3) for d in DIMS}
+OPTIONS = ["--name=opts", "--gn_split", "--fullspace_probes=4", "--fullspace_top_k=2", "--projection_metric=inv_std",
+           "--noplots"]
 
 
-def _command(workdir, *extra):
-    module = ["-m", "experiments.radius_scan"]
-    return [sys.executable, *module, f"--flagfile={SMOKE}", f"--workdir={workdir}", *extra]
-
-
-def _popen(args, env, **kwargs):
-    pipe = subprocess.PIPE
-    return subprocess.Popen(args, cwd=REPO, env=env, stdout=pipe, stderr=pipe, text=True, **kwargs)
-
-
-def _run_dir(workdir):
-    return os.path.join(str(workdir), "radius_scan", "smoke")
+def _run(workdir, *flags, plots=True):
+    lines, progress = [], []
+    config = radius_scan.config_from_argv([SMOKE, f"--workdir={workdir}", *flags, *([] if plots else ["--noplots"])])
+    path = radius_scan.run(config, log=lines.append, progress=progress.append)
+    return {"path": path, "log": lines, "progress": progress, "config": config}
 
 
 @pytest.fixture(scope="module")
-def two_runs(tmp_path_factory, subprocess_env):
-    """Two uninterrupted runs of the same command in different folders, run side by side."""
-    workdirs = [tmp_path_factory.mktemp(f"run_{i}") for i in range(2)]
-    procs = [_popen(_command(w), subprocess_env) for w in workdirs]
-    outputs = [p.communicate(timeout=600) for p in procs]
-    for p, (out, err) in zip(procs, outputs):
-        assert p.returncode == 0, err[-3000:]
-    return [{"path": _run_dir(w), "stdout": out, "stderr": err} for w, (out, err) in zip(workdirs, outputs)]
+def smoke(tmp_path_factory):
+    return _run(tmp_path_factory.mktemp("smoke"))
 
 
-def test_smoke_run_records_are_complete_and_consistent(two_runs):
-    run = two_runs[0]
-    path = run["path"]
+@pytest.fixture(scope="module")
+def with_options(tmp_path_factory):
+    return _run(tmp_path_factory.mktemp("options"), *OPTIONS)
+
+
+def _reference(name):
+    with np.load(DATA / f"radius_scan_{name}_reference.npz") as archive:
+        return {k: archive[k] for k in archive.files}
+
+
+def _assert_close_to_reference(arrays, reference):
+    """Equal to float rounding: the references were written by the code before the library layout."""
+    for key, expected in reference.items():
+        if key == "hessian_examples":  # now recorded in config.json's derived values
+            continue
+        got = arrays[key]
+        assert got.shape == expected.shape and got.dtype == expected.dtype, key
+        scale = np.nanmax(np.abs(expected)) if np.isfinite(expected).any() else 1.0
+        np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-6 * scale, err_msg=key)
+
+
+def test_records_are_complete_and_consistent(smoke):
+    path = smoke["path"]
     config = records.read_config(path)
-    assert config["status"] == "complete" and config["experiment"] == "radius_scan"
+    assert config["status"] == "complete" and config["experiment"] == "radius_scan" and config["schema"] == schema.VERSION
     settings, derived = config["settings"], config["derived"]
-    assert settings["dims"] == DIMS and settings["num_seeds"] == SEEDS
-    assert settings["radius_values"] == RADII_REL
-    assert settings["n_hessian"] == 64 and settings["widths"] == [16] and settings["projection"] == "sparse"
-    assert derived["D"] == 40 * 16 + 16 + 16 * 10 + 10
-    # The later options (metric, Gauss-Newton split, full space) stay out of default settings.
-    new_options = {"projection_metric", "metric_renormalise", "gn_split", "fullspace_probes", "fullspace_top_k", "fullspace_order"}
-    assert not set(settings) & new_options and derived["projection_metric"]["name"] == "none"
+    assert settings["dims"] == DIMS and settings["num_seeds"] == SEEDS and settings["log10_r2_over_rx2"] == RADII_REL
+    assert settings["data"]["examples"] == 64 and settings["model"]["class"] == "gzone.models.MLP"
+    assert settings["seed_mode"] in ("vmap", "map") and derived["D"] == 40 * 16 + 16 + 16 * 10 + 10
+    assert derived["dataset"]["name"] == "mnist1d" and len(derived["hessian_examples"]) == 64
 
     lines = records.read_jsonl(path)
-    assert len(lines) == len(UNITS) and {line["unit"] for line in lines} == UNITS
+    assert {line["unit"] for line in lines} == UNITS and len(lines) == len(UNITS)
     for line in lines:
-        assert line["radius"] == pytest.approx(derived["radii"][line["radius_index"]])
-        assert line["d"] in DIMS and line["seconds"] >= 0
-    assert sorted(os.listdir(os.path.join(path, "units"))) == sorted(f"{u}.npz" for u in UNITS)
-
+        assert line["radius"] == pytest.approx(derived["radii"][line["radius_index"]]) and line["seconds"] >= 0
     arrays = records.load_arrays(path)
+    schema.check(config, arrays)
     R, n_d, S = len(RADII_REL), len(DIMS), SEEDS
-    for key in measure.SCALAR_METRICS:
+    for key in schema.SCAN_SCALARS:
         assert arrays[key].shape == (R, n_d, S), key
-        assert len(config["axes"][key]) == arrays[key].ndim
-    np.testing.assert_allclose(arrays["log10_r2_over_rx2"], RADII_REL)
-    radii = derived["r_x"] * 10 ** (np.asarray(RADII_REL) / 2)
-    np.testing.assert_allclose(arrays["radii"], radii, rtol=1e-12)
-    np.testing.assert_array_equal(arrays["dims"], DIMS)
-    assert not any(k.startswith(("gn_", "res_", "full_")) for k in arrays)
-    assert arrays["layer_sq_frac"].shape == (n_d, S, 4)  # every run: P's columns split over the 4 arrays
+    np.testing.assert_allclose(arrays["radii"], derived["r_x"] * 10 ** (np.asarray(RADII_REL) / 2), rtol=1e-12)
+    np.testing.assert_allclose(arrays["radius"], np.broadcast_to(arrays["radii"][:, None, None], (R, n_d, S)), rtol=1e-5)
+    assert arrays["layer_sq_frac"].shape == (n_d, S, 4)
     np.testing.assert_allclose(arrays["layer_sq_frac"].sum(axis=-1), 1.0, rtol=1e-5)
-    radius = np.broadcast_to(arrays["radii"][:, None, None], (R, n_d, S))
-    np.testing.assert_allclose(arrays["radius"], radius, rtol=1e-5)
-    examples = arrays["hessian_examples"]
-    assert len(examples) == 64 and np.all(np.diff(examples) > 0) and examples.max() < 200
-
-    for di, d in enumerate(DIMS):
-        eig = arrays[f"eigvals_d{d}"].astype(np.float64)
-        assert eig.shape == (R, S, d) and np.all(np.isfinite(eig))
-        assert np.all(np.diff(eig, axis=-1) >= 0)  # ascending
-        np.testing.assert_array_equal(arrays["frac_pos"][:, di, :], np.mean(eig > 0, axis=-1))
-        np.testing.assert_allclose(arrays["trace_over_frob"][:, di, :],
-                                   eig.sum(-1) / np.sqrt((eig**2).sum(-1)), rtol=1e-4, atol=1e-6)
-        atol = 1e-5 * np.abs(eig).max()
-        np.testing.assert_allclose(arrays["trace"][:, di, :], eig.sum(-1), rtol=1e-4, atol=atol)
-        np.testing.assert_array_equal(arrays["top"][:, di, :], eig[..., -1].astype(np.float32))
-        np.testing.assert_array_equal(arrays["bottom"][:, di, :], eig[..., 0].astype(np.float32))
-        # The per-unit means in metrics.jsonl summarise the same arrays.
-        for line in (entry for entry in lines if entry["d"] == d):
-            ri = line["radius_index"]
-            assert line["mean"]["frac_pos"] == pytest.approx(float(np.mean(arrays["frac_pos"][ri, di])))
-            assert line["mean"]["loss"] == pytest.approx(float(np.mean(arrays["loss"][ri, di])), rel=1e-6)
-    # The point (and so its loss) does not depend on d: same key, same radius.
-    np.testing.assert_array_equal(arrays["loss"][:, 0, :], arrays["loss"][:, 1, :])
-
+    for line in lines:  # the per-unit means in metrics.jsonl summarise the same arrays
+        ri, di = line["radius_index"], DIMS.index(line["d"])
+        assert line["mean"]["loss"] == pytest.approx(float(np.mean(arrays["loss"][ri, di])), rel=1e-6)
+    np.testing.assert_array_equal(arrays["loss"][:, 0, :], arrays["loss"][:, 1, :])  # the point does not depend on d
     for figure in ("goldilocks.png", "loss_accuracy.png"):
-        with open(os.path.join(path, figure), "rb") as fh:
-            assert fh.read(8) == b"\x89PNG\r\n\x1a\n", figure
+        assert Path(path, figure).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n", figure
     flags_txt = Path(path, "flags.txt").read_text()
-    assert "--dims=4,8" in flags_txt and "--num_seeds=2" in flags_txt
-    assert "Traceback" not in run["stderr"] and "records:" in run["stdout"]
+    assert "--dims=4,8" in flags_txt and "--num_seeds=2" in flags_txt and "--overwrite" not in flags_txt
+    assert any(line.startswith("records:") for line in smoke["log"])
+    assert len(smoke["progress"]) == 2 + len(UNITS) and "ETA" in smoke["progress"][-1]
 
 
-def test_two_runs_with_the_same_flags_are_bitwise_identical(two_runs):
-    a, b = (records.load_arrays(run["path"]) for run in two_runs)
-    assert set(a) == set(b)
-    for key in a:
-        np.testing.assert_array_equal(a[key], b[key], err_msg=key)
-        assert a[key].dtype == b[key].dtype
-
-
-def test_sigkill_then_resume_equals_an_uninterrupted_run(tmp_path, subprocess_env, run_python, two_runs):
-    path = _run_dir(tmp_path)
-    metrics = os.path.join(path, "metrics.jsonl")
-    cmd = stops.command(stops.AFTER_UNITS, _command(tmp_path))
-    proc = _popen(cmd, {**subprocess_env, "GZONE_TEST_STOP_AFTER_UNITS": "2"})
-    try:  # stopped right after the second unit is on disk (polling for it raced the run)
-        stops.kill_when_stopped(proc)
-    finally:
-        proc.kill()
-        proc.communicate()
-    assert len(records.read_jsonl(metrics)) == 2
-    assert proc.returncode == -signal.SIGKILL
-    assert not os.path.exists(os.path.join(path, "arrays.npz"))
-    assert records.read_config(path)["status"] == "running"
-    done_before = records.completed_units(path)
-    assert 2 <= len(done_before) < len(UNITS)
-
-    resumed = run_python(_command(tmp_path)[1:])
-    assert resumed.returncode == 0, resumed.stderr[-3000:]
-    assert f"resuming: {path}" in resumed.stdout
-    assert f"({len(done_before)}/{len(UNITS)} units done)" in resumed.stdout
-    lines = records.read_jsonl(path)
-    assert sorted(line["unit"] for line in lines) == sorted(UNITS)  # each unit recorded once
-    assert records.read_config(path)["status"] == "complete"
-    expected = records.load_arrays(two_runs[0]["path"])
-    got = records.load_arrays(path)
-    assert set(got) == set(expected)
-    for key in expected:
-        np.testing.assert_array_equal(got[key], expected[key], err_msg=key)
+def test_the_numbers_do_not_move(smoke, with_options):
+    """The arrays equal those the code wrote before the library layout (tests/data/README.md)."""
+    _assert_close_to_reference(records.load_arrays(smoke["path"]), _reference("smoke"))
+    _assert_close_to_reference(records.load_arrays(with_options["path"]), _reference("options"))
 
 
 @pytest.mark.slow
-def test_replaying_flags_txt_resumes_the_finished_run(tmp_path, run_python, two_runs):
-    copy = os.path.join(str(tmp_path), "radius_scan", "smoke")
-    shutil.copytree(two_runs[0]["path"], copy)
-    flags_txt = os.path.join(copy, "flags.txt")
-    args = [f"--flagfile={flags_txt}", f"--workdir={tmp_path}", "--noplots"]
-    proc = run_python(["-m", "experiments.radius_scan", *args])
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    assert f"resuming: {copy}" in proc.stdout and f"({len(UNITS)}/{len(UNITS)} units done)" in proc.stdout
-    assert len(records.read_jsonl(copy)) == len(UNITS)
+def test_the_quick_scan_numbers_do_not_move(tmp_path):
+    config = radius_scan.config_from_argv([f"--flagfile={REPO}/experiments/flagfiles/quick.flags",
+                                           f"--workdir={tmp_path}", "--noplots"])
+    path = radius_scan.run(config, log=lambda s: None, progress=None)
+    _assert_close_to_reference(records.load_arrays(path), _reference("quick"))
 
 
-# --------------------------------------------------------------------------- bad input
+def test_recorded_spectra_equal_a_dense_float64_route(smoke, with_options):
+    """One point recomputed independently: theta and P from the recorded keys, then jax.hessian of the
+    loss and the Gauss-Newton matrix J^T H_CE J from dense Jacobians, in float64."""
+    derived = records.read_config(smoke["path"])["derived"]
+    dataset = smoke["config"].data.load()
+    index = np.asarray(derived["hessian_examples"])
+    module = smoke["config"].model.build(dataset.num_classes)
+    keys, ri, d, s = seeds.SeedKeys.from_seed(0), 1, 8, 1
+    fm32 = flat.flat_model(module, (40,))
+    theta32 = subspace.point_at_radius(keys.init_keys(SEEDS)[s], jnp.float32(derived["radii"][ri]),
+                                       convention="xavier_rescaled", sample_fn=flat.sample_fn(module, (40,)),
+                                       D=fm32.D, r_x=derived["r_x"])
+    base = projections.make("sparse", keys.proj_keys(d, SEEDS)[s], D=fm32.D, d=d)
+    with jax.enable_x64(True):
+        fm = flat.flat_model(module, (40,), jnp.float64)
+        x, y = jnp.asarray(dataset.x_train[index], jnp.float64), jnp.asarray(dataset.y_train[index])
+        theta = jnp.asarray(theta32, jnp.float64)
+        H = jax.jit(jax.hessian(flat.loss_fn(fm, x, y)))(theta)
+        J = jax.jit(jax.jacfwd(lambda th: flat.logits(fm, th, x)))(theta)  # [N, C, D]
+        p = jax.nn.softmax(flat.logits(fm, theta, x))
+        blocks = jax.vmap(lambda q: jnp.diag(q) - jnp.outer(q, q))(p) / x.shape[0]  # the softmax Hessians [N, C, C]
+        G = jnp.einsum("nci,ncd,ndj->ij", J, blocks, J)
+        for run, metric in ((smoke, "none"), (with_options, "inv_std")):
+            arrays = records.load_arrays(run["path"])
+            P = jnp.asarray(projections.todense(layer_metric.apply(base, fm32, metric=metric, renormalise=False)),
+                            jnp.float64)
+            expected = np.linalg.eigvalsh(np.asarray(P.T @ H @ P))
+            atol = 2e-4 * np.abs(expected).max()
+            np.testing.assert_allclose(arrays[f"eigvals_d{d}"][ri, s], expected, rtol=2e-3, atol=atol)
+            if metric != "none":
+                np.testing.assert_allclose(arrays[f"gn_eigvals_d{d}"][ri, s], np.linalg.eigvalsh(np.asarray(P.T @ G @ P)),
+                                           rtol=2e-3, atol=atol)
+        gn = gauss_newton.make_gauss_newton_mv(fm, theta, x)(P[:, 0])
+        np.testing.assert_allclose(gn, G @ P[:, 0], rtol=1e-8, atol=1e-12)
+
+
+def test_the_api_on_the_same_settings_gives_the_command_lines_arrays(smoke):
+    config = smoke["config"]
+    dataset = config.data.load()
+    index = np.asarray(records.read_config(smoke["path"])["derived"]["hessian_examples"])
+    result = gzone.radius_scan(config.model.build(10), dataset.x_train[index], dataset.y_train[index],
+                               log10_r2_over_rx2=RADII_REL, dims=DIMS, num_seeds=SEEDS, seed=0, log=None)
+    cli_arrays = records.load_arrays(smoke["path"])
+    assert set(result.arrays) == set(cli_arrays)
+    for key, value in cli_arrays.items():
+        np.testing.assert_array_equal(result.arrays[key], value, err_msg=key)
+
+
+def test_resume_computes_only_the_missing_units(smoke, tmp_path):
+    copy = tmp_path / "radius_scan" / "smoke"
+    shutil.copytree(smoke["path"], copy)
+    metrics = copy / "metrics.jsonl"
+    kept = metrics.read_text().splitlines(keepends=True)[:2]
+    metrics.write_text("".join(kept) + kept[0][:10])  # as if killed in the middle of the third line
+    os.remove(copy / "arrays.npz")
+    run = _run(tmp_path, plots=False)
+    assert f"resuming: {copy}  (2/{len(UNITS)} units done)" in run["progress"][0]
+    assert len(run["progress"]) == 2 + len(UNITS) - 2  # only the missing units were computed
+    got, expected = records.load_arrays(copy), records.load_arrays(smoke["path"])
+    for key in expected:
+        np.testing.assert_array_equal(got[key], expected[key], err_msg=key)
+    assert sorted(line["unit"] for line in records.read_jsonl(copy)) == sorted(UNITS)
+
+
+def test_options_are_recorded(with_options):
+    config = records.read_config(with_options["path"])
+    settings, derived = config["settings"], config["derived"]
+    assert settings["gn_split"] is True and settings["fullspace_probes"] == 4 and settings["projection_metric"] == "inv_std"
+    assert derived["projection_metric"]["name"] == "inv_std" and derived["fullspace_order"] == 30
+    arrays = records.load_arrays(with_options["path"])
+    assert arrays["full_top"].shape == (3, 2, 2, 2) and np.all(arrays["full_top"][..., 0] >= arrays["full_top"][..., 1])
+    assert "full H Tr/F" in "\n".join(with_options["log"])
+
+
+def test_an_old_run_folder_is_refused_with_one_line(smoke, tmp_path, capsys):
+    copy = tmp_path / "radius_scan" / "smoke"
+    shutil.copytree(smoke["path"], copy)
+    config = json.loads((copy / "config.json").read_text())
+    config.pop("schema")
+    (copy / "config.json").write_text(json.dumps(config))
+    code, out, err = _main([SMOKE, f"--workdir={tmp_path}"], capsys)
+    assert code == 2 and out == "" and len(err.splitlines()) == 1
+    assert "record schema 1" in err and "--overwrite" in err
+
+
+def _main(argv, capsys):
+    from experiments import cli
+
+    with pytest.raises(SystemExit) as exit_:
+        cli.main(radius_scan.config_from_argv, lambda c: radius_scan.run(c, progress=None), groups=radius_scan.GROUPS,
+                 argv=argv)
+    captured = capsys.readouterr()
+    return exit_.value.code, captured.out, captured.err.strip()
 
 
 BAD_INPUTS = {
@@ -173,36 +211,35 @@ BAD_INPUTS = {
     "d_exceeds_D": (["--dims=4,100000"], "--dims"),
     "non_positive_radius": (["--log10_r2_over_rx2=", "--radii=1.0,0"], "--radii"),
     "negative_radius": (["--log10_r2_over_rx2=", "--radii=-2"], "--radii"),
+    "both_radius_flags": (["--radii=2"], "--log10_r2_over_rx2"),
     "empty_dims": (["--dims="], "--dims"),
+    "repeated_dims": (["--dims=4,4"], "--dims"),
+    "not_an_integer": (["--num_seeds=two"], "num_seeds"),
+    "zero_seeds": (["--num_seeds=0"], "--num_seeds"),
+    "too_many_examples": (["--n_hessian=5000"], "--n_hessian"),
     "missing_data_folder": (["--data_dir={tmp}/absent"], "--data_dir"),
     "unknown_flag_in_flagfile": (["--flagfile={tmp}/bad.flags"], "nosuchflag"),
     "missing_flagfile": (["--flagfile={tmp}/absent.flags"], "absent.flags"),
+    "positional_argument": (["extra"], "positional"),
+    "one_probe": (["--fullspace_probes=1"], "--fullspace_probes"),
+    "order_below_2k": (["--fullspace_top_k=4", "--fullspace_order=6"], "--fullspace_order"),
+    "order_above_D": (["--fullspace_top_k=2", "--fullspace_order=100000"], "--fullspace_order"),
+    "unknown_metric": (["--projection_metric=fisher"], "--projection_metric"),
 }
 
 
-@pytest.fixture(scope="module")
-def bad_runs(tmp_path_factory, subprocess_env):
-    """Every bad input run at once (they fail fast); case -> (returncode, stdout, stderr, workdir)."""
-    tmp = tmp_path_factory.mktemp("bad")
-    (tmp / "bad.flags").write_text("--dims=4\n--nosuchflag=1\n")
-    procs = {}
-    for case, (extra, _) in BAD_INPUTS.items():
-        workdir = tmp / f"work_{case}"
-        args = _command(workdir, *(e.format(tmp=tmp) for e in extra))
-        procs[case] = (_popen(args, subprocess_env), workdir)
-    out = {}
-    for case, (proc, workdir) in procs.items():
-        stdout, stderr = proc.communicate(timeout=300)
-        out[case] = (proc.returncode, stdout, stderr, workdir)
-    return out
-
-
 @pytest.mark.parametrize("case", sorted(BAD_INPUTS))
-def test_bad_input_is_one_line_exit_2_and_no_run_folder(bad_runs, case):
-    returncode, stdout, stderr, workdir = bad_runs[case]
-    assert returncode == 2, stderr
-    lines = stderr.strip().splitlines()
-    assert len(lines) == 1, stderr
-    assert lines[0].startswith("error: ") and BAD_INPUTS[case][1] in lines[0], lines[0]
-    assert "Traceback" not in stderr and stdout == ""
-    assert not os.path.exists(workdir), os.listdir(workdir)
+def test_bad_input_is_one_line_exit_2_and_no_run_folder(case, tmp_path, capsys):
+    (tmp_path / "bad.flags").write_text("--dims=4\n--nosuchflag=1\n")
+    flags, expected = BAD_INPUTS[case]
+    workdir = tmp_path / "work"
+    code, out, err = _main([SMOKE, f"--workdir={workdir}", *(f.format(tmp=tmp_path) for f in flags)], capsys)
+    assert code == 2 and out == "", err
+    assert len(err.splitlines()) == 1 and err.startswith("error: ") and expected in err, err
+    assert not workdir.exists()
+
+
+def test_other_settings_in_the_same_folder_are_refused(with_options, capsys):
+    workdir = Path(with_options["path"]).parents[1]
+    code, out, err = _main([SMOKE, f"--workdir={workdir}", "--name=opts", "--projection_metric=std"], capsys)
+    assert code == 2 and len(err.splitlines()) == 1 and "projection_metric" in err and "gn_split" in err, err

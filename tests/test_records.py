@@ -23,6 +23,7 @@ def _open(path, settings=SETTINGS, **kwargs):
         derived={"D": 826, "r_x": 5.9},
         axes={"loss": ["radius", "seed"]},
         flags_text="--model=mlp\n",
+        schema_version=2,
         **kwargs,
     )
 

@@ -1,7 +1,6 @@
 r"""Convexity-selected initialisations (Fort & Scherlis 2019, on initialisation): scores at a point,
 the selection, and the two-sample comparison of what training from them gives.
 
-  make_score_fn(fm, d=, projection=, num_probes=)   (k_init, k_proj, k_probe, x, y) -> scores at an init
   order_by(values, higher_is_better=)               indices best first (stable)
   select(values, num=, against=, key=)               the top-scored inits and a comparison group
   mann_whitney(a, b)                                 two-sided Mann-Whitney U, p-value, rank-biserial r
@@ -20,68 +19,14 @@ Rank-biserial correlation of samples a, b (sizes n_a, n_b) from the Mann-Whitney
 
 from __future__ import annotations
 
-from typing import Callable
-
 import jax
-import jax.numpy as jnp
 import numpy as np
 from scipy import stats
-
-from gzone import curvature, flat, projections
-from gzone.curvature import spectra
 
 Array = jax.Array
 SCORES = ("trace_over_frob", "frac_pos", "full_trace_over_frob", "loss")
 HIGHER_IS_BETTER = {"trace_over_frob": True, "frac_pos": True, "full_trace_over_frob": True, "loss": False}
 AGAINST = ("bottom", "random")
-
-
-def make_score_fn(
-    fm: flat.FlatModel,
-    *,
-    d: int,
-    projection: str,
-    num_probes: int,
-    point_fn: Callable[[Array], Array],
-    dtype=jnp.float32,
-) -> Callable[..., dict[str, Array]]:
-    """Scores of one initialisation (single seed; map it over inits with `seeds.map_seeds(..., per_seed=3)`).
-
-    Args:
-      fm: the flat model.
-      d: subspace dimension of H_sub.
-      projection: one of `projections.KINDS`.
-      num_probes: Rademacher probes of the full-space Tr(H)/||H||_F (0: not estimated; else >= 2).
-      point_fn: k_init -> theta [D], the initialisation.
-
-    Returns:
-      score_fn(k_init, k_proj, k_probe, x, y) -> dict: ``loss``, ``accuracy``, ``radius``,
-      ``trace_over_frob``, ``frac_pos``, ``n_pos``, ``trace``, ``frob`` (of H_sub), ``eigvals`` [d]
-      ascending, and with probes ``full_trace_over_frob``, ``full_trace_over_frob_se``, ``full_trace``.
-      Cost: d + num_probes Hessian-vector products on (x, y).
-    """
-    if num_probes < 0 or num_probes == 1:
-        raise ValueError(f"num_probes must be 0 or >= 2, got {num_probes}")
-
-    def score_fn(k_init, k_proj, k_probe, x, y):
-        theta = point_fn(k_init).astype(dtype)
-        f = flat.loss_fn(fm, x, y)
-        P = projections.make(projection, k_proj, D=fm.D, d=d, dtype=dtype)
-        spec = curvature.spectrum_metrics(curvature.subspace_hessian(f, theta, P))
-        out = {
-            "loss": f(theta),
-            "accuracy": flat.accuracy(fm, theta, x, y),
-            "radius": jnp.linalg.norm(theta),
-            **{k: spec[k] for k in ("trace_over_frob", "frac_pos", "trace", "frob", "eigvals")},
-            "n_pos": jnp.sum(spec["eigvals"] > 0),
-        }
-        if num_probes:
-            full = spectra.trace_over_frob(k_probe, curvature.loss_hvp(fm, theta, x, y), dim=fm.D,
-                                           num_probes=num_probes, dtype=dtype)
-            out.update(full_trace_over_frob=full["ratio"], full_trace_over_frob_se=full["ratio_se"], full_trace=full["trace"])
-        return out
-
-    return score_fn
 
 
 def order_by(values, *, higher_is_better: bool) -> np.ndarray:

@@ -50,7 +50,7 @@ def _suptitle(fig, config: dict, what: str) -> None:
 
 
 @plots.register("emergent_geometry")
-def emergent_figures(run_dir: str, config: dict, arrays: dict) -> list[str]:
+def emergent_figures(run_dir: str, config: dict, arrays: dict, analysis=None) -> list[str]:
     return [draw_clustering(run_dir, config, arrays), draw_outliers(run_dir, config, arrays),
             draw_overlap(run_dir, config, arrays), draw_logit_variance(run_dir, config, arrays)]
 

@@ -9,7 +9,6 @@ init_selection.png  (1) the K scores with the selected groups marked, against th
 
 from __future__ import annotations
 
-import json
 import os
 
 import numpy as np
@@ -22,15 +21,9 @@ SCORE_LABELS = {"trace_over_frob": r"subspace $\mathrm{Tr}(H)/\|H\|_F$", "frac_p
                 "full_trace_over_frob": r"full-space $\mathrm{Tr}(H)/\|H\|_F$", "loss": "initial loss"}
 
 
-def _analysis(run_dir: str) -> dict:
-    with open(os.path.join(run_dir, "analysis.json")) as fh:
-        return json.load(fh)
-
-
 @plots.register("init_selection")
-def init_selection_figure(run_dir: str, config: dict, arrays: dict) -> list[str]:
+def init_selection_figure(run_dir: str, config: dict, arrays: dict, analysis=None) -> list[str]:
     s = config["settings"]
-    analysis = _analysis(run_dir)
     name = s["score"]
     score = arrays[f"score_{name}"]
     other_label = f"{s['compare']} {s['num_selected']}"

@@ -35,7 +35,7 @@ def _suptitle(fig, config: dict, arrays: dict, what: str) -> None:
 
 
 @plots.register("threshold_dimension")
-def threshold_dimension_figures(run_dir: str, config: dict, arrays: dict) -> list[str]:
+def threshold_dimension_figures(run_dir: str, config: dict, arrays: dict, analysis=None) -> list[str]:
     return [success_figure(run_dir, config, arrays), accuracy_figure(run_dir, config, arrays),
             threshold_figure(run_dir, config, arrays)]
 

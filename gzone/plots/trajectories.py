@@ -55,7 +55,7 @@ def _ratio_note(arrays: dict, g: str) -> str:
 
 
 @plots.register("trajectories")
-def trajectory_figures(run_dir: str, config: dict, arrays: dict) -> list[str]:
+def trajectory_figures(run_dir: str, config: dict, arrays: dict, analysis=None) -> list[str]:
     return [draw_pca(run_dir, config, arrays), draw_surface(run_dir, config, arrays),
             draw_interpolation(run_dir, config, arrays), draw_distances(run_dir, config, arrays),
             draw_radius(run_dir, config, arrays)]

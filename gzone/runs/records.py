@@ -25,6 +25,7 @@ import platform
 import shutil
 import subprocess
 import sys
+import zipfile
 from typing import Any, Iterable
 
 import numpy as np
@@ -32,6 +33,10 @@ import numpy as np
 
 class RunDirError(RuntimeError):
     """The run folder exists with other settings (or cannot be used)."""
+
+
+class DamagedFile(RuntimeError):
+    """A file of a run folder cannot be read back (truncated, corrupt, or not what it should be)."""
 
 
 # --------------------------------------------------------------------------- atomic files
@@ -65,8 +70,12 @@ def atomic_save_npz(path: str, arrays: dict[str, np.ndarray]) -> None:
 
 
 def load_npz(path: str) -> dict[str, np.ndarray]:
-    with np.load(path, allow_pickle=False) as archive:
-        return {k: archive[k] for k in archive.files}
+    """All arrays of an .npz archive; `DamagedFile` when it cannot be read whole."""
+    try:
+        with np.load(path, allow_pickle=False) as archive:
+            return {k: archive[k] for k in archive.files}
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile, KeyError) as err:
+        raise DamagedFile(f"{path}: cannot be read ({type(err).__name__}: {err})") from err
 
 
 def to_jsonable(obj: Any) -> Any:
@@ -102,8 +111,9 @@ def open_run(
     settings: dict,
     derived: dict,
     axes: dict[str, list[str]],
-    flags_text: str,
+    flags_text: str | None,
     overwrite: bool = False,
+    schema_version: int | None = None,
 ) -> bool:
     """Creates the run folder, or checks that an existing one can be resumed.
 
@@ -113,8 +123,10 @@ def open_run(
       settings: the resolved configuration; a resume requires it to be equal.
       derived: values computed from the settings (r_X, D, ...), recorded only.
       axes: named axes of each array of arrays.npz.
-      flags_text: replayable flag lines.
+      flags_text: replayable flag lines (None: no flags.txt, e.g. a run started from Python).
       overwrite: remove an existing folder first.
+      schema_version: the record schema this run writes (default `schema.VERSION`); a folder of another
+        version is refused.
 
     Returns:
       True when resuming an existing run, False for a new one.
@@ -122,13 +134,21 @@ def open_run(
     Raises:
       RunDirError: the folder holds a run with different settings (and not ``overwrite``).
     """
+    if schema_version is None:
+        from gzone.runs import schema
+
+        schema_version = schema.VERSION
     settings = to_jsonable(settings)
     config_path = os.path.join(path, "config.json")
     if os.path.exists(path) and overwrite:
         shutil.rmtree(path)
     if os.path.exists(config_path):
-        with open(config_path) as fh:
-            old = json.load(fh)
+        old = read_config(path)
+        if old.get("schema") != schema_version:
+            raise RunDirError(
+                f"{path} holds a run of record schema {old.get('schema', 1)} (this gzone writes {schema_version}); "
+                "pass --overwrite (overwrite=True) to replace it or choose another --name"
+            )
         if old.get("settings") != settings or old.get("experiment") != experiment:
             diff = sorted(
                 k
@@ -143,6 +163,7 @@ def open_run(
         return True
     os.makedirs(os.path.join(path, "units"), exist_ok=True)
     config = {
+        "schema": schema_version,
         "experiment": experiment,
         "settings": settings,
         "derived": derived,
@@ -151,14 +172,24 @@ def open_run(
         "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
         "status": "running",
     }
-    atomic_write_bytes(os.path.join(path, "flags.txt"), flags_text.encode())
+    if flags_text is not None:
+        atomic_write_bytes(os.path.join(path, "flags.txt"), flags_text.encode())
     atomic_write_json(config_path, config)
     return False
 
 
 def read_config(path: str) -> dict:
-    with open(os.path.join(path, "config.json")) as fh:
-        return json.load(fh)
+    """config.json of a run folder; `DamagedFile` when it is unreadable or not a JSON object."""
+    file = os.path.join(path, "config.json")
+    try:
+        with open(file) as fh:
+            config = json.load(fh)
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
+        raise DamagedFile(f"{file} cannot be read ({type(err).__name__}); pass --overwrite (overwrite=True) to "
+                          "start the run again") from err
+    if not isinstance(config, dict):
+        raise DamagedFile(f"{file} is not a run's config; pass --overwrite (overwrite=True) to start the run again")
+    return config
 
 
 def update_config(path: str, **fields) -> None:
@@ -182,6 +213,7 @@ def repair_jsonl(path: str) -> None:
 
 def read_jsonl(path: str) -> list[dict]:
     """All complete lines of a metrics.jsonl (a partial last line is ignored)."""
+    path = os.fspath(path)
     path = path if path.endswith(".jsonl") else os.path.join(path, "metrics.jsonl")
     if not os.path.exists(path):
         return []
@@ -198,6 +230,7 @@ def read_jsonl(path: str) -> list[dict]:
 
 
 def append_jsonl(path: str, record: dict) -> None:
+    path = os.fspath(path)
     path = path if path.endswith(".jsonl") else os.path.join(path, "metrics.jsonl")
     line = json.dumps(to_jsonable(record), sort_keys=True) + "\n"
     with open(path, "a") as fh:

@@ -1,0 +1,248 @@
+"""Config groups of the command line, defined once, and flags generated from them.
+
+Every group is a frozen options dataclass (`gzone.options`): the library's (training, points,
+projection, seeds, ...) and the command line's own below (data, model, radius grid, output). An
+experiment composes groups and parses its flags into them:
+
+    parsed = config.parse(argv, data=config.Data, model=config.Model, output=config.Output,
+                          radii=config.RadiusGrid, scan=ScanOptions)
+    parsed["scan"]            # a ScanOptions built from the flags (validated)
+    parsed["flags_text"]      # the flags as replayable lines for flags.txt
+
+Flags are defined into a fresh `absl.flags.FlagValues` per parse (so experiments can be imported
+and run side by side in one process, as the tests do); names, kinds, defaults and help come from
+the fields. A bad value raises `UsageError` naming the flag, before any run folder exists.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import os
+from typing import Any
+
+from absl import flags
+
+from gzone import data as data_lib
+from gzone import models, options
+from gzone.options import OptionError, option
+from gzone.runs import records, stores
+
+
+class UsageError(ValueError):
+    """Bad flag value: the message starts with the flag's name."""
+
+    def __init__(self, flag: str, message: str):
+        super().__init__(f"--{flag}: {message}")
+        self.flag = flag
+
+
+# --------------------------------------------------------------------------- the command line's own groups
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class Data(options.Group):
+    dataset: str = option("mnist1d", "mnist1d (generated, no data needed), or a name found as <data_dir>/<name>.npz or "
+                          "in tfds.")
+    data_dir: str | None = option(None, "Folder of <name>.npz archives (uint8 x_train, y_train, x_test, y_test).",
+                                  kind="str", setting=False)
+    tfds_data_dir: str | None = option(None, "tensorflow-datasets data folder with prepared array_record files.",
+                                       kind="str", setting=False)
+    n_train: int | None = option(None, "Use a deterministic random subset of this many training examples.", kind="int",
+                                 minimum=1)
+    n_test: int | None = option(None, "Use a deterministic random subset of this many test examples.", kind="int",
+                                minimum=1)
+
+    def load(self) -> data_lib.Dataset:
+        """The dataset in memory; its errors become one-line flag errors."""
+        if self.data_dir is not None and not os.path.isdir(self.data_dir):
+            raise UsageError("data_dir", f"folder {self.data_dir!r} does not exist")
+        try:
+            return data_lib.load(self.dataset, data_dir=self.data_dir, tfds_data_dir=self.tfds_data_dir,
+                                 n_train=self.n_train, n_test=self.n_test)
+        except data_lib.DataError as err:
+            flag = "n_train" if "n_train" in str(err) else "n_test" if "n_test" in str(err) else "dataset"
+            raise UsageError(flag, str(err)) from None
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class Model(options.Group):
+    model: str = option("mlp", "Network family.", choices=models.MODEL_KINDS)
+    widths: tuple[int, ...] | None = option(None, "Hidden widths (mlp) or conv channels (cnns); default 200,200 / 16,16 / "
+                                            "32,64,64; empty for mlp: a linear softmax classifier.", kind="ints",
+                                            minimum=1, empty=True)
+    activation: str = option("relu", "Nonlinearity.", choices=tuple(models.ACTIVATIONS))
+
+    @property
+    def spec(self) -> models.ModelSpec:
+        widths = models.default_widths(self.model) if self.widths is None else self.widths
+        if not widths and self.model != "mlp":
+            raise UsageError("widths", f"{self.model} needs at least one channel count")
+        return models.ModelSpec(self.model, tuple(widths), self.activation)
+
+    def build(self, num_classes: int):
+        return models.build(self.spec, num_classes)
+
+    @property
+    def label(self) -> str:
+        return f"{self.model}{'-'.join(str(w) for w in self.spec.widths) or 'linear'}"
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class RadiusGrid(options.Group):
+    """The radius flags: a log grid start,stop,num of log10(r^2/r_X^2), or absolute radii."""
+
+    log10_r2_over_rx2: tuple[float, ...] | None = option(None, "Radii as start,stop,num of log10(r^2/r_X^2), e.g. -4,4,17 "
+                                                         "(empty: unset).", kind="floats", empty=True)
+    radii: tuple[float, ...] | None = option(None, "Absolute radii |theta| (alternative to --log10_r2_over_rx2; empty: "
+                                             "unset).", kind="floats", empty=True)
+
+    def _check(self):
+        for name in ("log10_r2_over_rx2", "radii"):  # an empty flag unsets what a flagfile gave
+            if getattr(self, name) == ():
+                object.__setattr__(self, name, None)
+        if (self.log10_r2_over_rx2 is None) == (self.radii is None):
+            raise OptionError("log10_r2_over_rx2", "give exactly one of --log10_r2_over_rx2=start,stop,num or "
+                              "--radii=r1,r2,...")
+        spec = self.log10_r2_over_rx2
+        if spec is not None and (len(spec) != 3 or spec[2] < 1 or spec[2] != int(spec[2])):
+            raise OptionError("log10_r2_over_rx2", f"expected start,stop,num with num a positive integer, got "
+                              f"{','.join(f'{v:g}' for v in spec)}")
+
+    def kwargs(self) -> dict:
+        """The library's `options.Radii` arguments."""
+        if self.radii is not None:
+            return {"radii": self.radii}
+        start, stop, num = self.log10_r2_over_rx2[0], self.log10_r2_over_rx2[1], int(self.log10_r2_over_rx2[2])
+        values = tuple(start + (stop - start) * i / (num - 1) for i in range(num)) if num > 1 else (start,)
+        return {"log10_r2_over_rx2": values}
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class Output(options.Group):
+    workdir: str = option("runs", "Root folder of run folders: <workdir>/<experiment>/<name>/.", setting=False)
+    name: str | None = option(None, "Run name (default: derived from the settings of the run).", kind="str",
+                              setting=False)
+    overwrite: bool = option(False, "Replace an existing run folder with other settings.", setting=False, replay=False)
+    plots: bool = option(True, "Draw the figures at the end.", setting=False)
+
+    def folder(self, experiment: str, default_name: str, flags_text: str, context: dict | None = None) -> stores.RunFolder:
+        path = records.run_path(self.workdir, experiment, self.name or default_name)
+        return stores.RunFolder(path, overwrite=self.overwrite, flags_text=flags_text, context=context)
+
+
+# --------------------------------------------------------------------------- flags from fields
+
+
+def _define(fv: flags.FlagValues, field: dataclasses.Field) -> None:
+    meta, name, default = field.metadata, field.name, field.default
+    kind, help_ = meta["kind"], meta["help"]
+    if kind == "bool":
+        flags.DEFINE_bool(name, default, help_, flag_values=fv)
+    elif kind == "int":
+        flags.DEFINE_integer(name, default, help_, flag_values=fv)
+    elif kind == "float":
+        flags.DEFINE_float(name, default, help_, flag_values=fv)
+    elif kind == "str" and meta["choices"]:
+        flags.DEFINE_enum(name, default, list(meta["choices"]), help_, flag_values=fv)
+    elif kind == "str":
+        flags.DEFINE_string(name, default, help_, flag_values=fv)
+    else:
+        shown = None if default is None else [str(v) for v in default]
+        flags.DEFINE_list(name, shown, help_, flag_values=fv)
+
+
+def flag_fields(group: type) -> list[dataclasses.Field]:
+    return [f for f in dataclasses.fields(group) if f.metadata.get("flag", False)]
+
+
+def define_flags(groups: dict[str, type]) -> flags.FlagValues:
+    """A FlagValues with one flag per field of each group (a name may appear in one group only)."""
+    fv = flags.FlagValues()
+    owner: dict[str, str] = {}
+    for key, group in groups.items():
+        for field in flag_fields(group):
+            if field.name in owner:
+                raise ValueError(f"flag --{field.name} defined by groups {owner[field.name]} and {key}")
+            owner[field.name] = key
+            _define(fv, field)
+    return fv
+
+
+def parse(argv: list[str], *, extra: dict[str, dict] | None = None, **groups: type) -> dict[str, Any]:
+    """Parses argv (without the program name) into the groups.
+
+    Args:
+      argv: the command-line arguments, e.g. ``["--flagfile=f.flags", "--dims=10"]``.
+      extra: per group, keyword arguments added to its flags' values (e.g. the radius grid's values).
+      **groups: name -> options dataclass.
+
+    Returns:
+      dict: each name -> its group built from the flags, and ``flags_text``.
+
+    Raises:
+      UsageError: a flag is unknown, malformed or has a bad value (the message names it).
+    """
+    fv = define_flags(groups)
+    try:
+        rest = fv(["gzone", *argv])
+    except flags.Error as err:
+        raise UsageError("flags", (str(err).splitlines()[0] if str(err) else "bad flags").replace("ERROR:: ", "")) from None
+    except (OSError, UnicodeDecodeError) as err:
+        raise UsageError("flagfile", f"cannot read flags: {err}") from None
+    if len(rest) > 1:
+        raise UsageError("flags", f"unexpected positional arguments: {' '.join(rest[1:])} (flags look like --name=value)")
+    return build(fv, groups, extra=extra)
+
+
+def build(fv: flags.FlagValues, groups: dict[str, type], *, extra: dict[str, dict] | None = None) -> dict[str, Any]:
+    """The groups built from parsed flag values (see `parse`)."""
+    out: dict[str, Any] = {}
+    extra = extra or {}
+    for key, group in groups.items():
+        values = {f.name: fv[f.name].value for f in flag_fields(group)}
+        kwargs = extra.get(key, {})
+        out[key] = make(group, {**values, **(kwargs(out) if callable(kwargs) else kwargs)})
+    out["flags_text"] = flags_text(fv, groups)
+    return out
+
+
+def make(group: type, values: dict):
+    """group(**values), an `OptionError` becoming a `UsageError` on the same name."""
+    try:
+        return group(**values)
+    except OptionError as err:
+        raise UsageError(err.name, err.message) from None
+
+
+def flags_text(fv: flags.FlagValues, groups: dict[str, type]) -> str:
+    """The flags as replayable ``--name=value`` lines (unset ones and non-replayed ones left out)."""
+    lines = []
+    for group in groups.values():
+        for field in flag_fields(group):
+            value = fv[field.name].value
+            if value is None or not field.metadata.get("replay", True):
+                continue
+            if isinstance(value, bool):
+                lines.append(f"--{field.name}" if value else f"--no{field.name}")
+            elif isinstance(value, (list, tuple)):
+                lines.append(f"--{field.name}={','.join(str(v) for v in value)}")
+            else:
+                lines.append(f"--{field.name}={value}")
+    return "\n".join(lines) + "\n"
+
+
+def default_name(label: str, *groups) -> str:
+    """``<label>_<digest>`` with a digest of the groups' settings: another setting, another default name."""
+    settings = [options.settings(g) for g in groups]
+    digest = hashlib.sha1(json.dumps(settings, sort_keys=True, default=str).encode()).hexdigest()[:8]
+    return f"{label}_{digest}"
+
+
+def enable_x64_if(dtype: str) -> None:
+    """float64 for the whole process (the command line's way; set before anything is traced)."""
+    import jax
+
+    if dtype == "float64":
+        jax.config.update("jax_enable_x64", True)

@@ -1,0 +1,262 @@
+"""Option groups: the settings of every experiment, defined once, validated once.
+
+Each group is a frozen, keyword-only dataclass whose fields carry their help text, allowed values
+and bounds (`option`). An experiment's options compose groups by inheritance, e.g.
+
+    @dataclasses.dataclass(frozen=True, kw_only=True)
+    class ScanOptions(Radii, Points, Projection, Seeds, Precision):
+        dims: tuple[int, ...] = option((10, 50), "Subspace dimensions d.", minimum=1)
+
+so the Python API takes them as flat keyword arguments (``gzone.radius_scan(..., dims=[10, 50])``)
+and the command line defines one flag per field (`experiments.config`). Construction validates
+every field (`check`): a bad value raises `OptionError` naming the field, which the command line
+turns into one line ``--name: ...``. Lists become tuples, so options hash and compare by value.
+
+`settings(options)` is what a run folder must match on resume: every field marked
+``setting=True`` (the default), after `resolved` replaced automatic choices by what was used.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from typing import Any, Sequence
+
+import jax
+
+from gzone import layer_metric, models, projections, seeds, subspace, train
+
+KINDS = ("int", "float", "str", "bool", "ints", "floats", "strs")
+
+
+class OptionError(ValueError):
+    """A bad option value; ``name`` is the option (the flag ``--name`` on the command line)."""
+
+    def __init__(self, name: str, message: str):
+        super().__init__(f"{name}: {message}")
+        self.name, self.message = name, message
+
+
+def option(default: Any, help: str, *, kind: str | None = None, choices: Sequence[str] | None = None,
+           minimum: float | None = None, maximum: float | None = None, setting: bool = True,
+           flag: bool = True, empty: bool = False, replay: bool = True) -> Any:
+    """A dataclass field with what validation and the command line need.
+
+    Args:
+      default: the default value (None: unset, allowed for every kind).
+      help: one-line help (the flag's help).
+      kind: one of KINDS; inferred from the default (or ``str`` with choices) when omitted.
+      choices: allowed values (strings; for ``strs`` every element).
+      minimum, maximum: bounds of numbers (every element for lists).
+      setting: part of what a resumed run must match (False for how and where a run is shown).
+      flag: defined as a command-line flag (False where the command line has its own form).
+      empty: an empty list is allowed (lists only).
+      replay: written to a run's flags.txt (False for flags that must not replay, like --overwrite).
+    """
+    if kind is None:
+        kind = _infer_kind(default, choices)
+    if kind not in KINDS:
+        raise ValueError(f"option kind {kind!r} unknown; allowed: {', '.join(KINDS)}")
+    meta = dict(help=help, kind=kind, choices=tuple(choices) if choices else None, minimum=minimum,
+                maximum=maximum, setting=setting, flag=flag, empty=empty, replay=replay)
+    return dataclasses.field(default=default, metadata=meta)
+
+
+def override(group: type, name: str, default: Any) -> Any:
+    """Field `name` of `group` with another default (an experiment's own default, same help and checks)."""
+    meta = dict(group.__dataclass_fields__[name].metadata)
+    return dataclasses.field(default=default, metadata=meta)
+
+
+def _infer_kind(default, choices) -> str:
+    if choices is not None:
+        return "strs" if isinstance(default, (tuple, list)) else "str"
+    if isinstance(default, bool):
+        return "bool"
+    if isinstance(default, int):
+        return "int"
+    if isinstance(default, float):
+        return "float"
+    if isinstance(default, str):
+        return "str"
+    if isinstance(default, (tuple, list)) and default:
+        first = default[0]
+        return "ints" if isinstance(first, int) else "floats" if isinstance(first, float) else "strs"
+    raise ValueError(f"cannot infer the kind of default {default!r}; give kind=")
+
+
+def _coerce(name: str, kind: str, value: Any) -> Any:
+    """value as the kind's Python type (lists as tuples); OptionError when it cannot be."""
+    if value is None:
+        return None
+    scalar = {"int": int, "float": float, "str": str, "bool": bool}
+    try:
+        if kind in scalar:
+            if kind == "bool" and not isinstance(value, (bool, int)):
+                raise TypeError
+            if kind == "int" and (isinstance(value, bool) or (isinstance(value, float) and not value.is_integer())):
+                raise TypeError
+            out = scalar[kind](value)
+            if kind == "float" and not math.isfinite(out):
+                raise OptionError(name, f"must be finite, got {value!r}")
+            return out
+        if isinstance(value, (str, bytes)) or not hasattr(value, "__iter__"):
+            raise TypeError
+        element = {"ints": "int", "floats": "float", "strs": "str"}[kind]
+        return tuple(_coerce(name, element, v) for v in value)
+    except OptionError:
+        raise
+    except (TypeError, ValueError):
+        what = {"ints": "a list of integers", "floats": "a list of numbers", "strs": "a list of names"}.get(kind, f"a {kind}")
+        raise OptionError(name, f"expected {what}, got {value!r}") from None
+
+
+def check(options: Any) -> None:
+    """Coerces and validates every field of an options dataclass in place (choices, bounds)."""
+    for f in dataclasses.fields(options):
+        meta = f.metadata
+        if "kind" not in meta:
+            continue
+        value = _coerce(f.name, meta["kind"], getattr(options, f.name))
+        object.__setattr__(options, f.name, value)
+        if value is None:
+            continue
+        values = value if isinstance(value, tuple) else (value,)
+        if meta["kind"] in ("ints", "floats", "strs") and not values:
+            if meta.get("empty"):
+                continue
+            raise OptionError(f.name, "must not be empty")
+        if meta["choices"] and any(v not in meta["choices"] for v in values):
+            bad = next(v for v in values if v not in meta["choices"])
+            raise OptionError(f.name, f"{bad!r} unknown; allowed: {', '.join(meta['choices'])}")
+        if meta["minimum"] is not None and min(values) < meta["minimum"]:
+            raise OptionError(f.name, f"must be >= {meta['minimum']:g}, got {_show(value)}")
+        if meta["maximum"] is not None and max(values) > meta["maximum"]:
+            raise OptionError(f.name, f"must be <= {meta['maximum']:g}, got {_show(value)}")
+
+
+def _show(value) -> str:
+    return ",".join(str(v) for v in value) if isinstance(value, tuple) else str(value)
+
+
+def settings(options: Any) -> dict:
+    """The fields of `options` that a resumed run must match (``setting=True``), as a dict."""
+    return {f.name: getattr(options, f.name) for f in dataclasses.fields(options) if f.metadata.get("setting", True)}
+
+
+class Group:
+    """Base of the option groups: validates on construction (`check`, then each group's `_check`)."""
+
+    def __post_init__(self):
+        check(self)
+        for cls in reversed(type(self).__mro__):
+            own = cls.__dict__.get("_check")
+            if own is not None:
+                own(self)
+
+    def replace(self, **changes):
+        return dataclasses.replace(self, **changes)
+
+
+# --------------------------------------------------------------------------- the shared groups
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class Precision(Group):
+    dtype: str = option("float32", "Floating point type; float64 turns on jax_enable_x64.", choices=("float32", "float64"))
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class Seeds(Group):
+    num_seeds: int = option(3, "Seeds S: independent points, subspaces and batch orders.", minimum=1)
+    seed: int = option(0, "Root seed of the run (one jax.random.key, split into named streams).")
+    seed_mode: str = option("auto", "Seeds as vmap or lax.map (auto: by backend and workload, BENCHMARKS.md).",
+                            choices=("auto", *seeds.SEED_MODES))
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class Points(Group):
+    convention: str = option("xavier_rescaled", "How the point at radius r is drawn.", choices=subspace.POINT_CONVENTIONS)
+    init: str = option("xavier", "Init sample used by --convention=scaled_init.", choices=models.INIT_CONVENTIONS)
+
+    @property
+    def sample_init(self) -> str:
+        """The init sample the convention scales: Xavier for xavier_rescaled, else --init."""
+        return "xavier" if self.convention == "xavier_rescaled" else self.init
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class Projection(Group):
+    projection: str = option("sparse", "Random subspace kind.", choices=projections.KINDS)
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class Metric(Group):
+    projection_metric: str = option(
+        "none", "Per-layer metric P -> diag(eta) P (Fort & Scherlis), eta per parameter array from its layer's Xavier "
+        "init: 1/R, R or sqrt(R) with R the layer's Xavier radius; 1/sigma or sigma with sigma the per-parameter "
+        "Xavier std. Biases take their layer's kernel value; mean eta^2 = 1 over theta.", choices=layer_metric.METRICS)
+    metric_renormalise: bool = option(False, "Rescale every column of diag(eta) P to unit length.")
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class Radii(Group):
+    """Where points are placed: exactly one of r/r_X values, log10(r^2/r_X^2) values, absolute radii."""
+
+    r_over_rx: tuple[float, ...] | None = option(None, "Radii in units of r_X.", kind="floats", minimum=0, flag=False)
+    log10_r2_over_rx2: tuple[float, ...] | None = option(None, "Radii as log10(r^2/r_X^2).", kind="floats", flag=False)
+    radii: tuple[float, ...] | None = option(None, "Absolute radii |theta|.", kind="floats", minimum=0, flag=False)
+
+    def _check(self):
+        given = [n for n in ("r_over_rx", "log10_r2_over_rx2", "radii") if getattr(self, n) is not None]
+        if len(given) != 1:
+            raise OptionError("r_over_rx", "give exactly one of r_over_rx=, log10_r2_over_rx2= or radii=")
+        for n in ("r_over_rx", "radii"):
+            if getattr(self, n) is not None and min(getattr(self, n)) <= 0:
+                raise OptionError(n, f"radii must be positive, got {_show(getattr(self, n))}")
+
+    def resolve(self, r_x: float):
+        """(radii [R], log10(r^2/r_X^2) [R]) as float64 numpy arrays."""
+        import numpy as np
+
+        if self.log10_r2_over_rx2 is not None:
+            rel = np.asarray(self.log10_r2_over_rx2, np.float64)
+            return r_x * 10.0 ** (rel / 2.0), rel
+        radii = np.asarray(self.radii, np.float64) if self.radii is not None else r_x * np.asarray(self.r_over_rx, np.float64)
+        return radii, 2.0 * np.log10(radii / r_x)
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class Training(Group):
+    optimizer: str = option("adam", "optax optimizer.", choices=train.OPTIMIZERS)
+    lr: float = option(1e-3, "Learning rate.")
+    batch_size: int = option(128, "Examples per step (the last partial batch of an epoch is dropped).", minimum=1)
+    epochs: int = option(5, "Training epochs.", minimum=1)
+    record_every: int = option(50, "Record train loss/accuracy/radius every this many steps (within each epoch).", minimum=1)
+    epochs_per_call: int = option(1, "Epochs per compiled call; a checkpoint is written after each call (resume "
+                                  "granularity).", minimum=1, setting=False)
+
+    def _check(self):
+        if not self.lr > 0:
+            raise OptionError("lr", f"must be > 0, got {self.lr}")
+
+    def train_spec(self, n_train: int, **changes) -> train.TrainSpec:
+        """The trainer's static settings for n_train examples (steps per epoch = n_train // batch_size)."""
+        if self.batch_size > n_train:
+            raise OptionError("batch_size", f"{self.batch_size} exceeds the {n_train} training examples")
+        return train.spec_for(n_train, **{"optimizer": self.optimizer, "lr": self.lr, "batch_size": self.batch_size,
+                                          "record_every": self.record_every, **changes})
+
+
+def resolve_seed_mode(mode: str, workload: str) -> str:
+    """``auto`` -> `seeds.default_seed_mode` for the workload on this backend; else the mode itself."""
+    return seeds.default_seed_mode(workload=workload) if mode == "auto" else mode
+
+
+def x64(dtype: str):
+    """A context enabling float64 for a run in ``dtype`` (a no-op for float32 or when already on)."""
+    import contextlib
+
+    if dtype == "float64" and not jax.config.jax_enable_x64:
+        return jax.enable_x64(True)
+    return contextlib.nullcontext()

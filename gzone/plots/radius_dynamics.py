@@ -1,0 +1,66 @@
+"""Figures of the radius_dynamics experiment, drawn from its records only."""
+
+from __future__ import annotations
+
+import os
+
+import numpy as np
+from matplotlib.figure import Figure
+
+from gzone import plots
+from gzone.plots.common import band, mark_rx, save, title_of
+
+
+@plots.register("radius_dynamics")
+def radius_dynamics_figures(run_dir: str, config: dict, arrays: dict, analysis=None) -> list[str]:
+    from gzone.analysis import dynamics
+
+    modes = config["derived"]["mode_names"]
+    r_x = config["derived"]["r_x"]
+    r0s, rel = arrays["r0"], arrays["r0_over_rx"]
+    steps = arrays["step"].reshape(-1)
+    settings = config["settings"]
+    colors = [f"C{i}" for i in range(len(r0s))]
+    fig = Figure(figsize=(16, 4.6))
+    ax_r, ax_acc, ax_final = fig.subplots(1, 3)
+    if "free" in modes:
+        mi = modes.index("free")
+        for i, r0 in enumerate(r0s):
+            radius = arrays["radius"][mi, i].reshape(arrays["radius"].shape[2], -1)
+            band(ax_r, steps, radius.T, label=f"$r_0$ = {rel[i]:g} $r_X$", color=colors[i], log_y=True)
+            upd = arrays["update_sq"][mi, i].reshape(radius.shape).mean(axis=0)
+            walk = dynamics.random_walk_r2(r0, steps, upd)
+            ax_r.plot(steps, np.sqrt(walk["cumulative"]), ls="--", lw=1, color=colors[i])
+        ax_r.plot([], [], ls="--", color="gray", label=r"random walk $\sqrt{r_0^2 + \sum |\delta\theta|^2}$")
+        ax_r.axhline(r_x, color="k", ls=":", lw=1)
+        ax_r.text(steps[0], r_x, " $r_X$", va="bottom", fontsize=8)
+        ax_r.set_xscale("log")
+        ax_r.set_yscale("log")
+        ax_r.set_xlabel("step")
+        ax_r.set_ylabel(r"radius $|\theta(t)|$ (free training)")
+        ax_r.legend(fontsize=7, loc="best")
+        ax_r.grid(alpha=0.3, which="both")
+    epochs = np.arange(1, arrays["test_accuracy"].shape[-1] + 1)
+    styles = {"free": "-", "fixed": "--"}
+    for mi, mode in enumerate(modes):
+        for i in range(len(r0s)):
+            acc = arrays["test_accuracy"][mi, i].mean(axis=0)
+            ax_acc.plot(epochs, acc, styles.get(mode, "-"), color=colors[i], marker="o", ms=3,
+                        label=f"{mode}, $r_0$ = {rel[i]:g} $r_X$")
+        final = arrays["test_accuracy"][mi, :, :, -1]
+        band(ax_final, rel, final, label=f"{mode} radius")
+    num_classes = config["derived"]["dataset"]["num_classes"]
+    for ax in (ax_acc, ax_final):
+        ax.axhline(1.0 / num_classes, color="gray", ls=":", lw=1)
+        ax.set_ylim(0, 1)
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=7, loc="best")
+    ax_acc.set_xlabel("epoch")
+    ax_acc.set_ylabel("test accuracy")
+    ax_final.set_xscale("log")
+    ax_final.set_xlabel(r"initial radius $r_0 / r_X$")
+    ax_final.set_ylabel(f"test accuracy after {len(epochs)} epochs")
+    mark_rx(ax_final, 1.0)
+    fig.suptitle(f"{title_of(config)}; {settings['optimizer']} lr {settings['lr']}, batch {settings['batch_size']}, "
+                 f"{len(epochs)} epochs; {arrays['radius'].shape[2]} seed(s)", fontsize=9)
+    return [save(fig, os.path.join(run_dir, "radius_dynamics.png"))]

@@ -1,0 +1,133 @@
+"""A problem: a flax module and its examples at a dtype, checked once, with a fingerprint of each.
+
+    problem = gzone.problem.build(module, input_shape=(40,), dtype="float32")
+    x, y = problem.examples(x, y)            # validated device arrays
+    problem.fm, problem.r_x, problem.num_classes, problem.describe()
+
+Any flax.linen module that maps a batch [N, *input_shape] to logits [N, C] works. gzone
+initialises it as it initialises its own models (`models.init_params`: Xavier-normal kernels,
+zero biases), so r_X and the point conventions are defined for any module. The settings a run
+folder records (and a resume must match) include `Problem.identity` (the module's class, its
+fields and parameter shapes) and `fingerprint` of the examples actually used.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+from typing import Any, Callable
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from gzone import flat, models
+
+Array = jax.Array
+DTYPES = {"float32": jnp.float32, "float64": jnp.float64}
+
+
+@dataclasses.dataclass(frozen=True, eq=False)
+class Problem:
+    """A model seen through its flat parameters, at one dtype.
+
+    Attributes:
+      module: the flax module.
+      fm: its `flat.FlatModel` (apply, unravel, D, segments).
+      input_shape: the shape of one example.
+      num_classes: C, the number of logits.
+      r_x: the expected Xavier radius (`models.xavier_radius`).
+      dtype: the float dtype of parameters and inputs (a jnp dtype).
+    """
+
+    module: nn.Module
+    fm: flat.FlatModel
+    input_shape: tuple[int, ...]
+    num_classes: int
+    r_x: float
+    dtype: Any
+
+    @property
+    def D(self) -> int:
+        return self.fm.D
+
+    @property
+    def dtype_name(self) -> str:
+        return jnp.dtype(self.dtype).name
+
+    def sample_fn(self, convention: str = "xavier") -> Callable[[Array], Array]:
+        """key -> flat init sample theta [D] (`models.INIT_CONVENTIONS`)."""
+        return flat.sample_fn(self.module, self.input_shape, convention, self.dtype)
+
+    def examples(self, x, y, *, what: str = "examples") -> tuple[Array, Array]:
+        """(x, y) checked against the model and cast: x [N, *input_shape] finite, y [N] integers in [0, C).
+
+        Raises:
+          ValueError: naming `what` and the problem.
+        """
+        x, y = np.asarray(x), np.asarray(y)
+        if x.ndim < 1 or x.shape[1:] != self.input_shape:
+            raise ValueError(f"{what}: inputs of shape {x.shape} do not match the model's input shape {self.input_shape}")
+        if not np.issubdtype(x.dtype, np.number) or not np.all(np.isfinite(x)):
+            raise ValueError(f"{what}: inputs must be finite numbers")
+        if y.ndim != 1 or y.shape[0] != x.shape[0]:
+            raise ValueError(f"{what}: labels must be 1-D with one label per input, got shape {y.shape} for {x.shape[0]} inputs")
+        if not np.issubdtype(y.dtype, np.integer):
+            raise ValueError(f"{what}: labels must be integers (class indices), got dtype {y.dtype}")
+        if y.size and (y.min() < 0 or y.max() >= self.num_classes):
+            raise ValueError(f"{what}: labels must be in [0, {self.num_classes}) for a model with {self.num_classes} logits, "
+                             f"got [{y.min()}, {y.max()}]")
+        if x.shape[0] == 0:
+            raise ValueError(f"{what}: no examples")
+        return jnp.asarray(x, self.dtype), jnp.asarray(y, jnp.int32)
+
+    def describe(self) -> dict:
+        """A JSON-able summary for config.json's derived values."""
+        return {"model": models.describe(self.module), "D": self.fm.D, "r_x": self.r_x, "num_classes": self.num_classes,
+                "input_shape": list(self.input_shape), "dtype": self.dtype_name,
+                "layers": [{"name": s.name, "size": s.size} for s in self.fm.segments]}
+
+    def identity(self) -> dict:
+        """What identifies the model in a run's settings: class, fields and parameter shapes."""
+        module = type(self.module)
+        return {"class": f"{module.__module__}.{module.__qualname__}", "fields": models.describe(self.module),
+                "parameters": [[s.name, list(s.shape)] for s in self.fm.segments]}
+
+
+def build(module: Any, *, input_shape, dtype: str = "float32") -> Problem:
+    """The `Problem` of a flax module on inputs of `input_shape`.
+
+    Raises:
+      TypeError: `module` is not a flax.linen Module.
+      ValueError: its output is not logits [N, C] with C >= 2, or it has no parameters.
+    """
+    if not isinstance(module, nn.Module):
+        raise TypeError(f"model must be a flax.linen Module, got {type(module).__name__}")
+    if dtype not in DTYPES:
+        raise ValueError(f"dtype {dtype!r} unknown; allowed: {', '.join(DTYPES)}")
+    input_shape = tuple(int(s) for s in input_shape)
+    jdtype = DTYPES[dtype]
+    try:
+        shapes = models.param_shapes(module, input_shape)
+        out = jax.eval_shape(lambda p, x: models.apply_fn(module)(p, x), shapes,
+                             jax.ShapeDtypeStruct((2, *input_shape), jnp.float32))
+    except Exception as err:  # a user's module can fail in any way; say which module and why
+        raise ValueError(f"{type(module).__name__} cannot be applied to inputs of shape {input_shape}: "
+                         f"{str(err).splitlines()[0] if str(err) else type(err).__name__}") from err
+    if not hasattr(out, "shape") or len(out.shape) != 2 or out.shape[0] != 2 or out.shape[1] < 2:
+        raise ValueError(f"{type(module).__name__} must return logits [N, C] with C >= 2, got {getattr(out, 'shape', out)}")
+    fm = flat.flat_model(module, input_shape, jdtype)
+    if fm.D == 0:
+        raise ValueError(f"{type(module).__name__} has no parameters")
+    return Problem(module, fm, input_shape, int(out.shape[1]), models.xavier_radius(module, input_shape), jdtype)
+
+
+def fingerprint(*arrays) -> str:
+    """sha256 (hex, first 16 characters) of the arrays' dtypes, shapes and bytes, in order."""
+    h = hashlib.sha256()
+    for a in arrays:
+        a = np.ascontiguousarray(np.asarray(a))
+        h.update(f"{a.dtype.str}{a.shape}".encode())
+        h.update(a.tobytes())
+    return h.hexdigest()[:16]
