@@ -226,6 +226,10 @@ def main(config_from_argv: Callable, run: Callable, *, groups: dict, doc: str = 
         fail(f"--name: {err}")
     except (DamagedFile, data_lib.DataError) as err:
         fail(str(err))
+    except OSError as err:  # a write that failed midway (disk full, permissions): nothing written is corrupt
+        where = f"{err.filename}: " if getattr(err, "filename", None) else ""
+        fail(f"{where}{err.strerror or err}; the run folder holds every unit finished before this; fix the cause "
+             "and run the same command again to resume")
 
 
 def run(main: Callable[[list[str]], None]) -> None:

@@ -53,6 +53,8 @@ class Data(options.Group):
                                  minimum=1)
     n_test: int | None = option(None, "Use a deterministic random subset of this many test examples.", kind="int",
                                 minimum=1)
+    num_classes: int | None = option(None, "Number of classes C (default: the largest label + 1, every class present "
+                                     "in the training split).", kind="int", minimum=2)
 
     def load(self) -> data_lib.Dataset:
         """The dataset in memory; its errors become one-line flag errors."""
@@ -60,7 +62,7 @@ class Data(options.Group):
             raise UsageError("data_dir", f"folder {self.data_dir!r} does not exist")
         try:
             return data_lib.load(self.dataset, data_dir=self.data_dir, tfds_data_dir=self.tfds_data_dir,
-                                 n_train=self.n_train, n_test=self.n_test)
+                                 n_train=self.n_train, n_test=self.n_test, num_classes=self.num_classes)
         except data_lib.DataError as err:
             flag = "n_train" if "n_train" in str(err) else "n_test" if "n_test" in str(err) else "dataset"
             raise UsageError(flag, str(err)) from None

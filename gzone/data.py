@@ -13,6 +13,12 @@ Sources, tried in this order for a dataset name:
 Inputs come back float32, normalised by the training set's per-channel mean and std (computed
 on the full training split, before any subset is taken, so subsets share one normalisation);
 labels come back int32.
+
+Everything is checked at load, each problem one `DataError` naming the file and the fix: an archive
+that cannot be read (truncated, corrupt); labels that are not 1-D integers; labels outside
+[0, C) or classes missing from the training split (C = max label + 1, unless ``num_classes`` is
+given); non-finite inputs; splits whose inputs differ in shape or whose inputs and labels differ in
+length.
 """
 
 from __future__ import annotations
@@ -20,6 +26,8 @@ from __future__ import annotations
 import dataclasses
 import os
 import random
+import zipfile
+import zlib
 
 import numpy as np
 
@@ -79,6 +87,7 @@ def load(
     n_train: int | None = None,
     n_test: int | None = None,
     subset_seed: int = 0,
+    num_classes: int | None = None,
 ) -> Dataset:
     """Loads a dataset by name into memory.
 
@@ -89,19 +98,20 @@ def load(
         default folder when None).
       n_train, n_test: optional sizes of deterministic random subsets (same seed, same subset).
       subset_seed: seed of the subset permutation.
+      num_classes: C when known (labels must then lie in [0, C), and a class may be absent from the
+        training split); None: C = max label + 1 and every class must appear in the training split.
 
     Returns:
       A `Dataset`.
 
     Raises:
-      DataError: no source has the dataset; the message names each place tried and how to get
-        the data.
+      DataError: no source has the dataset (the message names each place tried and how to get
+        the data), or the arrays fail a check at load (module docstring).
     """
     raw, source = _load_raw(name, data_dir=data_dir, tfds_data_dir=tfds_data_dir)
     x_train, y_train, x_test, y_test = raw
-    _check_raw(name, source, x_train, y_train, x_test, y_test)
+    num_classes = _check_raw(name, source, x_train, y_train, x_test, y_test, num_classes)
     mean, std = _channel_stats(x_train)
-    num_classes = int(max(y_train.max(), y_test.max())) + 1
     # Separate streams: the test subset must not depend on whether n_train is given.
     rng_train, rng_test = np.random.default_rng(subset_seed), np.random.default_rng([subset_seed, 1])
     x_train, y_train = _subset(x_train, y_train, n_train, rng_train, "n_train")
@@ -185,15 +195,19 @@ def _load_mnist1d():
 
 def _load_npz(path):
     try:
-        with np.load(path, allow_pickle=False) as archive:
+        with open(path, "rb") as fh, np.load(fh, allow_pickle=False) as archive:  # closed even if np.load fails
             missing = {"x_train", "y_train", "x_test", "y_test"} - set(archive.files)
             if missing:
-                raise DataError(f"{path}: missing arrays {sorted(missing)}")
+                raise DataError(f"{path}: missing arrays {sorted(missing)}; the archive needs uint8 x_train, y_train, "
+                                "x_test, y_test (write it with experiments.prepare_data)")
             return tuple(archive[k] for k in ("x_train", "y_train", "x_test", "y_test"))
-    except (OSError, ValueError) as err:
-        if isinstance(err, DataError):
-            raise
-        raise DataError(f"{path}: cannot read as an .npz archive ({err})") from err
+    except DataError:
+        raise
+    except (OSError, ValueError, EOFError, KeyError, zipfile.BadZipFile, zlib.error) as err:
+        reason = str(err).splitlines()[0] if str(err) else type(err).__name__
+        raise DataError(f"{path}: cannot be read as an .npz archive ({type(err).__name__}: {reason[:160]}); "
+                        "it is truncated or corrupt: write it again with experiments.prepare_data or copy it again"
+                        ) from err
 
 
 def _load_tfds(name, tfds_data_dir):
@@ -213,15 +227,42 @@ def _load_tfds(name, tfds_data_dir):
 # --------------------------------------------------------------------------- processing
 
 
-def _check_raw(name, source, x_train, y_train, x_test, y_test):
-    if x_train.shape[0] != y_train.shape[0] or x_test.shape[0] != y_test.shape[0]:
-        raise DataError(f"{name} ({source}): inputs and labels differ in length")
+def _check_raw(name, source, x_train, y_train, x_test, y_test, num_classes=None) -> int:
+    """Checks the raw arrays (module docstring); returns the number of classes C."""
+    where = f"{name} ({source})"
+    fix = "fix the arrays (or pass the number of classes explicitly)"
+    for split, x, y in (("train", x_train, y_train), ("test", x_test, y_test)):
+        if y.ndim != 1 or not np.issubdtype(y.dtype, np.integer):
+            raise DataError(f"{where}: y_{split} must be 1-D integer class labels, got shape {y.shape} of dtype "
+                            f"{y.dtype}; store the class index of each example")
+        if x.shape[0] != y.shape[0]:
+            raise DataError(f"{where}: x_{split} has {x.shape[0]} examples but y_{split} has {y.shape[0]} labels")
+        if x.shape[0] == 0:
+            raise DataError(f"{where}: the {split} split is empty")
+        if not np.issubdtype(x.dtype, np.number) or np.issubdtype(x.dtype, np.complexfloating):
+            raise DataError(f"{where}: x_{split} must hold real numbers, got dtype {x.dtype}")
+        if np.issubdtype(x.dtype, np.floating) and not np.all(np.isfinite(x)):
+            bad = int(np.sum(~np.all(np.isfinite(x.reshape(x.shape[0], -1)), axis=1)))
+            raise DataError(f"{where}: x_{split} has non-finite values (NaN or inf) in {bad} examples; clean them")
     if x_train.shape[1:] != x_test.shape[1:]:
-        raise DataError(f"{name} ({source}): train and test inputs differ in shape")
-    if x_train.shape[0] == 0 or x_test.shape[0] == 0:
-        raise DataError(f"{name} ({source}): empty split")
-    if y_train.min() < 0 or y_test.min() < 0:
-        raise DataError(f"{name} ({source}): negative labels")
+        raise DataError(f"{where}: train inputs of shape {x_train.shape[1:]} and test inputs of shape "
+                        f"{x_test.shape[1:]} differ; both splits must hold examples of one shape")
+    low = int(min(y_train.min(), y_test.min()))
+    high = int(max(y_train.max(), y_test.max()))
+    if num_classes is not None:
+        if low < 0 or high >= num_classes:
+            raise DataError(f"{where}: labels must lie in [0, {num_classes}) for {num_classes} classes, got "
+                            f"[{low}, {high}]; {fix}")
+        return int(num_classes)
+    if low < 0:
+        raise DataError(f"{where}: negative labels (smallest {low}); {fix}")
+    present = np.unique(y_train)
+    if present.size != high + 1:
+        missing = sorted(set(range(high + 1)) - set(present.tolist()))
+        shown = ", ".join(map(str, missing[:5])) + (", ..." if len(missing) > 5 else "")
+        raise DataError(f"{where}: labels run up to {high} but {len(missing)} of the {high + 1} classes are missing "
+                        f"from the training split ({shown}); {fix}")
+    return high + 1
 
 
 def _channel_stats(x):

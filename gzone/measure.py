@@ -4,7 +4,10 @@
     out = measure(key, theta, P, x, y)            # one point; vmap / map it over seeds
 
 Always: ``loss``, ``accuracy``, ``grad_norm`` (|g|), ``grad_radial`` (g . theta / |theta|), ``radius``
-(|theta|), on the fixed examples (x [N, ...], y [N]). Options (`Spec`, all static):
+(|theta|), on the fixed examples (x [N, ...], y [N]). Norms are computed without overflow or underflow
+(`subspace.norm`: the radius is right at 1e-30 and 1e30 in float32). Non-finite policy: where the loss
+or any logit is not finite, every metric but ``radius`` is NaN (accuracy included: an argmax of NaN
+logits would be finite garbage); the caller records it and goes on. Options (`Spec`, all static):
 
   subspace       the exact subspace Hessian P^T H P of the projection P [D, d] (`curvature.hessian`):
                  `SUBSPACE_SCALARS` (frac_pos, trace_over_frob, trace, frob, top, bottom), ``eigvals`` [d],
@@ -83,14 +86,14 @@ def make_measure_fn(fm: flat.FlatModel, spec: Spec) -> Callable[..., dict[str, A
         f = flat.loss_fn(fm, x, y)
         value, grad = jax.value_and_grad(f)(theta)
         z = flat.logits(fm, theta, x)
-        norm = jnp.linalg.norm(theta)
-        out = {"loss": value, "accuracy": jnp.mean(jnp.argmax(z, -1) == y), "grad_norm": jnp.linalg.norm(grad),
+        norm = subspace.norm(theta)
+        out = {"loss": value, "accuracy": jnp.mean(jnp.argmax(z, -1) == y), "grad_norm": subspace.norm(grad),
                "grad_radial": jnp.vdot(grad, theta) / norm, "radius": norm}
         if spec.subspace:
             h = curvature.subspace_hessian(f, theta, P, method=spec.hessian_method, chunk_size=spec.chunk_size)
             metrics = curvature.spectrum_metrics(h)
             out.update({k: metrics[k] for k in SUBSPACE_SCALARS}, eigvals=metrics["eigvals"],
-                       n_pos=jnp.sum(metrics["eigvals"] > 0))
+                       n_pos=jnp.sum(metrics["eigvals"] > 0).astype(theta.dtype))
             if spec.gn_split:
                 out.update(fullspace.subspace_split(fm, theta, x, P, h, chunk_size=spec.chunk_size))
         if spec.full is not None:
@@ -104,9 +107,18 @@ def make_measure_fn(fm: flat.FlatModel, spec: Spec) -> Callable[..., dict[str, A
             out.update(logits.cosine_groups(gram, yg, num_classes=spec.gram.num_classes))
         if spec.logit_var:
             out["logit_var"] = logits.logit_variance(z)
-        return out
+        finite = jnp.isfinite(value) & jnp.all(jnp.isfinite(z))
+        return {k: v if k == "radius" else _nan_unless(finite, v) for k, v in out.items()}
 
     return measure
+
+
+def _nan_unless(finite: Array, value: Array) -> Array:
+    """value where `finite`, else NaN (integer arrays become floats to hold it)."""
+    value = jnp.asarray(value)
+    if not jnp.issubdtype(value.dtype, jnp.inexact):
+        value = value.astype(jnp.float32)
+    return jnp.where(finite, value, jnp.nan)
 
 
 def make_point_fn(

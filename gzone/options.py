@@ -215,15 +215,33 @@ class Radii(Group):
             if getattr(self, n) is not None and min(getattr(self, n)) <= 0:
                 raise OptionError(n, f"radii must be positive, got {_show(getattr(self, n))}")
 
-    def resolve(self, r_x: float):
-        """(radii [R], log10(r^2/r_X^2) [R]) as float64 numpy arrays."""
+    def resolve(self, r_x: float, dtype=None):
+        """(radii [R], log10(r^2/r_X^2) [R]) as float64 numpy arrays.
+
+        Raises:
+          OptionError: with `dtype`, a radius the dtype cannot hold (overflow to inf, or below its
+            smallest normal number), so no run is started with radii it would silently change.
+        """
         import numpy as np
 
         if self.log10_r2_over_rx2 is not None:
             rel = np.asarray(self.log10_r2_over_rx2, np.float64)
-            return r_x * 10.0 ** (rel / 2.0), rel
-        radii = np.asarray(self.radii, np.float64) if self.radii is not None else r_x * np.asarray(self.r_over_rx, np.float64)
-        return radii, 2.0 * np.log10(radii / r_x)
+            with np.errstate(over="ignore"):
+                radii = r_x * 10.0 ** (rel / 2.0)
+        else:
+            radii = np.asarray(self.radii, np.float64) if self.radii is not None else r_x * np.asarray(self.r_over_rx,
+                                                                                                        np.float64)
+            rel = 2.0 * np.log10(radii / r_x)
+        if dtype is not None:
+            info = np.finfo(dtype)
+            name = next(n for n in ("r_over_rx", "log10_r2_over_rx2", "radii") if getattr(self, n) is not None)
+            if not np.all(np.isfinite(radii)) or radii.max() > info.max:
+                raise OptionError(name, f"radius {radii.max():.3g} is beyond what {info.dtype} holds "
+                                  f"({float(info.max):.3g}); use smaller radii or dtype float64")
+            if radii.min() < info.smallest_normal:
+                raise OptionError(name, f"radius {radii.min():.3g} is below {info.dtype}'s smallest normal number "
+                                  f"({float(info.smallest_normal):.3g}); use larger radii or dtype float64")
+        return radii, rel
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)

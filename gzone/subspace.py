@@ -25,6 +25,14 @@ Array = jax.Array
 POINT_CONVENTIONS = ("xavier_rescaled", "isotropic", "scaled_init")
 
 
+def norm(v: Array) -> Array:
+    """|v| without overflow or underflow: max|v_i| times the norm of v / max|v_i| (right at 1e-30 and 1e30
+    in float32, where the squares leave the range). 0 for v = 0; inf / NaN when v holds them."""
+    m = jnp.max(jnp.abs(v))
+    scale = jnp.where(m > 0, m, jnp.ones_like(m))
+    return jnp.where(m > 0, scale * jnp.linalg.norm(v / scale), jnp.zeros_like(m))
+
+
 def unit(theta: Array) -> Array:
     """theta / |theta| (zero stays zero)."""
     norm = jnp.linalg.norm(theta)

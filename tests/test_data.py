@@ -160,6 +160,63 @@ def test_broken_archives_are_data_errors(tmp_path):
         data.load("junk", data_dir=str(tmp_path))
 
 
+def _damaged(tmp_path, name, how):
+    """A valid archive `name`.npz, then damaged: truncated to half, or one byte of x_train's data flipped."""
+    path = tmp_path / f"{name}.npz"
+    _write_npz(path)
+    raw = bytearray(path.read_bytes())
+    if how == "truncated":
+        raw = raw[: len(raw) // 2]
+    else:  # inside the first member's compressed data, past its local header: its CRC-32 no longer matches
+        raw[200] ^= 0xFF
+    path.write_bytes(bytes(raw))
+    return path
+
+
+@pytest.mark.parametrize("how", ["truncated", "corrupt"])
+def test_a_damaged_archive_is_one_data_error_naming_the_file(tmp_path, how):
+    path = _damaged(tmp_path, "broken", how)
+    with pytest.raises(data.DataError) as err:
+        data.load("broken", data_dir=str(tmp_path))
+    message = str(err.value)
+    assert str(path) in message and "truncated or corrupt" in message and "\n" not in message
+
+
+BAD_ARRAYS = {
+    "two_d_labels": (dict(y_train=lambda a: np.stack([a, a], axis=1)), "1-D integer class labels"),
+    "float_labels": (dict(y_train=lambda a: a.astype(np.float32) + 0.5), "1-D integer class labels"),
+    "huge_label": (dict(y_train=lambda a: np.where(np.arange(a.size) == 0, 10**6, a)), "missing from the training split"),
+    "negative_label": (dict(y_test=lambda a: a.astype(np.int64) - 1), "negative labels"),
+    "nan_inputs": (dict(x_train=lambda a: np.where(np.arange(a.size).reshape(a.shape) == 7, np.nan, a.astype(np.float32))),
+                   "non-finite"),
+    "shape_mismatch": (dict(x_test=lambda a: a[:, :-1]), "differ"),
+    "length_mismatch": (dict(y_train=lambda a: a[:-1]), "labels"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(BAD_ARRAYS))
+def test_bad_arrays_are_one_data_error_at_load(tmp_path, case):
+    arrays = _write_npz(tmp_path / "ok.npz")
+    changes, expected = BAD_ARRAYS[case]
+    for key, change in changes.items():
+        arrays[key] = change(arrays[key])
+    np.savez(tmp_path / "bad.npz", **arrays)
+    with pytest.raises(data.DataError, match=expected) as err:
+        data.load("bad", data_dir=str(tmp_path))
+    assert str(tmp_path / "bad.npz") in str(err.value)
+
+
+def test_num_classes_given_allows_absent_classes_and_bounds_the_labels(tmp_path):
+    arrays = _write_npz(tmp_path / "ok.npz")
+    arrays["y_train"] = np.where(arrays["y_train"] == 3, 2, arrays["y_train"])  # class 3 absent from training
+    np.savez(tmp_path / "gap.npz", **arrays)
+    with pytest.raises(data.DataError, match="missing from the training split"):
+        data.load("gap", data_dir=str(tmp_path))
+    assert data.load("gap", data_dir=str(tmp_path), num_classes=7).num_classes == 7
+    with pytest.raises(data.DataError, match=r"\[0, 5\)"):
+        data.load("gap", data_dir=str(tmp_path), num_classes=5)
+
+
 # --------------------------------------------------------------------------- missing data, tfds
 
 
@@ -177,11 +234,11 @@ def test_missing_dataset_names_the_dataset_and_the_folder(tmp_path):
 def test_tfds_source_through_mock_data():
     tfds = pytest.importorskip("tensorflow_datasets")
     with tfds.testing.mock_data(num_examples=20):
-        ds = data.load("mnist")
-    assert ds.source == "tfds:mnist"
+        ds = data.load("mnist", num_classes=10)  # 20 random labels need not cover all 10 classes
+    assert ds.source == "tfds:mnist" and ds.num_classes == 10
     assert ds.x_train.shape == (20, 28, 28, 1) and ds.x_test.shape == (20, 28, 28, 1)
     assert ds.x_train.dtype == np.float32 and ds.y_train.dtype == np.int32
-    assert ds.input_shape == (28, 28, 1) and 1 <= ds.num_classes <= 10
+    assert ds.input_shape == (28, 28, 1)
     np.testing.assert_allclose(ds.x_train.mean(), 0.0, atol=1e-4)
     np.testing.assert_allclose(ds.x_train.std(), 1.0, atol=1e-4)
 

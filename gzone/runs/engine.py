@@ -36,6 +36,8 @@ class Engine:
     def plan(self, units: list[tuple[str, float]]) -> None:
         """Declares the units known in advance with their relative costs (for the progress lines)."""
         done = self.store.done()
+        for name in self.store.damaged:
+            self.say(f"  {name}: its saved arrays are damaged; it will be computed again")
         pending = [w for name, w in units if name not in done]
         self.progress = progress_lib.Progress(len(units), self.label, done=len(units) - len(pending),
                                               weights=pending or None, log=self.log)
@@ -86,6 +88,8 @@ class Engine:
 
         start, state, history = 0, state0, None
         checkpoint = self.store.load_checkpoint(name, state0)
+        if name in self.store.damaged_checkpoints:
+            self.say(f"  {name}: its checkpoint is damaged; training it from the start")
         if checkpoint is not None:
             start, state, history = checkpoint
             self.say(f"  {name}: resuming after epoch {start}")

@@ -10,9 +10,14 @@ Layout of ``<workdir>/<experiment>/<name>/``:
   units/<k>.npz   the arrays of each completed unit (what resume reloads)
   arrays.npz      all units assembled with named axes, written when the run completes
 
-Every file is written atomically (temp file in the same folder, then rename); metrics.jsonl
-lines are appended and fsynced after the unit's arrays are safely on disk, so a run killed at
-any moment resumes from its last completed unit. No pickles anywhere.
+Every file is written atomically (temp file ``<name>.tmp<pid>`` in the same folder, then rename);
+metrics.jsonl lines are appended and fsynced after the unit's arrays are safely on disk, so a run
+killed at any moment resumes from its last completed unit. No pickles anywhere.
+
+Everything read back is checked: config.json must parse (`DamagedFile` otherwise, naming the file
+and ``--overwrite``); a unit's archive must pass its CRC checks (`verify_npz`), else the unit counts
+as not done and is computed again; metrics.jsonl lines that do not parse are skipped. Temp files
+left by a killed writer (their process is gone) are removed when the run folder is opened.
 """
 
 from __future__ import annotations
@@ -22,10 +27,12 @@ import json
 import math
 import os
 import platform
+import re
 import shutil
 import subprocess
 import sys
 import zipfile
+import zlib
 from typing import Any, Iterable
 
 import numpy as np
@@ -42,13 +49,25 @@ class DamagedFile(RuntimeError):
 # --------------------------------------------------------------------------- atomic files
 
 
+def _write_then_rename(path: str, tmp: str, write) -> None:
+    """write(fh) into `tmp`, fsync, rename onto `path`; on any failure the temp file is removed and the
+    old `path` (if any) is left as it was."""
+    try:
+        with open(tmp, "wb") as fh:
+            write(fh)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        try:
+            os.remove(tmp)
+        except OSError:
+            pass
+        raise
+
+
 def atomic_write_bytes(path: str, data: bytes) -> None:
-    tmp = f"{path}.tmp{os.getpid()}"
-    with open(tmp, "wb") as fh:
-        fh.write(data)
-        fh.flush()
-        os.fsync(fh.fileno())
-    os.replace(tmp, path)
+    _write_then_rename(path, f"{path}.tmp{os.getpid()}", lambda fh: fh.write(data))
 
 
 def atomic_write_json(path: str, obj: Any) -> None:
@@ -62,19 +81,25 @@ def atomic_save_npz(path: str, arrays: dict[str, np.ndarray]) -> None:
     for k, v in clean.items():
         if v.dtype == object:
             raise TypeError(f"array {k!r} has dtype object; records hold numeric arrays only")
-    with open(tmp, "wb") as fh:
-        np.savez(fh, **clean)
-        fh.flush()
-        os.fsync(fh.fileno())
-    os.replace(tmp, path)
+    _write_then_rename(path, tmp, lambda fh: np.savez(fh, **clean))
+
+
+def verify_npz(path: str) -> str | None:
+    """None when the archive at `path` reads whole (every member's CRC checks), else what is wrong."""
+    try:
+        with zipfile.ZipFile(path) as archive:
+            bad = archive.testzip()
+        return None if bad is None else f"member {bad} fails its CRC check"
+    except (OSError, zipfile.BadZipFile, EOFError, ValueError, zlib.error) as err:
+        return f"{type(err).__name__}: {err}"
 
 
 def load_npz(path: str) -> dict[str, np.ndarray]:
     """All arrays of an .npz archive; `DamagedFile` when it cannot be read whole."""
     try:
-        with np.load(path, allow_pickle=False) as archive:
+        with open(path, "rb") as fh, np.load(fh, allow_pickle=False) as archive:  # closed even if np.load fails
             return {k: archive[k] for k in archive.files}
-    except (OSError, ValueError, EOFError, zipfile.BadZipFile, KeyError) as err:
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile, KeyError, zlib.error) as err:
         raise DamagedFile(f"{path}: cannot be read ({type(err).__name__}: {err})") from err
 
 
@@ -140,8 +165,12 @@ def open_run(
         schema_version = schema.VERSION
     settings = to_jsonable(settings)
     config_path = os.path.join(path, "config.json")
+    if os.path.exists(path) and not os.path.isdir(path):
+        raise RunDirError(f"cannot use {path} as a run folder: it is a file; choose another --workdir or --name")
     if os.path.exists(path) and overwrite:
         shutil.rmtree(path)
+    if os.path.isdir(path):
+        remove_stale_temp_files(path)
     if os.path.exists(config_path):
         old = read_config(path)
         if old.get("schema") != schema_version:
@@ -161,7 +190,15 @@ def open_run(
             )
         repair_jsonl(os.path.join(path, "metrics.jsonl"))
         return True
-    os.makedirs(os.path.join(path, "units"), exist_ok=True)
+    try:
+        os.makedirs(os.path.join(path, "units"), exist_ok=True)
+        probe = os.path.join(path, f".write_test{os.getpid()}")
+        with open(probe, "wb") as fh:
+            fh.write(b"ok")
+        os.remove(probe)
+    except OSError as err:
+        raise RunDirError(f"cannot create or write the run folder {path} ({err.strerror or err}); choose another "
+                          "--workdir") from None
     config = {
         "schema": schema_version,
         "experiment": experiment,
@@ -176,6 +213,38 @@ def open_run(
         atomic_write_bytes(os.path.join(path, "flags.txt"), flags_text.encode())
     atomic_write_json(config_path, config)
     return False
+
+
+def remove_stale_temp_files(path: str) -> list[str]:
+    """Removes ``*.tmp<pid>*`` files under the run folder whose writing process is gone; returns them."""
+    removed = []
+    for folder in (path, os.path.join(path, "units")):
+        if not os.path.isdir(folder):
+            continue
+        for name in os.listdir(folder):
+            m = _TEMP.search(name)
+            if m and not _alive(int(m.group(1))):
+                try:
+                    os.remove(os.path.join(folder, name))
+                    removed.append(os.path.join(folder, name))
+                except OSError:
+                    pass
+    return removed
+
+
+_TEMP = re.compile(r"\.tmp(\d+)")
+
+
+def _alive(pid: int) -> bool:
+    if pid == os.getpid():
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 def read_config(path: str) -> dict:
@@ -218,14 +287,16 @@ def read_jsonl(path: str) -> list[dict]:
     if not os.path.exists(path):
         return []
     out = []
-    with open(path) as fh:
+    with open(path, errors="replace") as fh:
         for line in fh:
             if not line.endswith("\n"):
                 break
             try:
-                out.append(json.loads(line))
+                record = json.loads(line)
             except json.JSONDecodeError:
-                break
+                continue  # a damaged line: its unit counts as not done
+            if isinstance(record, dict):
+                out.append(record)
     return out
 
 
@@ -243,13 +314,16 @@ def unit_file(path: str, unit: str) -> str:
     return os.path.join(path, "units", f"{unit}.npz")
 
 
-def completed_units(path: str) -> set[str]:
-    """Units with both their arrays and their metrics line on disk."""
+def completed_units(path: str, *, verify: bool = False) -> set[str]:
+    """Units with both their arrays and their metrics line on disk (and, with `verify`, arrays that
+    pass their CRC checks)."""
     done = set()
     for record in read_jsonl(path):
         unit = record.get("unit")
-        if unit is not None and os.path.exists(unit_file(path, unit)):
+        if isinstance(unit, str) and os.path.exists(unit_file(path, unit)):
             done.add(unit)
+    if verify:
+        done = {u for u in done if verify_npz(unit_file(path, u)) is None}
     return done
 
 
@@ -348,7 +422,11 @@ def save_checkpoint(path: str, unit: str, *, epoch: int, state: Any, history: di
 
 
 def load_checkpoint(path: str, unit: str, template: Any) -> tuple[int, Any, dict] | None:
-    """(epochs done, state shaped like `template`, history) or None when there is none."""
+    """(epochs done, state shaped like `template`, history) or None when there is none.
+
+    Raises:
+      DamagedFile: the checkpoint cannot be read or does not fit the template.
+    """
     import jax
 
     file = checkpoint_file(path, unit)
@@ -356,7 +434,10 @@ def load_checkpoint(path: str, unit: str, template: Any) -> tuple[int, Any, dict
         return None
     arrays = load_npz(file)
     leaves, treedef = jax.tree_util.tree_flatten(template)
-    loaded = [arrays[f"state_{i:04d}"] for i in range(len(leaves))]
+    names = [f"state_{i:04d}" for i in range(len(leaves))]
+    if "epoch" not in arrays or any(n not in arrays or arrays[n].shape != np.shape(l) for n, l in zip(names, leaves)):
+        raise DamagedFile(f"{file} does not hold a state of this run's shapes")
+    loaded = [arrays[n] for n in names]
     state = jax.tree_util.tree_unflatten(treedef, [jax.numpy.asarray(a, l.dtype) for a, l in zip(loaded, leaves)])
     history = {k[5:]: v for k, v in arrays.items() if k.startswith("hist_")}
     return int(arrays["epoch"]), state, history

@@ -47,6 +47,8 @@ class MemoryStore:
         self.files: dict[str, Any] = {}
         self.path = None
         self.resumed = False
+        self.damaged: list[str] = []
+        self.damaged_checkpoints: list[str] = []
 
     def done(self) -> set[str]:
         return set(self.units)
@@ -86,7 +88,9 @@ class FolderStore(MemoryStore):
         self.resumed = records.open_run(
             folder.path, experiment=experiment, settings=settings, derived={**derived, **(folder.context or {})},
             axes=axes, flags_text=folder.flags_text, overwrite=folder.overwrite, schema_version=schema.VERSION)
-        self._done = records.completed_units(folder.path)
+        listed = records.completed_units(folder.path)
+        self._done = records.completed_units(folder.path, verify=True)
+        self.damaged = sorted(listed - self._done)  # recorded, but the arrays fail their checks
 
     def done(self) -> set[str]:
         return set(self._done)
@@ -95,6 +99,7 @@ class FolderStore(MemoryStore):
         try:
             return records.load_unit(self.path, name)
         except records.DamagedFile:
+            self._done.discard(name)
             return None
 
     def save(self, name: str, arrays: dict, record: dict) -> None:
@@ -105,7 +110,11 @@ class FolderStore(MemoryStore):
         return records.read_jsonl(self.path)
 
     def load_checkpoint(self, name: str, template: Any):
-        return records.load_checkpoint(self.path, name, template)
+        try:
+            return records.load_checkpoint(self.path, name, template)
+        except records.DamagedFile:
+            self.damaged_checkpoints.append(name)
+            return None
 
     def save_checkpoint(self, name: str, *, epoch: int, state: Any, history: dict) -> None:
         records.save_checkpoint(self.path, name, epoch=epoch, state=state, history=history)

@@ -128,9 +128,7 @@ def run(prob: problem_lib.Problem, x, y, opts: ScanOptions, *, run_dir=None, log
         metric_scales = layer_metric.segment_scales(fm, opts.projection_metric)
     except ValueError as err:
         raise OptionError("projection_metric", str(err)) from None
-    radii, log10_rel = opts.resolve(r_x)
-    if not np.all(np.isfinite(radii)) or (radii.max() > float(jnp.finfo(dtype).max)):
-        raise OptionError("radii", f"radii must be finite in {prob.dtype_name}, got up to {radii.max():.3g}")
+    radii, log10_rel = opts.resolve(r_x, dtype)
     seed_mode = options.resolve_seed_mode(opts.seed_mode, "scan")
     devices = jax.devices() if opts.shard_seeds and len(jax.devices()) > 1 else None
     scalars, per_d, per_k = fullspace.record_keys(gn_split=opts.gn_split, spec=full_spec)
