@@ -24,6 +24,7 @@ length.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import os
 import random
 import zipfile
@@ -174,8 +175,13 @@ def _load_raw(name, *, data_dir, tfds_data_dir):
     )
 
 
+@functools.lru_cache(maxsize=1)
 def _load_mnist1d():
-    """MNIST-1D from the package's generator; restores the global RNG state it seeds."""
+    """MNIST-1D from the package's generator; restores the global RNG state it seeds.
+
+    Generated once per process (about a second; the arguments are fixed, so it is the same every
+    time) and returned read-only: `load` derives new arrays from it.
+    """
     from mnist1d.data import get_dataset_args, make_dataset
 
     np_state, py_state = np.random.get_state(), random.getstate()
@@ -185,12 +191,15 @@ def _load_mnist1d():
     finally:
         np.random.set_state(np_state)
         random.setstate(py_state)
-    return (
-        np.asarray(raw["x"], np.float32),
-        np.asarray(raw["y"]),
-        np.asarray(raw["x_test"], np.float32),
-        np.asarray(raw["y_test"]),
+    arrays = (
+        np.array(raw["x"], np.float32),
+        np.array(raw["y"]),
+        np.array(raw["x_test"], np.float32),
+        np.array(raw["y_test"]),
     )
+    for a in arrays:
+        a.setflags(write=False)
+    return arrays
 
 
 def _load_npz(path):

@@ -23,6 +23,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from gzone import flat, models
+from gzone import train as train_lib
 
 Array = jax.Array
 DTYPES = {"float32": jnp.float32, "float64": jnp.float64}
@@ -82,6 +83,16 @@ class Problem:
             raise ValueError(f"{what}: no examples")
         return jnp.asarray(x, self.dtype), jnp.asarray(y, jnp.int32)
 
+    def training_data(self, train, test) -> train_lib.Data:
+        """The trainer's `train.Data` from (x_train, y_train) and (x_test, y_test), checked by `examples`."""
+        pairs = []
+        for what, pair in (("training examples", train), ("test examples", test)):
+            if not isinstance(pair, (tuple, list)) or len(pair) != 2:
+                raise ValueError(f"{what}: expected a pair (x, y) of inputs and labels, got "
+                                 f"{type(pair).__name__}")
+            pairs.extend(self.examples(*pair, what=what))
+        return train_lib.Data(*pairs)
+
     def describe(self) -> dict:
         """A JSON-able summary for config.json's derived values."""
         return {"model": models.describe(self.module), "D": self.fm.D, "r_x": self.r_x, "num_classes": self.num_classes,
@@ -131,3 +142,9 @@ def fingerprint(*arrays) -> str:
         h.update(f"{a.dtype.str}{a.shape}".encode())
         h.update(a.tobytes())
     return h.hexdigest()[:16]
+
+
+def data_settings(data: train_lib.Data) -> dict:
+    """What identifies a training run's data (`train.Data`) in its settings: counts and a `fingerprint`."""
+    return {"n_train": int(data.x_train.shape[0]), "n_test": int(data.x_test.shape[0]),
+            "fingerprint": fingerprint(*data)}

@@ -38,7 +38,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from gzone import flat, projections, subspace
+from gzone import flat, projections, seeds, subspace
 
 Array = jax.Array
 MODES = ("full", "hyperplane", "hypersphere")
@@ -287,6 +287,23 @@ def make_trainer(fm: flat.FlatModel, spec: TrainSpec, *, batch_sharding=None) ->
         return jax.lax.scan(body, state, epoch0 + jnp.arange(num_epochs))
 
     return Trainer(init, run, theta)
+
+
+def seed_runner(trainer: Trainer, seed_mode: str) -> Callable[..., tuple[TrainState, dict]]:
+    """`trainer.run` over a leading seed axis, as one jitted computation.
+
+    Returns:
+      run_seeds(states, keys, spaces, epoch0, data, num_epochs) -> (states, history): states, keys
+      [S] and spaces (a `Space` with leading axis S, or None in full mode) carry the seed axis
+      (vmapped or `lax.map`-ped by `seeds.map_seeds` with ``seed_mode``); epoch0 and data are
+      shared; num_epochs is static. History arrays are [S, num_epochs, ...]. Cost: one compile per
+      num_epochs value (`fit` calls it with ``epochs_per_call`` and once more for a shorter last chunk).
+    """
+
+    def one_seed(state, key, space, epoch0, data, num_epochs):
+        return trainer.run(state, key, data, space, epoch0, num_epochs)
+
+    return jax.jit(seeds.map_seeds(one_seed, seed_mode, per_seed=3), static_argnums=5)
 
 
 def make_step_runner(fm: flat.FlatModel, spec: TrainSpec, *, batch_sharding=None) -> Callable[..., tuple[TrainState, dict]]:

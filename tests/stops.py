@@ -67,3 +67,15 @@ def kill_when_stopped(proc, *, timeout: float = 300, describe=lambda: "") -> Non
     assert os.WIFSTOPPED(status), f"the run ended before it could be killed (status {status}) {describe()}"
     os.kill(proc.pid, signal.SIGKILL)
     assert proc.wait(timeout=60) == -signal.SIGKILL
+
+
+def kill_at_checkpoint(args: list[str], *, unit: str, folder: str, env: dict) -> None:
+    """Runs ``python -m MODULE FLAGS...`` (args as for `command`) until the checkpoint of epoch 1 of `unit`
+    is on disk, then SIGKILLs it (its output goes to files in `folder`)."""
+    from background import Background
+
+    run = Background(command(AT_CHECKPOINT, args), folder, {**env, "GZONE_TEST_STOP_UNIT": unit})
+    try:
+        kill_when_stopped(run.proc, describe=lambda: (run.text("stdout")[-2000:], run.text("stderr")[-2000:]))
+    finally:
+        run.close()

@@ -146,3 +146,36 @@ def test_mean_interval_matches_scipy():
     assert mean == 3.0 and math.isnan(lo) and math.isnan(hi)
     assert all(math.isnan(v) for v in dynamics.mean_interval([]))
     assert all(math.isnan(v) for v in dynamics.mean_interval([np.nan]))
+
+
+def test_summarise_reads_exact_power_laws_and_random_walks_off_synthetic_records():
+    """Records whose r(t)^2 - r0^2 = c_s t^alpha exactly and whose steps have a constant |dtheta|^2: the
+    summary's alpha, per-seed alphas and random-walk ratios are known in closed form."""
+    r_x, alpha, E, R, S = 2.0, 1.5, 3, 4, 2
+    step = (np.arange(E)[:, None] * 8 + (np.arange(R) + 1) * 2).astype(np.int32)  # blocks of 2 steps
+    t = step.reshape(-1).astype(float)
+    r0_over_rx = np.array([0.1, 1.0, 10.0])
+    r0 = r_x * r0_over_rx
+    c = np.array([1e-3, 3e-3])  # per seed
+    radius = np.empty((2, 3, S, E, R))
+    radius[0] = np.sqrt(r0[:, None, None, None] ** 2 + (c[:, None] * t**alpha).reshape(1, S, E, R))
+    radius[1] = r0[:, None, None, None]  # fixed radius
+    update_sq = np.full(radius.shape, 0.25)
+    accuracy = np.linspace(0.1, 0.5, 2 * 3 * S * E).reshape(2, 3, S, E)
+    arrays = {"radius": radius, "update_sq": update_sq, "test_accuracy": accuracy, "step": step, "r0": r0,
+              "r0_over_rx": r0_over_rx}
+    summary = dynamics.summarise(arrays, modes=("free", "fixed"), r_x=r_x)
+    assert summary["r_x"] == r_x and [(row["mode"], row["r0_over_rx"]) for row in summary["rows"]] == [
+        (m, r) for m in ("free", "fixed") for r in r0_over_rx]
+    first = summary["rows"][0]  # the only free run from r0 < r_X
+    assert first["alpha"]["alpha"] == pytest.approx(alpha, abs=1e-10)
+    np.testing.assert_allclose(first["alpha_per_seed"], alpha, atol=1e-10)
+    assert first["D_sigma2"] == pytest.approx(0.25)  # sum(update_sq * block) / t_end
+    growth = c.mean() * t[-1] ** alpha  # seed-mean r^2 - r0^2 at the end
+    assert first["rw_ratio_constant"] == pytest.approx(growth / (0.25 * t[-1]), rel=1e-10)
+    assert first["rw_ratio_cumulative"] == pytest.approx(first["rw_ratio_constant"], rel=1e-10)
+    assert all("alpha" not in row for row in summary["rows"][1:])
+    for row, (mi, i) in zip(summary["rows"], [(m, i) for m in range(2) for i in range(3)]):
+        assert row["final_radius_over_rx"] == pytest.approx(radius[mi, i, :, -1, -1].mean() / r_x, rel=1e-12)
+        assert row["final_test_accuracy_seeds"] == accuracy[mi, i, :, -1].tolist()
+        assert row["best_test_accuracy"] == pytest.approx(accuracy[mi, i].max(axis=1).mean())

@@ -1,89 +1,69 @@
-"""Smoke tests of experiments/radius_dynamics.py: records and analysis, kill-and-resume, bad flags.
-
-Every run is a subprocess (`python -m experiments.radius_dynamics --flagfile=<smoke flags>`).
-The reference run (the smoke flagfile with --epochs=3 --epochs_per_call=1, so a unit has interior
-checkpoints) starts in the background when the module's first test asks for it; the bad-flag runs
-overlap with it. It fills a JAX compilation cache in a temporary folder that the kill/resume runs
-reuse, which keeps them short; the cached executables are the ones the reference ran, so bitwise
-comparisons are unaffected.
-"""
+"""Radius dynamics end to end, in-process: the command line's records and analysis, the numbers of the
+committed reference, the API on the same settings, resume (in-process, and after a SIGKILL inside a
+unit's training), one-line errors."""
 
 from __future__ import annotations
 
 import glob
 import json
 import os
-import sys
+import shutil
+from pathlib import Path
 
+import jax
+import jax.numpy as jnp
 import numpy as np
 import pytest
 import stops
-from background import ROOT, Background, check_bad_flags, environment, finished, read_jsonl
+from background import environment
 
+import gzone
+from experiments import cli, radius_dynamics
+from gzone import flat, seeds, subspace, train
 from gzone.analysis import dynamics
+from gzone.runs import records, schema
 
-MODULE = "experiments.radius_dynamics"
+REPO = Path(__file__).resolve().parents[1]
+FLAGFILE = REPO / "experiments" / "flagfiles" / "radius_dynamics_smoke.flags"
+SMOKE = f"--flagfile={FLAGFILE}"
+DATA = REPO / "tests" / "data"
 EXPERIMENT = "radius_dynamics"
-FLAGFILE = os.path.join(ROOT, "experiments", "flagfiles", "radius_dynamics_smoke.flags")
-FAST = ["--epochs=3", "--epochs_per_call=1"]
 STEPS = 16  # 256 // 16 steps per epoch, record_every 4: 4 records per epoch
-SIZES = {"mode": 2, "r0": 3, "seed": 2, "epoch": 3, "record": 4, "layer": 2}
+SIZES = {"mode": 2, "r0": 3, "seed": 2, "epoch": 2, "record": 4, "layer": 2}
 R0_OVER_RX = (0.1, 1.0, 10.0)
+MODES = ("free", "fixed")
+UNITS = {f"{m}_r0{i:02d}" for m in MODES for i in range(3)}
 STOP_UNIT = "free_r001"  # the kill lands after this unit's first epoch (one unit done before it)
-FIGURE = "radius_dynamics.png"
 
 
-def command(workdir, *extra) -> list[str]:
-    return [sys.executable, "-m", MODULE, f"--flagfile={FLAGFILE}", f"--workdir={workdir}", *extra]
+def _run(workdir, *flags, plots=True):
+    lines, progress = [], []
+    argv = [SMOKE, f"--workdir={workdir}", *flags, *([] if plots else ["--noplots"])]
+    config = radius_dynamics.config_from_argv(argv)
+    path = radius_dynamics.run(config, log=lines.append, progress=progress.append)
+    return {"path": path, "log": lines, "progress": progress, "config": config}
 
 
 @pytest.fixture(scope="module")
-def cache_dir(tmp_path_factory):
-    return tmp_path_factory.mktemp("jax_cache")
+def smoke(tmp_path_factory):
+    return _run(tmp_path_factory.mktemp("smoke"))
 
 
-@pytest.fixture(scope="module")
-def reference(tmp_path_factory, cache_dir):
-    """The uninterrupted fast smoke run, started in the background; `.wait()` it before use."""
-    workdir = tmp_path_factory.mktemp("reference")
-    run = Background(command(workdir, *FAST), str(workdir / "logs"), environment(cache_dir))
-    run.path = os.path.join(workdir, EXPERIMENT, "smoke")
-    yield run
-    run.close()
+def _read(path):
+    analysis = json.loads(Path(path, "analysis.json").read_text())
+    return records.read_config(path), records.load_arrays(path), analysis
 
 
-def read_json(path, name):
-    with open(os.path.join(path, name)) as fh:
-        return json.load(fh)
-
-
-def load(path, name):
-    with np.load(os.path.join(path, name), allow_pickle=False) as archive:
-        return {k: archive[k] for k in archive.files}
-
-
-def check_records(path, sizes, *, modes=("free", "fixed")):
-    """config.json complete, one metrics line per unit, arrays shaped by their named axes, figure."""
-    with open(os.path.join(path, "config.json")) as fh:
-        config = json.load(fh)
-    assert config["status"] == "complete"
-    assert config["experiment"] == EXPERIMENT
-    arrays = load(path, "arrays.npz")
-    assert set(arrays) == set(config["axes"])
-    for key, axes in config["axes"].items():
-        assert arrays[key].shape == tuple(sizes[a] for a in axes), (key, axes, arrays[key].shape)
-    units = [line["unit"] for line in read_jsonl(path)]
-    expected = {f"{m}_r0{i:02d}" for m in modes for i in range(sizes["r0"])}
-    assert sorted(units) == sorted(expected)  # each unit exactly once
-    for unit in expected:
-        assert os.path.exists(os.path.join(path, "units", f"{unit}.npz"))
-    assert not glob.glob(os.path.join(path, "units", "*.ckpt.npz"))  # checkpoints dropped when done
-    with open(os.path.join(path, FIGURE), "rb") as fh:
-        assert fh.read(8) == b"\x89PNG\r\n\x1a\n"
-    return config, arrays
+def _assert_equal_runs(path, expected_path):
+    got, expected = records.load_arrays(path), records.load_arrays(expected_path)
+    assert set(got) == set(expected)
+    for key in expected:
+        np.testing.assert_array_equal(got[key], expected[key], err_msg=key)  # bitwise
+    assert _read(path)[2] == _read(expected_path)[2]
 
 
 def check_semantics(config, arrays, analysis, sizes):
+    """What the records must say whatever the numbers (ported from the old smoke tests)."""
     r_x = config["derived"]["r_x"]
     assert analysis["r_x"] == pytest.approx(r_x, rel=1e-12)
     np.testing.assert_allclose(arrays["r0"], r_x * np.asarray(R0_OVER_RX), rtol=1e-12)
@@ -99,106 +79,218 @@ def check_semantics(config, arrays, analysis, sizes):
     assert np.all((arrays["test_accuracy"] >= 0) & (arrays["test_accuracy"] <= 1))
 
     rows = analysis["rows"]
-    expected_rows = [(m, r) for m in ("free", "fixed") for r in R0_OVER_RX]
-    assert [(row["mode"], row["r0_over_rx"]) for row in rows] == expected_rows
+    assert [(row["mode"], row["r0_over_rx"]) for row in rows] == [(m, r) for m in MODES for r in R0_OVER_RX]
     steps = arrays["step"].reshape(-1)
     for mi, i, row in ((mi, i, rows[mi * 3 + i]) for mi in range(2) for i in range(3)):
+        radius = arrays["radius"][mi, i].reshape(sizes["seed"], -1)
         if row["mode"] == "free" and row["r0_over_rx"] < 1:
             fit = row["alpha"]
             assert np.isfinite(fit["alpha"]) and fit["ci_low"] <= fit["alpha"] <= fit["ci_high"]
             assert len(row["alpha_per_seed"]) == sizes["seed"] and row["D_sigma2"] > 0
-            radius = arrays["radius"][mi, i].reshape(sizes["seed"], -1)
-            again = dynamics.fit_power_law(steps, np.mean(radius**2, axis=0) - arrays["r0"][i] ** 2)
+            r0_sq = arrays["r0"][i] ** 2
+            again = dynamics.fit_power_law(steps, np.mean(radius**2, axis=0) - r0_sq)
             assert fit["alpha"] == pytest.approx(again.alpha, rel=1e-9)  # the analysis is of these arrays
+            seed0 = dynamics.fit_power_law(steps, radius[0] ** 2 - r0_sq)
+            assert row["alpha_per_seed"][0] == pytest.approx(seed0.alpha, rel=1e-9)
+            # the random walk from the recorded update sizes: r0^2 + sum over steps of |dtheta|^2
+            upd = arrays["update_sq"][mi, i].reshape(sizes["seed"], -1).mean(axis=0)
+            walk = np.sum(upd * (STEPS // R))  # r^2 - r0^2 of the walk
+            measured = np.mean(radius[:, -1] ** 2) - r0_sq
+            assert row["rw_ratio_cumulative"] == pytest.approx(measured / walk, rel=1e-6)
         else:
             assert "alpha" not in row, row
         if row["mode"] == "fixed":
             assert row["final_radius_over_rx"] == pytest.approx(row["r0_over_rx"], rel=1e-5)
+        assert row["final_radius_over_rx"] == pytest.approx(np.mean(radius[:, -1]) / r_x, rel=1e-12)
         final = arrays["test_accuracy"][mi, i, :, -1]
         np.testing.assert_allclose(row["final_test_accuracy_seeds"], final, rtol=1e-12)
 
 
-# --------------------------------------------------------------------------- bad flags
-
-BAD_FLAGS = [
-    (["--r0_over_rx=-1"], "--r0_over_rx"),
-    (["--r0_over_rx=0,1"], "--r0_over_rx"),
-    (["--r0_over_rx=a"], "--r0_over_rx"),
-    (["--radius_modes=loose"], "--radius_modes"),
-    (["--batch_size=0"], "--batch_size"),
-    (["--lr=0"], "--lr"),
-    (["--lr=-0.1"], "--lr"),
-    (["--epochs=0"], "--epochs"),
-    (["--num_seeds=0"], "--num_seeds"),
-    (["--widths=0"], "--widths"),
-    (["--activation=sigmoid"], "activation"),
-    (["--batch_size=1000"], "--batch_size"),  # larger than n_train = 256 (known after loading)
-    (["--dataset=no_such_dataset"], "--dataset"),
-    (["--data_dir={tmp}/missing"], "--data_dir"),
-]
-
-
-def test_bad_flags_fail_with_one_line_and_no_run_folder(tmp_path, reference):
-    del reference  # started here so that it runs beside these short runs
-    check_bad_flags(BAD_FLAGS, command, tmp_path, EXPERIMENT)
-
-
-# --------------------------------------------------------------------------- smoke and resume
-
-
-def test_smoke_records_and_analysis(reference):
-    path = finished(reference)
-    config, arrays = check_records(path, SIZES)
-    assert config["settings"]["epochs"] == 3 and config["settings"]["radius_modes"] == ["free", "fixed"]
-    check_semantics(config, arrays, read_json(path, "analysis.json"), SIZES)
-    lines = read_jsonl(path)
-    assert all(len(line["final_test_accuracy"]) == 2 for line in lines)
-    assert "alpha [95% CI]" in reference.text("stdout")
+def test_records_and_analysis_are_complete_and_consistent(smoke):
+    path = smoke["path"]
+    config, arrays, analysis = _read(path)
+    assert config["status"] == "complete" and config["experiment"] == EXPERIMENT
+    assert config["schema"] == schema.VERSION
+    settings, derived = config["settings"], config["derived"]
+    assert settings["epochs"] == 2 and settings["radius_modes"] == list(MODES) and settings["num_seeds"] == 2
+    assert settings["r0_over_rx"] == list(R0_OVER_RX) and settings["batch_size"] == 16
+    assert settings["lr"] == 0.003 and "epochs_per_call" not in settings  # how, not what
+    assert settings["data"]["n_train"] == 256 and settings["data"]["n_test"] == 128
+    assert settings["model"]["class"] == "gzone.models.MLP" and settings["seed_mode"] in ("vmap", "map")
+    assert derived["D"] == 40 * 16 + 16 + 16 * 10 + 10 and derived["mode_names"] == list(MODES)
+    assert derived["dataset"]["name"] == "mnist1d" and derived["steps_per_epoch"] == STEPS
+    assert config["axes"] == schema.radius_dynamics_axes() and set(arrays) == set(config["axes"])
+    for key, axes in config["axes"].items():
+        assert arrays[key].shape == tuple(SIZES[a] for a in axes), (key, axes, arrays[key].shape)
+    lines = records.read_jsonl(path)
+    assert sorted(line["unit"] for line in lines) == sorted(UNITS)  # each unit exactly once
+    for line in lines:
+        mi, i = MODES.index(line["mode"]), R0_OVER_RX.index(line["r0_over_rx"])
+        assert line["final_test_accuracy"] == pytest.approx(arrays["test_accuracy"][mi, i, :, -1].tolist())
+        assert line["final_radius"] == pytest.approx(arrays["radius"][mi, i, :, -1, -1].tolist())
+    assert not glob.glob(os.path.join(path, "units", "*.ckpt.npz"))  # checkpoints dropped when done
+    check_semantics(config, arrays, analysis, SIZES)
+    assert Path(path, "radius_dynamics.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    flags_txt = Path(path, "flags.txt").read_text()
+    assert "--r0_over_rx=0.1,1,10" in flags_txt and "--n_train=256" in flags_txt
+    assert "alpha [95% CI]" in "\n".join(smoke["log"]) and smoke["log"][-1] == f"records: {path}"
+    assert len([p for p in smoke["progress"] if "] unit " in p]) == len(UNITS)
+    assert "ETA" in smoke["progress"][-1]
 
 
-def test_sigkill_mid_unit_then_rerun_resumes_and_matches_uninterrupted(tmp_path, reference, cache_dir):
-    ref_path = finished(reference)  # also fills the compilation cache
-    workdir = tmp_path / "killed"
-    path = os.path.join(workdir, EXPERIMENT, "smoke")
-    env = {**environment(cache_dir), "GZONE_TEST_STOP_UNIT": STOP_UNIT}
-    cmd = stops.command(stops.AT_CHECKPOINT, command(workdir, *FAST)[1:])
-    run = Background(cmd, str(tmp_path / "log_killed"), env)
-    try:
-        stops.kill_when_stopped(run.proc, describe=lambda: (run.text("stdout")[-2000:], run.text("stderr")[-2000:]))
-    finally:
-        run.close()
+@pytest.mark.slow  # a compile per mode (seconds)
+def test_a_recorded_run_equals_the_step_by_step_route_from_its_key_streams(smoke):
+    """Seed 1 from 0.1 r_X, free and fixed, retrained step by step (`train.make_step_runner`, not the
+    epoch scan): its point from fold_in(k_init, 1), its batches from fold_in(k_train, 1)
+    (`seeds.SeedKeys`)."""
+    arrays, r_x = records.load_arrays(smoke["path"]), records.read_config(smoke["path"])["derived"]["r_x"]
+    dataset = smoke["config"].data.load()
+    module = smoke["config"].model.build(dataset.num_classes)
+    fm, keys, s = flat.flat_model(module, (40,)), seeds.SeedKeys.from_seed(0), 1
+    data = train.Data(*map(jnp.asarray, (dataset.x_train, dataset.y_train, dataset.x_test, dataset.y_test)))
+    theta0 = subspace.point_at_radius(keys.init_keys(2)[s], jnp.float32(arrays["r0"][0]),
+                                      convention="xavier_rescaled", sample_fn=flat.sample_fn(module, (40,)),
+                                      D=fm.D, r_x=r_x)
+    for mi, fixed in enumerate((False, True)):
+        spec = train.spec_for(256, optimizer="adam", lr=0.003, batch_size=16, record_every=4,
+                              fixed_radius=fixed)
+        run_steps = jax.jit(train.make_step_runner(fm, spec), static_argnums=4)
+        state0 = train.make_trainer(fm, spec).init(theta0)
+        state, per_step = run_steps(state0, keys.train_keys(2)[s], data, None, 2 * STEPS)
+        block_loss = np.asarray(per_step["loss"]).reshape(2, -1, 4).mean(-1)  # [epoch, record]
+        np.testing.assert_allclose(arrays["train_loss"][mi, 0, s], block_loss, rtol=1e-4)
+        radius = float(jnp.linalg.norm(state.params))
+        assert arrays["radius"][mi, 0, s, -1, -1] == pytest.approx(radius, rel=1e-5)
+        _, accuracy = train.evaluate(fm, state.params, data.x_test, data.y_test)
+        assert arrays["test_accuracy"][mi, 0, s, -1] == pytest.approx(float(accuracy), abs=1.5 / 128)
 
+
+def test_the_numbers_do_not_move(smoke):
+    """The arrays and analysis equal those the code wrote before the library layout (tests/data/README.md),
+    to float rounding (bitwise on the machine that wrote them)."""
+    arrays = records.load_arrays(smoke["path"])
+    with np.load(DATA / "radius_dynamics_smoke_reference.npz") as archive:
+        reference = {k: archive[k] for k in archive.files}
+    assert set(arrays) == set(reference)
+    for key, expected in reference.items():
+        assert arrays[key].dtype == expected.dtype, key
+        np.testing.assert_allclose(arrays[key], expected, rtol=1e-5, atol=1e-7, err_msg=key)
+    expected = json.loads((DATA / "radius_dynamics_smoke_analysis_reference.json").read_text())
+    got = _read(smoke["path"])[2]
+    assert got["r_x"] == pytest.approx(expected["r_x"], rel=1e-12)
+    assert len(got["rows"]) == len(expected["rows"])
+    for row, want in zip(got["rows"], expected["rows"]):
+        assert set(row) == set(want)
+        np.testing.assert_allclose(_numbers(row), _numbers(want), rtol=1e-5, err_msg=str(want))
+
+
+def _numbers(row: dict) -> list[float]:
+    out = []
+    for key in sorted(row):
+        value = row[key]
+        if isinstance(value, dict):
+            out.extend(_numbers(value))
+        elif isinstance(value, list):
+            out.extend(value)
+        elif not isinstance(value, str):
+            out.append(value)
+    return out
+
+
+def test_the_api_on_the_same_settings_gives_the_command_lines_arrays(smoke, tmp_path):
+    dataset = smoke["config"].data.load()
+    result = gzone.radius_dynamics(smoke["config"].model.build(10), (dataset.x_train, dataset.y_train),
+                                   (dataset.x_test, dataset.y_test), r0_over_rx=R0_OVER_RX, num_seeds=2,
+                                   epochs=2, batch_size=16, record_every=4, lr=0.003, log=None)
+    assert isinstance(result, gzone.RadiusDynamicsResult) and result.path is None and result.modes == MODES
+    cli_arrays = records.load_arrays(smoke["path"])
+    assert set(result.arrays) == set(cli_arrays)
+    for key, value in cli_arrays.items():
+        np.testing.assert_array_equal(result.arrays[key], value, err_msg=key)
+    assert result.analysis == _read(smoke["path"])[2]
+    table = result.table().splitlines()
+    assert table[0].startswith("mode") and "alpha" in table[0] and len(table) == 2 + len(UNITS)
+    figures = result.plot(str(tmp_path))  # from the records in memory (no dataset description there)
+    assert [Path(f).name for f in figures] == ["radius_dynamics.png"]
+
+
+def test_resume_computes_only_the_missing_units(smoke, tmp_path):
+    copy = tmp_path / EXPERIMENT / "smoke"
+    shutil.copytree(smoke["path"], copy)
+    metrics = copy / "metrics.jsonl"
+    kept = metrics.read_text().splitlines(keepends=True)[:2]
+    metrics.write_text("".join(kept) + kept[0][:10])  # as if killed in the middle of the third line
+    for name in ("arrays.npz", "analysis.json"):
+        os.remove(copy / name)
+    run = _run(tmp_path, plots=False)
+    assert f"resuming: {copy}  (2/{len(UNITS)} units done)" in run["progress"][0]
+    assert len([p for p in run["progress"] if "] unit " in p]) == len(UNITS) - 2  # only the missing units
+    _assert_equal_runs(copy, smoke["path"])
+
+
+def test_sigkill_inside_a_unit_then_rerun_resumes_from_its_checkpoint(smoke, tmp_path):
+    """A subprocess killed right after the epoch-1 checkpoint of the second unit; the rerun (in-process)
+    skips the finished unit, continues the stopped one at epoch 2, and ends with the uninterrupted arrays."""
+    env = {**environment(jax.config.jax_compilation_cache_dir), "JAX_NUMPY_RANK_PROMOTION": "raise"}
+    args = ["-m", "experiments.radius_dynamics", SMOKE, f"--workdir={tmp_path}", "--noplots"]
+    stops.kill_at_checkpoint(args, unit=STOP_UNIT, folder=str(tmp_path / "log_killed"), env=env)
+    path = tmp_path / EXPERIMENT / "smoke"
     # What the kill left: one completed unit, the stopped unit's checkpoint after epoch 1, no arrays.npz.
-    assert [line["unit"] for line in read_jsonl(path)] == ["free_r000"]
-    ckpt = load(os.path.join(path, "units"), f"{STOP_UNIT}.ckpt.npz")
-    assert int(ckpt["epoch"]) == 1
-    assert ckpt["hist_radius"].shape == (2, 1, 4)  # [seed, epochs so far, record]
-    assert not os.path.exists(os.path.join(path, "arrays.npz"))
-    assert not os.path.exists(os.path.join(path, "analysis.json"))
-    with open(os.path.join(path, "config.json")) as fh:
-        assert json.load(fh)["status"] == "running"
+    assert [line["unit"] for line in records.read_jsonl(path)] == ["free_r000"]
+    with np.load(path / "units" / f"{STOP_UNIT}.ckpt.npz") as ckpt:
+        assert int(ckpt["epoch"]) == 1
+        assert ckpt["hist_radius"].shape == (2, 1, 4)  # [seed, epochs so far, record]
+    assert not (path / "arrays.npz").exists() and not (path / "analysis.json").exists()
+    assert records.read_config(path)["status"] == "running"
 
-    # The same command again resumes: the done unit is skipped, the stopped one continues at epoch 1.
-    resumed = Background(command(workdir, *FAST), str(tmp_path / "log_resumed"), environment(cache_dir))
-    rc, out, err = resumed.wait()
-    assert rc == 0, err[-3000:]
-    assert "resuming: " in out and "(1/6 units done)" in out, out
-    assert f"{STOP_UNIT}: resuming after epoch 1" in out, out
-    assert "unit 1/6" not in err  # the completed unit was not trained again
-    _, arrays = check_records(path, SIZES)
-    reference_arrays = load(ref_path, "arrays.npz")
-    assert set(arrays) == set(reference_arrays)
-    for key in arrays:
-        np.testing.assert_array_equal(arrays[key], reference_arrays[key], err_msg=key)  # bitwise
-    assert read_json(path, "analysis.json") == read_json(ref_path, "analysis.json")
+    run = _run(tmp_path, plots=False)
+    assert f"resuming: {path}  (1/{len(UNITS)} units done)" in run["progress"][0]
+    assert f"  {STOP_UNIT}: resuming after epoch 1" in run["progress"]
+    assert not any("unit 1/6" in p for p in run["progress"])  # the completed unit was not trained again
+    assert not glob.glob(str(path / "units" / "*.ckpt.npz"))
+    _assert_equal_runs(path, smoke["path"])
 
 
-@pytest.mark.slow
-def test_smoke_flagfile_unchanged(tmp_path):
-    """The smoke flagfile exactly as shipped (2 epochs)."""
-    rc, out, err = Background(command(tmp_path), str(tmp_path / "logs"), environment()).wait()
-    assert rc == 0, err[-3000:]
-    path = os.path.join(tmp_path, EXPERIMENT, "smoke")
-    sizes = {**SIZES, "epoch": 2}
-    config, arrays = check_records(path, sizes)
-    check_semantics(config, arrays, read_json(path, "analysis.json"), sizes)
+def _main(argv, capsys):
+    with pytest.raises(SystemExit) as exit_:
+        cli.main(radius_dynamics.config_from_argv, lambda c: radius_dynamics.run(c, progress=None),
+                 groups=radius_dynamics.GROUPS, argv=argv)
+    captured = capsys.readouterr()
+    return exit_.value.code, captured.out, captured.err.strip()
+
+
+BAD_INPUTS = {
+    "negative_r0": (["--r0_over_rx=-1"], "--r0_over_rx"),
+    "zero_r0": (["--r0_over_rx=0,1"], "--r0_over_rx"),
+    "r0_not_a_number": (["--r0_over_rx=a"], "--r0_over_rx"),
+    "repeated_r0": (["--r0_over_rx=1,1"], "--r0_over_rx"),
+    "unknown_radius_mode": (["--radius_modes=loose"], "--radius_modes"),
+    "zero_batch": (["--batch_size=0"], "--batch_size"),
+    "zero_lr": (["--lr=0"], "--lr"),
+    "negative_lr": (["--lr=-0.1"], "--lr"),
+    "zero_epochs": (["--epochs=0"], "--epochs"),
+    "zero_seeds": (["--num_seeds=0"], "--num_seeds"),
+    "zero_width": (["--widths=0"], "--widths"),
+    "unknown_activation": (["--activation=sigmoid"], "activation"),
+    "batch_above_n_train": (["--batch_size=1000"], "--batch_size"),  # known after loading: n_train = 256
+    "unknown_dataset": (["--dataset=no_such_dataset"], "no_such_dataset"),
+    "missing_data_folder": (["--data_dir={tmp}/absent"], "--data_dir"),
+    "positional_argument": (["extra"], "positional"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(BAD_INPUTS))
+def test_bad_input_is_one_line_exit_2_and_no_run_folder(case, tmp_path, capsys):
+    flags, expected = BAD_INPUTS[case]
+    workdir = tmp_path / "work"
+    code, out, err = _main([SMOKE, f"--workdir={workdir}", *(f.format(tmp=tmp_path) for f in flags)], capsys)
+    assert code == 2 and out == "", err
+    assert len(err.splitlines()) == 1 and err.startswith("error: ") and expected in err, err
+    assert not workdir.exists()
+
+
+def test_other_settings_in_the_same_folder_are_refused(smoke, capsys):
+    workdir = Path(smoke["path"]).parents[1]
+    code, out, err = _main([SMOKE, f"--workdir={workdir}", "--lr=0.01"], capsys)
+    assert code == 2 and len(err.splitlines()) == 1 and "lr" in err and "--overwrite" in err, err
+

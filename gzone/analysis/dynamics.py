@@ -3,7 +3,8 @@
 A random walk with i.i.d. steps of per-coordinate variance sigma^2 in D dimensions has
 <|theta(t)|^2> = r0^2 + D sigma^2 t, so r(t)^2 - r0^2 ~ t^alpha with alpha = 1 (r ~ sqrt(t) once
 r >> r0). `fit_power_law` measures alpha by log-log least squares; `random_walk_r2` gives the
-model's r^2(t) with D sigma^2 estimated from the measured squared update sizes |dtheta|^2.
+model's r^2(t) with D sigma^2 estimated from the measured squared update sizes |dtheta|^2;
+`summarise` is the radius-dynamics experiment's analysis of its records (analysis.json).
 """
 
 from __future__ import annotations
@@ -54,7 +55,8 @@ def fit_power_law(t, y, *, t_min: float | None = None) -> PowerLawFit:
     lx, ly = np.log(t[keep]), np.log(y[keep])
     res = stats.linregress(lx, ly)
     half = stats.t.ppf(0.975, n - 2) * res.stderr
-    return PowerLawFit(float(res.slope), float(res.slope - half), float(res.slope + half), float(res.intercept), n, float(res.rvalue**2))
+    slope, half = float(res.slope), float(half)
+    return PowerLawFit(slope, slope - half, slope + half, float(res.intercept), n, float(res.rvalue**2))
 
 
 def mean_interval(values) -> tuple[float, float, float]:
@@ -90,3 +92,45 @@ def random_walk_r2(r0: float, steps, update_sq) -> dict[str, np.ndarray]:
     cumulative = r0**2 + np.cumsum(update_sq * block)
     d_sigma2 = float(np.sum(update_sq * block) / steps[-1]) if steps.size else math.nan
     return {"constant": r0**2 + d_sigma2 * steps, "cumulative": cumulative, "D_sigma2": np.asarray(d_sigma2)}
+
+
+def summarise(arrays: dict, *, modes, r_x: float) -> dict:
+    """The radius-dynamics summary (analysis.json) of its records (`schema.radius_dynamics_axes`).
+
+    Args:
+      arrays: ``radius``, ``update_sq`` [mode, r0, seed, epoch, record], ``test_accuracy``
+        [mode, r0, seed, epoch], ``step`` [epoch, record], ``r0``, ``r0_over_rx`` [r0].
+      modes: the mode names along the mode axis (``free``, ``fixed``).
+      r_x: the Xavier radius.
+
+    Returns:
+      ``{"r_x", "rows"}``, a row per (mode, r0): final radius / r_X, final and best test accuracy
+      (means over seeds) and the final accuracy per seed; free runs from r0 < r_X add the fit of
+      alpha in r(t)^2 - r0^2 ~ t^alpha to the seed-mean curve (``alpha``), per seed
+      (``alpha_per_seed``, their mean and 95 % interval ``alpha_seed_mean``), D sigma^2 of the
+      random-walk model and the measured over predicted r^2 - r0^2 at the end (``rw_ratio_*``).
+    """
+    steps = arrays["step"].reshape(-1)
+    rows = []
+    for mi, mode in enumerate(modes):
+        for i, r0 in enumerate(arrays["r0"]):
+            radius = arrays["radius"][mi, i].reshape(arrays["radius"].shape[2], -1)  # [S, T]
+            upd = arrays["update_sq"][mi, i].reshape(radius.shape)
+            acc = arrays["test_accuracy"][mi, i]
+            row = {"mode": mode, "r0_over_rx": float(arrays["r0_over_rx"][i]),
+                   "final_radius_over_rx": float(np.mean(radius[:, -1]) / r_x),
+                   "final_test_accuracy": float(np.mean(acc[:, -1])),
+                   "best_test_accuracy": float(np.mean(acc.max(axis=1))),
+                   "final_test_accuracy_seeds": acc[:, -1].tolist()}
+            if mode == "free" and r0 < r_x:
+                growth = np.mean(radius**2, axis=0) - r0**2
+                fit = fit_power_law(steps, growth)
+                per_seed = [fit_power_law(steps, r**2 - r0**2).alpha for r in radius]
+                mean, lo, hi = mean_interval(per_seed)
+                walk = random_walk_r2(r0, steps, np.mean(upd, axis=0))
+                row.update(alpha=fit.as_dict(), alpha_per_seed=per_seed, alpha_seed_mean=[mean, lo, hi],
+                           D_sigma2=float(walk["D_sigma2"]),
+                           rw_ratio_constant=float(growth[-1] / (walk["constant"][-1] - r0**2)),
+                           rw_ratio_cumulative=float(growth[-1] / (walk["cumulative"][-1] - r0**2)))
+            rows.append(row)
+    return {"r_x": r_x, "rows": rows}

@@ -49,7 +49,7 @@ def radius_dynamics_figures(run_dir: str, config: dict, arrays: dict, analysis=N
                         label=f"{mode}, $r_0$ = {rel[i]:g} $r_X$")
         final = arrays["test_accuracy"][mi, :, :, -1]
         band(ax_final, rel, final, label=f"{mode} radius")
-    num_classes = config["derived"]["dataset"]["num_classes"]
+    num_classes = config["derived"]["num_classes"]
     for ax in (ax_acc, ax_final):
         ax.axhline(1.0 / num_classes, color="gray", ls=":", lw=1)
         ax.set_ylim(0, 1)
@@ -61,6 +61,7 @@ def radius_dynamics_figures(run_dir: str, config: dict, arrays: dict, analysis=N
     ax_final.set_xlabel(r"initial radius $r_0 / r_X$")
     ax_final.set_ylabel(f"test accuracy after {len(epochs)} epochs")
     mark_rx(ax_final, 1.0)
-    fig.suptitle(f"{title_of(config)}; {settings['optimizer']} lr {settings['lr']}, batch {settings['batch_size']}, "
-                 f"{len(epochs)} epochs; {arrays['radius'].shape[2]} seed(s)", fontsize=9)
+    fig.suptitle(f"{title_of(config)}; {settings['optimizer']} lr {settings['lr']}, "
+                 f"batch {settings['batch_size']}, {len(epochs)} epochs; {arrays['radius'].shape[2]} seed(s)",
+                 fontsize=9)
     return [save(fig, os.path.join(run_dir, "radius_dynamics.png"))]

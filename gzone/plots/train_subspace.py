@@ -16,7 +16,7 @@ def subspace_training_figures(run_dir: str, config: dict, arrays: dict, analysis
     x = arrays["log10_r2_over_rx2"]
     modes = config["derived"]["mode_names"]
     dims = arrays["dims"]
-    num_classes = config["derived"]["dataset"]["num_classes"]
+    num_classes = config["derived"]["num_classes"]
     settings = config["settings"]
     fig = Figure(figsize=(5.5 * len(modes), 4.2))
     axes = np.atleast_1d(fig.subplots(1, len(modes), sharey=True))

@@ -97,6 +97,8 @@ SUBSPACE_MODES = ("hyperplane", "hypersphere")
 
 
 def train_subspace_axes() -> dict:
+    """Axes of subspace training: results [mode, d, radius, seed], test curves [..., epoch], train
+    curves and ``radius_curve`` (|theta| at each record) [..., epoch, record], the steps and grids."""
     per_run = ["mode", "d", "radius", "seed"]
     return {
         "final_test_accuracy": per_run, "best_test_accuracy": per_run, "final_train_loss": per_run,
@@ -109,10 +111,14 @@ def train_subspace_axes() -> dict:
 
 # --------------------------------------------------------------------------- radius_dynamics
 
+RADIUS_MODES = ("free", "fixed")
 DYNAMICS_CURVES = ("radius", "update_sq", "train_loss", "train_accuracy")
 
 
 def radius_dynamics_axes() -> dict:
+    """Axes of radius dynamics: per-record curves [mode, r0, seed, epoch, record] (``radius`` |theta|,
+    ``update_sq`` mean |dtheta|^2 per step, train loss and accuracy), ``layer_norms`` per parameter
+    array, test loss and accuracy per epoch, the recorded steps and the grids."""
     axes = {k: ["mode", "r0", "seed", "epoch", "record"] for k in DYNAMICS_CURVES}
     axes.update(test_accuracy=["mode", "r0", "seed", "epoch"], test_loss=["mode", "r0", "seed", "epoch"],
                 layer_norms=["mode", "r0", "seed", "epoch", "record", "layer"], step=["epoch", "record"],
