@@ -105,7 +105,7 @@ def run(prob: problem_lib.Problem, data: train_lib.Data, opts: TrainSubspaceOpti
     if too_big:
         raise OptionError("dims", f"d={too_big[0]} exceeds the number of parameters D={fm.D} of the model")
     spec = opts.train_spec(int(data.x_train.shape[0]), mode="hyperplane")
-    radii, log10_rel = opts.resolve(r_x)
+    radii, log10_rel = opts.resolve(r_x, dtype)
     seed_mode = options.resolve_seed_mode(opts.seed_mode, "train")
     settings = {**options.settings(opts), "seed_mode": seed_mode, "model": prob.identity(),
                 "data": problem_lib.data_settings(data)}
