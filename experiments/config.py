@@ -133,6 +133,45 @@ class Output(options.Group):
         path = records.run_path(self.workdir, experiment, self.name or default_name)
         return stores.RunFolder(path, overwrite=self.overwrite, flags_text=flags_text, context=context)
 
+    def report(self, result, log) -> str:
+        """Prints the result's table and draws its figures (process 0 of a split run); returns the folder."""
+        from gzone import plots
+        from gzone.runs import processes
+
+        index, count = processes.current()
+        if index != 0:
+            log(f"process {index} of {count}: its units are in {result.path}; process 0 assembles the run")
+            return result.path
+        log(result.table())
+        if self.plots:
+            for figure in plots.draw(result.path):
+                log(f"figure: {figure}")
+        log(f"records: {result.path}")
+        return result.path
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class Processes(options.Group):
+    """A run split over processes (jax.distributed): none of these flags, or all three."""
+
+    coordinator_address: str | None = option(None, "HOST:PORT of the jax.distributed coordinator (process 0's host); "
+                                             "with --num_processes and --process_id. None given: automatic in a "
+                                             "SLURM / Open MPI / TPU-pod job, else one process.", kind="str",
+                                             setting=False, replay=False)
+    num_processes: int | None = option(None, "Processes sharing the run (each computes its share of the units).",
+                                       kind="int", minimum=1, setting=False, replay=False)
+    process_id: int | None = option(None, "This process's index in [0, --num_processes).", kind="int", minimum=0,
+                                    setting=False, replay=False)
+
+    def initialize(self) -> tuple[int, int]:
+        """Joins the other processes (before anything touches a JAX backend); (index, count)."""
+        from gzone.runs import processes
+
+        try:
+            return processes.initialize(self.coordinator_address, self.num_processes, self.process_id)
+        except ValueError as err:
+            raise UsageError("process_id" if "process_id" in str(err) else "coordinator_address", str(err)) from None
+
 
 # --------------------------------------------------------------------------- flags from fields
 

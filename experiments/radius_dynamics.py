@@ -25,7 +25,7 @@ from gzone.studies import radius_dynamics as study
 
 EXPERIMENT = study.EXPERIMENT
 GROUPS = {"data": config.Data, "model": config.Model, "dynamics": study.RadiusDynamicsOptions,
-          "output": config.Output}
+          "output": config.Output, "processes": config.Processes}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -34,6 +34,7 @@ class Config:
     model: config.Model
     dynamics: study.RadiusDynamicsOptions
     output: config.Output
+    processes: config.Processes
     flags_text: str
 
 
@@ -45,6 +46,7 @@ def config_from_argv(argv: list[str]) -> Config:
 def run(config_: Config, *, log=print, progress=to_stderr) -> str:
     """Runs (or resumes) the radius dynamics; prints the analysis table; returns the run folder."""
     c = config_
+    c.processes.initialize()
     config.enable_x64_if(c.dynamics.dtype)
     dataset = c.data.load()
     module = c.model.build(dataset.num_classes)
@@ -54,14 +56,7 @@ def run(config_: Config, *, log=print, progress=to_stderr) -> str:
     train, test = (dataset.x_train, dataset.y_train), (dataset.x_test, dataset.y_test)
     result = study.radius_dynamics(module, train, test, run_dir=folder, log=progress,
                                    **dataclasses.asdict(c.dynamics))
-    log(result.table())
-    if c.output.plots:
-        from gzone import plots
-
-        for figure in plots.draw(folder.path):
-            log(f"figure: {figure}")
-    log(f"records: {folder.path}")
-    return folder.path
+    return c.output.report(result, log)
 
 
 if __name__ == "__main__":

@@ -30,7 +30,7 @@ class Examples(options.Group):
 
 
 GROUPS = {"data": config.Data, "model": config.Model, "radii": config.RadiusGrid, "examples": Examples,
-          "scan": study.ScanOptions, "output": config.Output}
+          "scan": study.ScanOptions, "output": config.Output, "processes": config.Processes}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -41,6 +41,7 @@ class Config:
     examples: Examples
     scan: study.ScanOptions
     output: config.Output
+    processes: config.Processes
     flags_text: str
 
 
@@ -52,6 +53,7 @@ def config_from_argv(argv: list[str]) -> Config:
 def run(config_: Config, *, log=print, progress=to_stderr) -> str:
     """Runs (or resumes) the scan; prints its summary; returns the run folder."""
     c = config_
+    c.processes.initialize()
     config.enable_x64_if(c.scan.dtype)
     dataset = c.data.load()
     n = dataset.x_train.shape[0]
@@ -66,14 +68,7 @@ def run(config_: Config, *, log=print, progress=to_stderr) -> str:
     result = study.radius_scan(module, dataset.x_train[index], dataset.y_train[index], run_dir=folder,
                                log=progress,
                                **dataclasses.asdict(c.scan))
-    log(result.table())
-    if c.output.plots:
-        from gzone import plots
-
-        for figure in plots.draw(folder.path):
-            log(f"figure: {figure}")
-    log(f"records: {folder.path}")
-    return folder.path
+    return c.output.report(result, log)
 
 
 if __name__ == "__main__":

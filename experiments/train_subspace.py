@@ -23,7 +23,7 @@ from gzone.studies import train_subspace as study
 
 EXPERIMENT = study.EXPERIMENT
 GROUPS = {"data": config.Data, "model": config.Model, "radii": config.RadiusGrid,
-          "training": study.TrainSubspaceOptions, "output": config.Output}
+          "training": study.TrainSubspaceOptions, "output": config.Output, "processes": config.Processes}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -33,6 +33,7 @@ class Config:
     radii: config.RadiusGrid
     training: study.TrainSubspaceOptions
     output: config.Output
+    processes: config.Processes
     flags_text: str
 
 
@@ -44,6 +45,7 @@ def config_from_argv(argv: list[str]) -> Config:
 def run(config_: Config, *, log=print, progress=to_stderr) -> str:
     """Runs (or resumes) the subspace training; prints its summary; returns the run folder."""
     c = config_
+    c.processes.initialize()
     config.enable_x64_if(c.training.dtype)
     dataset = c.data.load()
     module = c.model.build(dataset.num_classes)
@@ -53,14 +55,7 @@ def run(config_: Config, *, log=print, progress=to_stderr) -> str:
     train, test = (dataset.x_train, dataset.y_train), (dataset.x_test, dataset.y_test)
     result = study.train_subspace(module, train, test, run_dir=folder, log=progress,
                                   **dataclasses.asdict(c.training))
-    log(result.table())
-    if c.output.plots:
-        from gzone import plots
-
-        for figure in plots.draw(folder.path):
-            log(f"figure: {figure}")
-    log(f"records: {folder.path}")
-    return folder.path
+    return c.output.report(result, log)
 
 
 if __name__ == "__main__":

@@ -172,6 +172,13 @@ class Seeds(Group):
     seed: int = option(0, "Root seed of the run (one jax.random.key, split into named streams).")
     seed_mode: str = option("auto", "Seeds as vmap or lax.map (auto: by backend and workload, BENCHMARKS.md).",
                             choices=("auto", *seeds.SEED_MODES))
+    shard_seeds: bool = option(True, "Shard the seed axis over this process's devices when there are several "
+                               "(a mesh named 'seeds'; results do not depend on it).", setting=False)
+
+    @property
+    def devices(self) -> list | None:
+        """The local devices the seed axis is sharded over (None: one device, no mesh)."""
+        return seeds.local_devices_if_several(self.shard_seeds)
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)

@@ -2,7 +2,8 @@
 
   SeedKeys.from_seed(seed)         the run's root key split once into named streams
   map_seeds(fn, mode, per_seed=)   a single-seed function -> the same over a leading seed axis
-  make_unit_fn(point_fn, ...)      S seeds as one compiled computation, optionally sharded
+  shard_seeds(fn, per_seed=, devices=)   a seed-axis function with the axis sharded over a device mesh
+  make_unit_fn(point_fn, ...)      S seeds of a scan point as one compiled computation, optionally sharded
   default_seed_mode(workload=)     vmap or map by backend and workload (BENCHMARKS.md)
   pick_examples(key, n_avail, n)   the fixed examples of a measurement
 """
@@ -59,47 +60,55 @@ def map_seeds(fn: Callable, mode: str, per_seed: int = 2) -> Callable:
     return over_seeds
 
 
-def make_unit_fn(
-    point_fn: Callable, *, seed_mode: str, devices: list | None = None
-) -> Callable[..., dict[str, Array]]:
-    """S seeds as one jit-compiled computation.
+def shard_seeds(fn: Callable, *, per_seed: int, devices: list | None) -> Callable:
+    """A function over a leading seed axis with that axis sharded over `devices` (traceable: jit the caller).
 
     Args:
-      point_fn: the single-seed function of `make_point_fn`.
+      fn: f(*seed_args, *shared) -> pytree, its first `per_seed` arguments (pytrees, None allowed)
+        and its outputs carrying the seed axis [S, ...] (e.g. `map_seeds`' result); the shared
+        arguments are arrays or pytrees of arrays (close over static values).
+      per_seed: how many leading arguments carry the seed axis.
+      devices: local devices forming a 1-D mesh named ``seeds`` (``shard_map``); None or one
+        device: `fn` itself. S is padded to a multiple of the device count by repeating seeds
+        cyclically (the extra seeds are computed and dropped).
+    """
+    if not devices or len(devices) == 1:
+        return fn
+    mesh = Mesh(np.asarray(devices), ("seeds",))
+    n = len(devices)
+
+    def call(*args):
+        seeded, shared = args[:per_seed], args[per_seed:]
+        S = next(leaf.shape[0] for leaf in jax.tree_util.tree_leaves(seeded))
+        pad = (-S) % n
+        if pad:  # repeat seeds cyclically (pad may exceed S, e.g. S = 1 on 4 devices)
+            index = jnp.arange(S + pad) % S
+            seeded = jax.tree_util.tree_map(lambda a: a[index], seeded)
+        specs = (*(PS("seeds"),) * per_seed, *(PS(),) * len(shared))
+        out = jax.shard_map(fn, mesh=mesh, in_specs=specs, out_specs=PS("seeds"))(*seeded, *shared)
+        return jax.tree_util.tree_map(lambda a: a[:S], out)
+
+    return call
+
+
+def make_unit_fn(point_fn: Callable, *, seed_mode: str, devices: list | None = None) -> Callable[..., dict[str, Array]]:
+    """S seeds of the radius scan's point function as one jit-compiled computation.
+
+    Args:
+      point_fn: the single-seed function of `measure.make_point_fn`.
       seed_mode: ``vmap`` or ``map`` over the seeds on each device.
-      devices: devices to shard the seed axis over (``shard_map``); None or one device: no
-        sharding. The seed count is padded to a multiple of the device count (extra seeds are
-        computed and dropped).
+      devices: local devices to shard the seed axis over (`shard_seeds`); None or one device: none.
 
     Returns:
       unit_fn(k_init [S], k_proj [S], radius, x, y) -> dict of arrays with leading axis S.
     """
-    local = map_seeds(point_fn, seed_mode)
-    if not devices or len(devices) == 1:
-        return jax.jit(local)
-    mesh = Mesh(np.asarray(devices), ("seeds",))
-    sharded = jax.jit(
-        jax.shard_map(
-            local,
-            mesh=mesh,
-            in_specs=(PS("seeds"), PS("seeds"), PS(), PS(), PS()),
-            out_specs=PS("seeds"),
-        )
-    )
-    n = len(devices)
+    return jax.jit(shard_seeds(map_seeds(point_fn, seed_mode), per_seed=2, devices=devices))
 
-    def unit_fn(k_init, k_proj, radius, x, y):
-        S = k_init.shape[0]
-        pad = (-S) % n
-        if pad:  # repeat seeds cyclically (pad may exceed S, e.g. S = 1 on 4 devices)
-            index = jnp.arange(S + pad) % S
-            k_init, k_proj = k_init[index], k_proj[index]
-        seeds = NamedSharding(mesh, PS("seeds"))
-        k_init, k_proj = jax.device_put(k_init, seeds), jax.device_put(k_proj, seeds)
-        out = sharded(k_init, k_proj, radius, x, y)
-        return jax.tree_util.tree_map(lambda a: a[:S], out)
 
-    return unit_fn
+def local_devices_if_several(shard: bool = True) -> list | None:
+    """This process's devices when there are several (and `shard`), else None (no mesh)."""
+    devices = jax.local_devices()
+    return devices if shard and len(devices) > 1 else None
 
 
 @dataclasses.dataclass(frozen=True)

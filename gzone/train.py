@@ -289,7 +289,7 @@ def make_trainer(fm: flat.FlatModel, spec: TrainSpec, *, batch_sharding=None) ->
     return Trainer(init, run, theta)
 
 
-def seed_runner(trainer: Trainer, seed_mode: str) -> Callable[..., tuple[TrainState, dict]]:
+def seed_runner(trainer: Trainer, seed_mode: str, devices: list | None = None) -> Callable[..., tuple[TrainState, dict]]:
     """`trainer.run` over a leading seed axis, as one jitted computation.
 
     Returns:
@@ -298,12 +298,17 @@ def seed_runner(trainer: Trainer, seed_mode: str) -> Callable[..., tuple[TrainSt
       (vmapped or `lax.map`-ped by `seeds.map_seeds` with ``seed_mode``); epoch0 and data are
       shared; num_epochs is static. History arrays are [S, num_epochs, ...]. Cost: one compile per
       num_epochs value (`fit` calls it with ``epochs_per_call`` and once more for a shorter last chunk).
+      With several `devices` the seed axis is sharded over them (`seeds.shard_seeds`).
     """
 
-    def one_seed(state, key, space, epoch0, data, num_epochs):
-        return trainer.run(state, key, data, space, epoch0, num_epochs)
+    def run_seeds(states, keys, spaces, epoch0, data, num_epochs):
+        def one_seed(state, key, space, e0, d):
+            return trainer.run(state, key, d, space, e0, num_epochs)
 
-    return jax.jit(seeds.map_seeds(one_seed, seed_mode, per_seed=3), static_argnums=5)
+        over = seeds.shard_seeds(seeds.map_seeds(one_seed, seed_mode, per_seed=3), per_seed=3, devices=devices)
+        return over(states, keys, spaces, epoch0, data)
+
+    return jax.jit(run_seeds, static_argnums=5)
 
 
 def make_step_runner(fm: flat.FlatModel, spec: TrainSpec, *, batch_sharding=None) -> Callable[..., tuple[TrainState, dict]]:

@@ -17,7 +17,7 @@ from typing import Any
 
 import numpy as np
 
-from gzone.runs import records, schema
+from gzone.runs import processes, records, schema
 
 
 @dataclasses.dataclass(frozen=True)
@@ -78,19 +78,58 @@ class MemoryStore:
     def finish(self, arrays: dict) -> None:
         pass
 
+    def refresh(self) -> None:
+        """Reads again what other processes added (a run folder's); nothing to do in memory."""
+
 
 class FolderStore(MemoryStore):
     """Units in a run folder (`records` layout); resumes what is there."""
 
-    def __init__(self, folder: RunFolder, *, experiment: str, settings: dict, derived: dict, axes: dict):
+    def __init__(self, folder: RunFolder, *, experiment: str, settings: dict, derived: dict, axes: dict,
+                 process: tuple[int, int] = (0, 1)):
         super().__init__(experiment=experiment, settings=settings, derived=derived, axes=axes)
         self.path = folder.path
-        self.resumed = records.open_run(
-            folder.path, experiment=experiment, settings=settings, derived={**derived, **(folder.context or {})},
-            axes=axes, flags_text=folder.flags_text, overwrite=folder.overwrite, schema_version=schema.VERSION)
-        listed = records.completed_units(folder.path)
-        self._done = records.completed_units(folder.path, verify=True)
-        self.damaged = sorted(listed - self._done)  # recorded, but the arrays fail their checks
+        self.index, count = process
+        self._verified: dict[str, tuple] = {}
+
+        def open_(overwrite: bool) -> bool:
+            return records.open_run(
+                folder.path, experiment=experiment, settings=settings, derived={**derived, **(folder.context or {})},
+                axes=axes, flags_text=folder.flags_text, overwrite=overwrite, schema_version=schema.VERSION)
+
+        if count == 1:
+            self.resumed = open_(folder.overwrite)
+        else:  # process 0 opens (and replaces) the folder first; the others join what it opened
+            error = None
+            if self.index == 0:
+                try:
+                    self.resumed = open_(folder.overwrite)
+                except records.RunDirError as err:
+                    error = err
+            if processes.broadcast(0 if error is None else 1):
+                raise error or records.RunDirError(f"process 0 could not open the run folder {folder.path}")
+            if self.index != 0:
+                self.resumed = open_(False)
+        self.refresh()
+
+    def refresh(self) -> None:
+        """The units in the folder now: recorded, with arrays that pass their CRC checks (each file checked
+        once per size and modification time)."""
+        listed = records.completed_units(self.path)
+        done = set()
+        for name in listed:
+            file = records.unit_file(self.path, name)
+            try:
+                stat = os.stat(file)
+            except OSError:
+                continue
+            stamp = (stat.st_size, stat.st_mtime_ns)
+            if self._verified.get(name) != stamp and records.verify_npz(file) is None:
+                self._verified[name] = stamp
+            if self._verified.get(name) == stamp:
+                done.add(name)
+        self._done = done
+        self.damaged = sorted(listed - done)  # recorded, but the arrays fail their checks
 
     def done(self) -> set[str]:
         return set(self._done)
@@ -124,10 +163,12 @@ class FolderStore(MemoryStore):
 
     def write_json(self, name: str, obj: Any) -> None:
         super().write_json(name, obj)
-        records.atomic_write_json(os.path.join(self.path, name), obj)
+        if self.index == 0:  # the assembling process writes the run's files
+            records.atomic_write_json(os.path.join(self.path, name), obj)
 
     def finish(self, arrays: dict) -> None:
-        records.finish(self.path, arrays)
+        if self.index == 0:
+            records.finish(self.path, arrays)
 
 
 def open_store(run_dir: str | RunFolder | None, *, experiment: str, settings: dict, derived: dict, axes: dict):
@@ -135,7 +176,8 @@ def open_store(run_dir: str | RunFolder | None, *, experiment: str, settings: di
     if run_dir is None:
         return MemoryStore(experiment=experiment, settings=settings, derived=derived, axes=axes)
     folder = run_dir if isinstance(run_dir, RunFolder) else RunFolder(os.fspath(run_dir))
-    return FolderStore(folder, experiment=experiment, settings=settings, derived=derived, axes=axes)
+    return FolderStore(folder, experiment=experiment, settings=settings, derived=derived, axes=axes,
+                       process=processes.current())
 
 
 def write_folder(path: str, store: MemoryStore, arrays: dict, *, overwrite: bool = False) -> str:

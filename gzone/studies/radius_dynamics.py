@@ -134,12 +134,12 @@ def run(prob: problem_lib.Problem, data: train_lib.Data, opts: RadiusDynamicsOpt
     point = jax.jit(jax.vmap(lambda k, r: subspace.point_at_radius(
         k, r, convention=opts.convention, sample_fn=sample, D=fm.D, r_x=r_x, dtype=dtype), in_axes=(0, None)))
     for mode in opts.radius_modes:
-        pending = [i for i in range(len(r0s)) if not engine.has(unit_name(mode, i))]
+        pending = [i for i in range(len(r0s)) if not engine.has(unit_name(mode, i)) and engine.mine(unit_name(mode, i))]
         if not pending:
             continue
         trainer = train_lib.make_trainer(fm, dataclasses.replace(spec, fixed_radius=(mode == "fixed")))
         init = jax.jit(jax.vmap(trainer.init))
-        run_seeds = train_lib.seed_runner(trainer, seed_mode)
+        run_seeds = train_lib.seed_runner(trainer, seed_mode, opts.devices)
         for i in pending:
             name = unit_name(mode, i)
 
@@ -152,7 +152,7 @@ def run(prob: problem_lib.Problem, data: train_lib.Data, opts: RadiusDynamicsOpt
                              "final_test_accuracy": out["test_accuracy"][:, -1],
                              "final_radius": out["radius"][:, -1, -1]}
 
-            engine.unit(name, compute, weight=1.0, what=lambda a, r: _progress_line(a, r, r_x))
+            engine.unit(name, compute, weight=1.0, what=lambda a, r: _progress_line(a, r, r_x), wait=False)
 
     units = {name: engine.unit(name, _missing) for name in names}
     arrays = {k: np.stack([np.stack([units[unit_name(m, i)][k] for i in range(len(r0s))])

@@ -41,7 +41,6 @@ class ScanOptions(options.Radii, options.Points, options.Projection, options.Met
     hessian_method: str = option("linearize_map", "Exact subspace Hessian strategy.", choices=curvature.METHODS)
     chunk_size: int = option(0, "Columns per chunk of the linearize_map Hessian (0: measured default per projection).",
                              minimum=0)
-    shard_seeds: bool = option(True, "Shard the seed axis over all local devices when there are several.", setting=False)
     gn_split: bool = option(False, "Also the Gauss-Newton part P^T G P (G = J^T H_CE J) and the residual P^T (H - G) P "
                             "of the subspace Hessian.")
     fullspace_probes: int = option(0, "Rademacher probes for full-space Tr(H), ||H||_F and Tr(H)/||H||_F with standard "
@@ -130,7 +129,7 @@ def run(prob: problem_lib.Problem, x, y, opts: ScanOptions, *, run_dir=None, log
         raise OptionError("projection_metric", str(err)) from None
     radii, log10_rel = opts.resolve(r_x, dtype)
     seed_mode = options.resolve_seed_mode(opts.seed_mode, "scan")
-    devices = jax.devices() if opts.shard_seeds and len(jax.devices()) > 1 else None
+    devices = opts.devices
     scalars, per_d, per_k = fullspace.record_keys(gn_split=opts.gn_split, spec=full_spec)
     settings = {**options.settings(opts), "seed_mode": seed_mode, "model": prob.identity(),
                 "data": {"examples": int(x.shape[0]), "fingerprint": problem_lib.fingerprint(x, y)}}
@@ -153,8 +152,8 @@ def run(prob: problem_lib.Problem, x, y, opts: ScanOptions, *, run_dir=None, log
     k_init = keys.init_keys(opts.num_seeds)
     sample = prob.sample_fn(opts.sample_init)
     for d in opts.dims:
-        if all(engine.has(unit_name(ri, d)) for ri in range(len(radii))):
-            continue
+        if all(engine.has(unit_name(ri, d)) or not engine.mine(unit_name(ri, d)) for ri in range(len(radii))):
+            continue  # nothing for this process to compute at this d
         point_fn = measure.make_point_fn(
             fm, d=d, projection=opts.projection, convention=opts.convention, sample_fn=sample, r_x=r_x, dtype=dtype,
             hessian_method=opts.hessian_method, chunk_size=opts.chunk_size or None, metric=opts.projection_metric,
@@ -170,7 +169,7 @@ def run(prob: problem_lib.Problem, x, y, opts: ScanOptions, *, run_dir=None, log
                 return out, {"radius_index": ri, "radius": radii[ri], "log10_r2_over_rx2": log10_rel[ri], "d": d,
                              "mean": mean}
 
-            engine.unit(unit_name(ri, d), compute, weight=d + 2, what=lambda a, r: _progress_line(r))
+            engine.unit(unit_name(ri, d), compute, weight=d + 2, what=lambda a, r: _progress_line(r), wait=False)
 
     arrays = assemble(engine, opts.dims, radii, log10_rel, scalars, per_d, per_k)
     split = {"kind": opts.projection, "metric": opts.projection_metric, "renormalise": opts.metric_renormalise,

@@ -128,10 +128,10 @@ def run(prob: problem_lib.Problem, data: train_lib.Data, opts: TrainSubspaceOpti
     builders = {}  # the subspaces do not depend on the mode: one compile per d
     for mode in opts.modes:
         trainer = train_lib.make_trainer(fm, dataclasses.replace(spec, mode=mode))
-        init, run_seeds = jax.jit(jax.vmap(trainer.init)), train_lib.seed_runner(trainer, seed_mode)
+        init, run_seeds = jax.jit(jax.vmap(trainer.init)), train_lib.seed_runner(trainer, seed_mode, opts.devices)
         for d, ri in ((d, ri) for d in opts.dims for ri in range(len(radii))):
             name = unit_name(mode, d, ri)
-            if engine.has(name):
+            if engine.has(name) or not engine.mine(name):
                 continue
             if d not in builders:
                 builders[d] = space_builder(prob, opts, d)
@@ -146,7 +146,7 @@ def run(prob: problem_lib.Problem, data: train_lib.Data, opts: TrainSubspaceOpti
                              "log10_r2_over_rx2": log10_rel[ri],
                              "final_test_accuracy": out["final_test_accuracy"]}
 
-            engine.unit(name, compute, weight=1.0, what=_progress_line)
+            engine.unit(name, compute, weight=1.0, what=_progress_line, wait=False)
 
     units = {name: engine.unit(name, _missing) for name in names}
     arrays = {k: np.stack([np.stack([np.stack([units[unit_name(m, d, ri)][k] for ri in range(len(radii))])
