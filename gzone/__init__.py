@@ -13,7 +13,11 @@ as keyword arguments (the command line's flags, same names), computes in memory 
 from gzone.options import OptionError
 from gzone.runs.result import Result
 from gzone.runs.stores import RunFolder
+from gzone.studies.init_selection import SelectionOptions, SelectionResult, init_selection
 from gzone.studies.radius_scan import ScanOptions, ScanResult, radius_scan
+from gzone.studies.threshold_dimension import ThresholdOptions, ThresholdResult, threshold_dimension
 
-__all__ = ["OptionError", "Result", "RunFolder", "ScanOptions", "ScanResult", "radius_scan"]
+__all__ = ["OptionError", "Result", "RunFolder", "ScanOptions", "ScanResult", "radius_scan",
+           "SelectionOptions", "SelectionResult", "init_selection",
+           "ThresholdOptions", "ThresholdResult", "threshold_dimension"]
 __version__ = "0.2.0"

@@ -33,12 +33,20 @@ class Engine:
         self.cache: dict[str, dict] = {}
         self.progress = progress_lib.Progress(0, label, log=log)
 
-    def plan(self, units: list[tuple[str, float]]) -> None:
-        """Declares the units known in advance with their relative costs (for the progress lines)."""
+    def plan(self, units: list[tuple[str, float]], *, unplanned: int = 0) -> None:
+        """Declares the units known in advance with their relative costs (for the progress lines).
+
+        ``unplanned``: how many more units are expected whose names are not known yet (those an
+        adaptive search will pick); they count in the total, and the store's finished units that
+        are not in `units` count as done (the ETA then weighs every unit alike).
+        """
         done = self.store.done()
         pending = [w for name, w in units if name not in done]
-        self.progress = progress_lib.Progress(len(units), self.label, done=len(units) - len(pending),
-                                              weights=pending or None, log=self.log)
+        n_done = len(units) - len(pending)
+        if unplanned:
+            n_done += len(done - {name for name, _ in units})
+        self.progress = progress_lib.Progress(max(len(units) + unplanned, n_done), self.label, done=n_done,
+                                              weights=None if unplanned else pending or None, log=self.log)
 
     def has(self, name: str) -> bool:
         return name in self.cache or name in self.store.done()
