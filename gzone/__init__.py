@@ -13,11 +13,16 @@ as keyword arguments (the command line's flags, same names), computes in memory 
 from gzone.options import OptionError
 from gzone.runs.result import Result
 from gzone.runs.stores import RunFolder
+from gzone.studies.init_selection import SelectionOptions, SelectionResult, init_selection
 from gzone.studies.radius_dynamics import RadiusDynamicsOptions, RadiusDynamicsResult, radius_dynamics
 from gzone.studies.radius_scan import ScanOptions, ScanResult, radius_scan
+from gzone.studies.threshold_dimension import ThresholdOptions, ThresholdResult, threshold_dimension
 from gzone.studies.train_subspace import TrainSubspaceOptions, TrainSubspaceResult, train_subspace
 
-__all__ = ["OptionError", "RadiusDynamicsOptions", "RadiusDynamicsResult", "Result", "RunFolder",
-           "ScanOptions", "ScanResult", "TrainSubspaceOptions", "TrainSubspaceResult", "radius_dynamics",
-           "radius_scan", "train_subspace"]
+__all__ = ["OptionError", "Result", "RunFolder",
+           "RadiusDynamicsOptions", "RadiusDynamicsResult", "radius_dynamics",
+           "ScanOptions", "ScanResult", "radius_scan",
+           "SelectionOptions", "SelectionResult", "init_selection",
+           "ThresholdOptions", "ThresholdResult", "threshold_dimension",
+           "TrainSubspaceOptions", "TrainSubspaceResult", "train_subspace"]
 __version__ = "0.2.0"

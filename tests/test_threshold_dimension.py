@@ -1,90 +1,82 @@
-"""Smoke tests of experiments/threshold_dimension.py: records, kill-and-resume, bad flags.
-
-Every run is a subprocess (`python -m experiments.threshold_dimension --flagfile=<smoke flags>`).
-The reference run starts in the background when the module's first test asks for it, and the
-bad-flag runs overlap with it. It fills a JAX compilation cache in a temporary folder that the
-kill/resume runs reuse, which keeps them short (the cached executables are the ones the reference
-ran, so the bitwise comparison is unaffected).
-"""
+"""The threshold-dimension study end to end, in-process: the command line's records and their semantics,
+the numbers of the committed reference, the API on the same settings with a finite d_int checked by hand,
+resume from completed units, one-line errors; the SIGKILL in the middle of a training unit is a slow test."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import os
 import re
-import sys
+import shutil
+import subprocess
+from pathlib import Path
 
+import jax
 import numpy as np
 import pytest
 import stops
-from background import ROOT, Background, check_bad_flags, environment, finished, read_jsonl
 
-MODULE = "experiments.threshold_dimension"
+import gzone
+from experiments import threshold_dimension
+from gzone.analysis import dimension
+from gzone.runs import records, schema
+from gzone.studies import threshold_dimension as study
+
+REPO = Path(__file__).resolve().parents[1]
+SMOKE = f"--flagfile={REPO}/experiments/flagfiles/threshold_dimension_smoke.flags"
+DATA = REPO / "tests" / "data"
 EXPERIMENT = "threshold_dimension"
-FLAGFILE = os.path.join(ROOT, "experiments", "flagfiles", "threshold_dimension_smoke.flags")
 STARTS = ["t0", "t8", "lottery"]
-SEEDS, EPOCHS, TARGET = 4, 2, 0.2
+SEEDS, EPOCHS, TARGET = 4, 2, 0.2  # what the smoke flags ask for
 STOP_UNIT = "t0_d8"  # the kill lands after this unit's first epoch (the first subspace unit)
 FIGURES = ("success_probability.png", "intrinsic_dimension.png", "threshold_vs_t0.png")
+UNIT_ORDER = ["lottery_basis", "baseline", "burnin_t0", "t0_d8", "t0_d64", "t0_d512", "burnin_t8", "t8_d8",
+              "lottery_d8"]
 
 
-def command(workdir, *extra) -> list[str]:
-    return [sys.executable, "-m", MODULE, f"--flagfile={FLAGFILE}", f"--workdir={workdir}", *extra]
+def _run(workdir, *flags):
+    lines, progress = [], []
+    config = threshold_dimension.config_from_argv([SMOKE, f"--workdir={workdir}", *flags])
+    path = threshold_dimension.run(config, log=lines.append, progress=progress.append)
+    return {"path": path, "log": lines, "progress": progress, "config": config}
 
 
 @pytest.fixture(scope="module")
-def cache_dir(tmp_path_factory):
-    return tmp_path_factory.mktemp("jax_cache")
-
-
-@pytest.fixture(scope="module")
-def reference(tmp_path_factory, cache_dir):
-    """The uninterrupted smoke run, started in the background; `.wait()` it before use."""
-    workdir = tmp_path_factory.mktemp("reference")
-    run = Background(command(workdir), str(workdir / "logs"), environment(cache_dir))
-    run.path = os.path.join(workdir, EXPERIMENT, "smoke")
-    yield run
-    run.close()
-
-
-def load(path, name):
-    with np.load(os.path.join(path, name), allow_pickle=False) as archive:
-        return {k: archive[k] for k in archive.files}
+def smoke(tmp_path_factory):
+    return _run(tmp_path_factory.mktemp("smoke"))
 
 
 def check_records(path):
     """config.json complete, each unit once, arrays shaped by their named axes, analysis, figures."""
-    with open(os.path.join(path, "config.json")) as fh:
-        config = json.load(fh)
+    config = records.read_config(path)
     assert config["status"] == "complete" and config["experiment"] == EXPERIMENT
+    assert config["schema"] == schema.VERSION and config["axes"] == schema.threshold_dimension_axes()
     assert config["derived"]["start_names"] == STARTS and config["derived"]["grid"] == [8, 64, 512]
-    arrays = load(path, "arrays.npz")
+    arrays = records.load_arrays(path)
     assert set(arrays) == set(config["axes"])
-    units = [line["unit"] for line in read_jsonl(path)]
-    assert len(units) == len(set(units))  # each unit exactly once
+    units = [line["unit"] for line in records.read_jsonl(path)]
+    assert sorted(units) == sorted(UNIT_ORDER)  # each unit exactly once
     subspace_units = sorted(u for u in units if re.match(r"^(t\d+|lottery)_d\d+$", u))
     dims = sorted({int(u.rsplit("_d", 1)[1]) for u in subspace_units})
     rank = arrays["lottery_singular_values"].shape[1]
-    sizes = {"target": 1, "start": 3, "d": len(dims), "seed": SEEDS, "epoch": EPOCHS, "t0": 2, "stat": 3, "rank": rank, "grid": 3}
+    sizes = {"target": 1, "start": 3, "d": len(dims), "seed": SEEDS, "epoch": EPOCHS, "t0": 2, "stat": 3,
+             "rank": rank, "grid": 3}
     for key, axes in config["axes"].items():
         assert arrays[key].shape == tuple(sizes[a] for a in axes), (key, axes, arrays[key].shape)
-    assert {"baseline", "lottery_basis", "burnin_t0", "burnin_t8"} <= set(units)
     np.testing.assert_array_equal(arrays["dims"], dims)
-    evaluated = {f"{s}_d{d}" for si, s in enumerate(STARTS) for di, d in enumerate(dims) if arrays["evaluated"][si, di]}
+    evaluated = {f"{s}_d{d}" for si, s in enumerate(STARTS) for di, d in enumerate(dims)
+                 if arrays["evaluated"][si, di]}
     assert evaluated == set(subspace_units)
     for unit in units:
-        assert os.path.exists(os.path.join(path, "units", f"{unit}.npz"))
-    assert not [f for f in os.listdir(os.path.join(path, "units")) if f.endswith(".ckpt.npz")]  # dropped when done
-    for figure in FIGURES:
-        with open(os.path.join(path, figure), "rb") as fh:
-            assert fh.read(8) == b"\x89PNG\r\n\x1a\n"
-    with open(os.path.join(path, "flags.txt")) as fh:
-        flags_text = fh.read()
-    assert "--burn_in=0,8" in flags_text and "--lottery\n" in flags_text and "--targets=0.2" in flags_text
-    with open(os.path.join(path, "analysis.json")) as fh:
-        analysis = json.load(fh)
-    return config, arrays, analysis
+        assert os.path.exists(records.unit_file(path, unit))
+    assert not [f for f in os.listdir(os.path.join(path, "units")) if f.endswith(".ckpt.npz")]  # all dropped
+    return config, arrays, _analysis(path)
+
+
+def _analysis(path) -> dict:
+    return json.loads(Path(path, "analysis.json").read_text())
 
 
 def check_semantics(arrays, analysis):
@@ -94,7 +86,8 @@ def check_semantics(arrays, analysis):
     k = (acc >= TARGET).sum(-1)
     np.testing.assert_array_equal(arrays["successes"][0][ev], k[ev])
     np.testing.assert_allclose(arrays["p_success"][0][ev], k[ev] / SEEDS)
-    assert np.all(arrays["p_low"][0][ev] <= arrays["p_success"][0][ev]) and np.all(arrays["p_success"][0][ev] <= arrays["p_high"][0][ev])
+    assert np.all(arrays["p_low"][0][ev] <= arrays["p_success"][0][ev])
+    assert np.all(arrays["p_success"][0][ev] <= arrays["p_high"][0][ev])
     dims = arrays["dims"]
     for si, start in enumerate(STARTS):
         passes = k[si][ev[si]] >= SEEDS / 2
@@ -110,8 +103,8 @@ def check_semantics(arrays, analysis):
         found = search["threshold"]
         assert (found is None and math.isnan(got)) or found == got  # the search and the records agree
         np.testing.assert_array_equal(sorted(search["evaluated"]), d_ev)  # the search trained exactly these
-    assert arrays["lottery_singular_values"].shape[1] <= 16  # at most the 2 epochs x 8 snapshots
     sv = arrays["lottery_singular_values"]
+    assert sv.shape[1] <= 16  # at most the 2 epochs x 8 snapshots
     assert np.all(np.diff(sv, axis=1) <= 0) and np.all(sv > 0)
     base = arrays["baseline_test_accuracy"][:, -1].mean()
     estimate, low, high = arrays["d_int"]
@@ -126,80 +119,191 @@ def check_semantics(arrays, analysis):
     assert not np.array_equal(arrays["anchor_test_accuracy"][0], arrays["anchor_test_accuracy"][1])
 
 
-# --------------------------------------------------------------------------- bad flags
-
-BAD_FLAGS = [
-    (["--targets=1.5"], "--targets"),
-    (["--delta=0"], "--delta"),
-    (["--d_max=4"], "--d_max"),  # below d_min = 8
-    (["--burn_in=0,-4"], "--burn_in"),
-    (["--nosearch"], "--dims"),  # nothing to train
-    (["--no_such_flag=1"], "no_such_flag"),
-    (["--d_max=100000"], "--d_max"),  # larger than D (known after building the model)
-    (["--snapshot_every=1000"], "--snapshot_every"),  # longer than an epoch (known after loading)
-    (["--data_dir={tmp}/missing"], "--data_dir"),
-]
-
-
-def test_bad_flags_fail_with_one_line_and_no_run_folder(tmp_path, reference):
-    del reference  # started here so that it runs beside these short runs
-    check_bad_flags(BAD_FLAGS, command, tmp_path, EXPERIMENT)
-
-
-# --------------------------------------------------------------------------- smoke and resume
-
-
-def test_smoke_records(reference):
-    path = finished(reference)
+def test_records_are_complete_and_consistent(smoke):
+    path = smoke["path"]
     config, arrays, analysis = check_records(path)
-    assert config["settings"]["burn_in"] == [0, 8] and config["settings"]["lottery"] is True
+    settings = config["settings"]
+    assert settings["burn_in"] == [0, 8] and settings["lottery"] is True and settings["targets"] == [TARGET]
+    assert settings["data"]["n_train"] == 1000 and settings["model"]["class"] == "gzone.models.MLP"
+    assert config["derived"]["dataset"]["name"] == "mnist1d" and config["derived"]["D"] == 826
+    assert [line["unit"] for line in records.read_jsonl(path)] == UNIT_ORDER  # the old code's order
     check_semantics(arrays, analysis)
-    out, err = reference.result[1], reference.result[2]
-    assert "threshold training dimension d*" in out and "d_int90 = " in out and "interpolated" in out
-    assert "[threshold_dimension] unit " in err and "ETA" in err  # progress on stderr
+    for figure in FIGURES:
+        assert Path(path, figure).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n", figure
+    flags_text = Path(path, "flags.txt").read_text()
+    assert "--burn_in=0,8" in flags_text and "--lottery\n" in flags_text and "--targets=0.2" in flags_text
+    out = "\n".join(smoke["log"])
+    assert "threshold training dimension d*" in out and "d_int90 = nan" in out and "interpolated" in out
+    assert any(line.startswith("[threshold_dimension] unit 9/") and "ETA" in line
+               for line in smoke["progress"])
 
 
-def test_other_settings_in_an_existing_run_folder_fail_with_one_line(reference):
-    path = finished(reference)
+def test_the_numbers_do_not_move(smoke):
+    """The arrays equal those the code wrote before the library layout (tests/data/README.md)."""
+    got = records.load_arrays(smoke["path"])
+    with np.load(DATA / "threshold_dimension_smoke_reference.npz") as archive:
+        reference = {k: archive[k] for k in archive.files}
+    assert set(got) == set(reference)
+    for key, expected in reference.items():
+        assert got[key].shape == expected.shape and got[key].dtype == expected.dtype, key
+        if expected.dtype.kind in "biu":
+            np.testing.assert_array_equal(got[key], expected, err_msg=key)
+        else:
+            np.testing.assert_allclose(got[key], expected, rtol=1e-5, atol=1e-7, err_msg=key)
+
+
+def test_the_api_gives_the_command_lines_arrays_and_a_finite_d_int_by_hand(smoke, tmp_path):
+    """gzone.threshold_dimension on the smoke settings, with d_int at 80 % of the baseline (reached at
+    d = 512, unlike the smoke's 90 %): the same units (so the same arrays but d_int), and d_int, its
+    log-linear refinement and its bootstrap from the recorded units by hand."""
+    c = smoke["config"]
+    dataset = c.data.load()
+    options = {**dataclasses.asdict(c.options), "dint_fraction": 0.8}
+    result = gzone.threshold_dimension(c.model.build(10), (dataset.x_train, dataset.y_train),
+                                       (dataset.x_test, dataset.y_test), log=None, **options)
+    cli_arrays = records.load_arrays(smoke["path"])
+    assert set(result.arrays) == set(cli_arrays)
+    for key, value in cli_arrays.items():
+        if key not in ("d_int", "d_int_interp"):
+            np.testing.assert_array_equal(result.arrays[key], value, err_msg=key)
+
+    path = smoke["path"]
+    base = records.load_unit(path, "baseline")["final_test_accuracy"]  # [S]
+    acc = {d: records.load_unit(path, f"t0_d{d}")["final_test_accuracy"] for d in (8, 64, 512)}
+    goal = 0.8 * float(np.mean(base))
+    means = {d: float(np.mean(a)) for d, a in acc.items()}
+    assert means[8] < goal and means[64] < goal <= means[512]  # so d_int80 = 512, bracketed by 64
+    weight = (goal - means[64]) / (means[512] - means[64])
+    expected_interp = math.exp(math.log(64) + weight * (math.log(512) - math.log(64)))
+    estimate, low, high = result.arrays["d_int"]
+    interp, low_i, high_i = result.arrays["d_int_interp"]
+    assert estimate == 512 and low <= estimate <= high
+    assert interp == pytest.approx(expected_interp, rel=1e-9) and 64 < interp < 512
+    assert low_i <= interp <= high_i
+    key = jax.random.fold_in(jax.random.split(jax.random.key(0), 4)[2], 1)  # k_data's d_int stream
+    stacked = np.stack([acc[d] for d in (8, 64, 512)])
+    boot = dimension.bootstrap_intrinsic_dimension(key, [8, 64, 512], stacked, base, fraction=0.8,
+                                                   interpolate=True, num_resamples=200)
+    np.testing.assert_allclose(result.arrays["d_int_interp"], boot[:3], rtol=1e-12)
+    d_int = result.analysis["d_int"]
+    assert d_int["goal"] == pytest.approx(goal) and d_int["search"]["threshold"] == 512
+    assert d_int["grid"]["estimate"] == 512 and d_int["interpolated"]["found"] == boot.found
+    assert "d_int80 = 512 on the grid" in result.table()
+    figures = result.plot(str(tmp_path / "figures"))
+    assert [os.path.basename(f) for f in figures] == list(FIGURES)
+
+
+def test_the_analysis_of_synthetic_units_finds_the_planted_thresholds():
+    """`analyse` on units written here: P_s steps from 0 to 1 between d = 10 and 100 (so d* = 100), mean
+    accuracy crosses 90 % of a perfect baseline between d = 100 (0.865) and 1000 (0.95)."""
+    opts = study.ThresholdOptions(burn_in=(0,), targets=(0.5,), num_seeds=4, epochs=1, d_min=10, d_max=1000,
+                                  grid_per_decade=1, bootstrap=50)
+    acc = {10: [0.3, 0.2, 0.25, 0.3], 100: [0.85, 0.86, 0.87, 0.88], 1000: [0.95, 0.94, 0.96, 0.95]}
+    units = {("t0", d): {"final_test_accuracy": np.asarray(a), "final_train_loss": np.full(4, 1.0),
+                         "test_accuracy": np.asarray(a)[:, None]} for d, a in acc.items()}
+    base = {"final_test_accuracy": np.ones(4), "test_accuracy": np.ones((4, 1)),
+            "final_train_loss": np.zeros(4)}
+    anchor = {"test_accuracy": np.full(4, 0.1), "train_loss": np.full(4, 2.3)}
+    arrays, analysis = study.analyse(opts, np.array([10, 100, 1000]), base, units, [anchor], None, {}, None,
+                                     key=jax.random.key(0))
+    np.testing.assert_array_equal(arrays["p_success"][0, 0], [0.0, 1.0, 1.0])
+    assert arrays["threshold"][0, 0] == 100 and arrays["threshold_below"][0, 0] == 10
+    estimate, low, high = arrays["d_int"]
+    assert estimate == 1000 and low <= 1000 <= high
+    means = {d: np.mean(a) for d, a in acc.items()}
+    weight = (0.9 - means[100]) / (means[1000] - means[100])
+    assert arrays["d_int_interp"][0] == pytest.approx(100 * 10**weight, rel=1e-12)
+    assert arrays["lottery_singular_values"].shape == (4, 0) and arrays["evaluated"].all()
+    assert analysis["d_int"]["goal"] == pytest.approx(0.9) and analysis["thresholds"][0]["threshold"] == 100
+    assert "d_int90 = 1000 on the grid" in study.summary_table(analysis)
+
+
+def test_resume_computes_only_the_missing_units(smoke, tmp_path):
+    copy = tmp_path / EXPERIMENT / "smoke"
+    shutil.copytree(smoke["path"], copy)
+    metrics = copy / "metrics.jsonl"
+    kept = metrics.read_text().splitlines(keepends=True)[:5]
+    metrics.write_text("".join(kept) + kept[0][:10])  # as if killed in the middle of the sixth line
+    os.remove(copy / "arrays.npz")
+    run = _run(tmp_path, "--noplots")
+    assert f"resuming: {copy}  (5 units done)" in run["progress"][0]
+    computed = [line.split()[3].rstrip(":") for line in run["progress"] if "] unit " in line]
+    assert computed == UNIT_ORDER[5:]  # only the missing units, in the order the searches ask for them
+    got, expected = records.load_arrays(copy), records.load_arrays(smoke["path"])
+    for key in expected:
+        np.testing.assert_array_equal(got[key], expected[key], err_msg=key)
+    assert _analysis(copy) == _analysis(smoke["path"])
+    assert [line["unit"] for line in records.read_jsonl(copy)] == UNIT_ORDER
+
+
+def _main(argv, capsys):
+    from experiments import cli
+
+    with pytest.raises(SystemExit) as exit_:
+        cli.main(threshold_dimension.config_from_argv, lambda c: threshold_dimension.run(c, progress=None),
+                 groups=threshold_dimension.GROUPS, argv=argv)
+    captured = capsys.readouterr()
+    return exit_.value.code, captured.out, captured.err.strip()
+
+
+BAD_INPUTS = {
+    "target_above_one": (["--targets=1.5"], "--targets"),
+    "zero_delta": (["--delta=0"], "--delta"),
+    "d_max_below_d_min": (["--d_max=4"], "--d_max"),
+    "negative_burn_in": (["--burn_in=0,-4"], "--burn_in"),
+    "nothing_to_train": (["--nosearch"], "--dims"),
+    "unknown_flag": (["--no_such_flag=1"], "no_such_flag"),
+    "zero_baseline_lr": (["--baseline_lr=0"], "--baseline_lr"),
+    "d_max_above_D": (["--d_max=100000"], "--d_max"),  # known after building the model
+    "snapshots_longer_than_an_epoch": (["--snapshot_every=1000"], "--snapshot_every"),  # known after loading
+    "missing_data_folder": (["--data_dir={tmp}/missing"], "--data_dir"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(BAD_INPUTS))
+def test_bad_input_is_one_line_exit_2_and_no_run_folder(case, tmp_path, capsys):
+    flags, expected = BAD_INPUTS[case]
+    workdir = tmp_path / "work"
+    code, out, err = _main([SMOKE, f"--workdir={workdir}", *(f.format(tmp=tmp_path) for f in flags)], capsys)
+    assert code == 2 and out == "", err
+    assert len(err.splitlines()) == 1 and err.startswith("error: ") and expected in err, err
+    assert not workdir.exists()
+
+
+def test_other_settings_in_an_existing_run_folder_fail_with_one_line(smoke, capsys):
+    path = smoke["path"]
     before = sorted(os.listdir(path))
-    workdir = os.path.dirname(os.path.dirname(path))
-    rc, out, err = Background(command(workdir, "--targets=0.3"), os.path.join(workdir, "log_other"), environment()).wait()
-    lines = [line for line in err.splitlines() if line.strip()]
-    assert rc == 2 and len(lines) == 1, err
-    assert lines[0].startswith("error: --name: ") and "differs in: targets" in lines[0], lines[0]
+    code, out, err = _main([SMOKE, f"--workdir={Path(path).parents[1]}", "--targets=0.3"], capsys)
+    assert code == 2 and len(err.splitlines()) == 1, err
+    assert err.startswith("error: --name: ") and "differs in: targets" in err, err
     assert sorted(os.listdir(path)) == before  # the run folder is left as it was
 
 
-@pytest.mark.slow  # the shared resume path (cli.resumable_fit) is killed in the fast suite by test_radius_dynamics
-def test_sigkill_mid_unit_then_rerun_resumes_and_matches_uninterrupted(tmp_path, reference, cache_dir):
-    ref_path = finished(reference)  # also fills the compilation cache
+@pytest.mark.slow  # a second training-checkpoint kill test (tests/test_init_selection.py has one too)
+def test_sigkill_mid_unit_then_rerun_resumes_and_matches_uninterrupted(smoke, tmp_path, subprocess_env):
     workdir = tmp_path / "killed"
-    path = os.path.join(workdir, EXPERIMENT, "smoke")
-    env = {**environment(cache_dir), "GZONE_TEST_STOP_UNIT": STOP_UNIT}
-    run = Background(stops.command(stops.AT_CHECKPOINT, ["-m", MODULE, f"--flagfile={FLAGFILE}", f"--workdir={workdir}"]),
-                     str(tmp_path / "log_killed"), env)
+    path = workdir / EXPERIMENT / "smoke"
+    cmd = stops.command(stops.AT_CHECKPOINT, ["-m", f"experiments.{EXPERIMENT}", SMOKE,
+                                              f"--workdir={workdir}", "--noplots"])
+    proc = subprocess.Popen(cmd, cwd=REPO, env={**subprocess_env, "GZONE_TEST_STOP_UNIT": STOP_UNIT},
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
-        stops.kill_when_stopped(run.proc, describe=lambda: (run.text("stdout")[-2000:], run.text("stderr")[-2000:]))
+        stops.kill_when_stopped(proc, timeout=600)
     finally:
-        run.close()
-
+        if proc.poll() is None:
+            proc.kill()
     # What the kill left: the baseline, lottery basis and init anchors done, t0_d8 after epoch 1.
-    done = [line["unit"] for line in read_jsonl(path)]
-    assert sorted(done) == ["baseline", "burnin_t0", "lottery_basis"], done
-    with np.load(os.path.join(path, "units", f"{STOP_UNIT}.ckpt.npz"), allow_pickle=False) as archive:
+    assert [line["unit"] for line in records.read_jsonl(path)] == UNIT_ORDER[:3]
+    with np.load(records.checkpoint_file(str(path), STOP_UNIT), allow_pickle=False) as archive:
         assert int(archive["epoch"]) == 1 and archive["hist_test_accuracy"].shape == (SEEDS, 1)
-    assert not os.path.exists(os.path.join(path, "arrays.npz"))
-
+    assert not (path / "arrays.npz").exists()
     # The same command again resumes: done units are read back, the stopped one continues at epoch 1.
-    rc, out, err = Background(command(workdir), str(tmp_path / "log_resumed"), environment(cache_dir)).wait()
-    assert rc == 0, err[-3000:]
-    assert "resuming: " in out and "(3 units done)" in out, out
-    assert f"{STOP_UNIT}: resuming after epoch 1" in out, out
-    assert "baseline:" not in err and "lottery_basis:" not in err  # not trained again
-    check_records(path)
-    arrays, reference_arrays = load(path, "arrays.npz"), load(ref_path, "arrays.npz")
-    assert set(arrays) == set(reference_arrays)
-    for key in arrays:
-        np.testing.assert_array_equal(arrays[key], reference_arrays[key], err_msg=key)  # bitwise
-    with open(os.path.join(path, "analysis.json")) as fh, open(os.path.join(ref_path, "analysis.json")) as ref:
-        assert json.load(fh) == json.load(ref)
+    run = _run(workdir, "--noplots")
+    assert f"resuming: {path}  (3 units done)" in run["progress"][0]
+    assert f"  {STOP_UNIT}: resuming after epoch 1" in run["progress"]
+    assert not any("baseline:" in line or "lottery_basis:" in line for line in run["progress"])  # not again
+    check_records(str(path))
+    got, expected = records.load_arrays(str(path)), records.load_arrays(smoke["path"])
+    for key in expected:
+        np.testing.assert_array_equal(got[key], expected[key], err_msg=key)  # bitwise
+    assert _analysis(path) == _analysis(smoke["path"])

@@ -4,12 +4,13 @@ the selection, and the two-sample comparison of what training from them gives.
   order_by(values, higher_is_better=)               indices best first (stable)
   select(values, num=, against=, key=)               the top-scored inits and a comparison group
   mann_whitney(a, b)                                 two-sided Mann-Whitney U, p-value, rank-biserial r
+  spearman(a, b)                                     Spearman's rho and its p-value (None when undefined)
 
 Scores (`SCORES`; all on fixed examples at the initial point theta):
   * ``trace_over_frob``: Tr(H_sub)/||H_sub||_F of the exact subspace Hessian H_sub = P^T H P of a random
     d-dimensional subspace (higher: more convex);
   * ``frac_pos``: the fraction of H_sub's d eigenvalues that are positive (``n_pos`` = d frac_pos);
-  * ``full_trace_over_frob``: full-space Tr(H)/||H||_F by Rademacher probes (`spectra.trace_over_frob`);
+  * ``full_trace_over_frob``: full-space Tr(H)/||H||_F by Rademacher probes (`curvature.fullspace.estimates`);
   * ``loss``: the initial loss (lower is better).
 
 Rank-biserial correlation of samples a, b (sizes n_a, n_b) from the Mann-Whitney U of a
@@ -36,7 +37,8 @@ def order_by(values, *, higher_is_better: bool) -> np.ndarray:
     return np.argsort(key, kind="stable")
 
 
-def select(values, *, num: int, against: str, higher_is_better: bool, key: Array | None = None) -> tuple[np.ndarray, np.ndarray]:
+def select(values, *, num: int, against: str, higher_is_better: bool,
+           key: Array | None = None) -> tuple[np.ndarray, np.ndarray]:
     """The `num` best-scored indices and a comparison group of `num` others.
 
     Args:
@@ -80,5 +82,15 @@ def mann_whitney(a, b) -> dict:
     res = stats.mannwhitneyu(a, b, alternative="two-sided")
     u = float(res.statistic)
     return {"U": u, "p_value": float(res.pvalue), "rank_biserial": 2.0 * u / (a.size * b.size) - 1.0,
-            "n_a": int(a.size), "n_b": int(b.size), "median_a": float(np.median(a)), "median_b": float(np.median(b)),
+            "n_a": int(a.size), "n_b": int(b.size), "median_a": float(np.median(a)),
+            "median_b": float(np.median(b)),
             "mean_a": float(np.mean(a)), "mean_b": float(np.mean(b))}
+
+
+def spearman(a, b) -> dict:
+    """Spearman's rho of paired samples a, b and its p-value (scipy.stats.spearmanr); None for both when
+    either sample is constant (rho undefined)."""
+    if np.ptp(a) == 0 or np.ptp(b) == 0:
+        return {"rho": None, "p_value": None}
+    res = stats.spearmanr(a, b)
+    return {"rho": float(res.statistic), "p_value": float(res.pvalue)}

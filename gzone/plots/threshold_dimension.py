@@ -30,8 +30,9 @@ def _label(start: str) -> str:
 def _suptitle(fig, config: dict, arrays: dict, what: str) -> None:
     s = config["settings"]
     seeds = arrays["final_test_accuracy"].shape[-1]
-    fig.suptitle(f"{plots.title_of(config)}; {what}\n{s['projection']} subspaces, {s['optimizer']} lr {s['lr']} "
-                 f"(full space {s['baseline_lr']}), {s['epochs']} epochs, {seeds} seeds per d", fontsize=9, y=1.02)
+    fig.suptitle(f"{plots.title_of(config)}; {what}\n{s['projection']} subspaces, {s['optimizer']} lr "
+                 f"{s['lr']} (full space {s['baseline_lr']}), {s['epochs']} epochs, {seeds} seeds per d",
+                 fontsize=9, y=1.02)
 
 
 @plots.register("threshold_dimension")
@@ -53,20 +54,23 @@ def success_figure(run_dir: str, config: dict, arrays: dict) -> str:
                 continue
             p, lo, hi = (arrays[k][ti, si, ev] for k in ("p_success", "p_low", "p_high"))
             color = f"C{si}"
-            ax.errorbar(dims[ev], p, yerr=np.clip([p - lo, hi - p], 0.0, None), marker="o", ms=4, capsize=2, color=color, label=_label(start))
+            ax.errorbar(dims[ev], p, yerr=np.clip([p - lo, hi - p], 0.0, None), marker="o", ms=4, capsize=2,
+                        color=color, label=_label(start))
             d_star = arrays["threshold"][ti, si]
             if math.isfinite(d_star):
                 ax.axvline(d_star, color=color, ls="--", lw=1)
                 ax.text(d_star, 0.02 + 0.06 * si, f" $d^*$={d_star:g}", color=color, fontsize=7)
         ax.axhline(level, color="gray", ls=":", lw=1, label=f"$1-\\delta$ = {level:g}")
         relation = ">=" if s["target_metric"] == "test_accuracy" else "<="
-        ax.set_title(f"success: final {s['target_metric'].replace('_', ' ')} {relation} {target:g}", fontsize=9)
+        metric = s["target_metric"].replace("_", " ")
+        ax.set_title(f"success: final {metric} {relation} {target:g}", fontsize=9)
         ax.set_xscale("log")
         ax.set_xlabel("subspace dimension d")
         ax.set_ylim(-0.03, 1.03)
         ax.grid(alpha=0.3, which="both")
-    axes[-1].legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0))  # outside: P_s = 1 at small d is common
-    axes[0].set_ylabel(f"success probability $P_s(d)$ ({s['interval'].replace('_', '-')} {s['confidence']:.0%} intervals)")
+    axes[-1].legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0))  # outside: P_s = 1 at small d
+    interval = s["interval"].replace("_", "-")
+    axes[0].set_ylabel(f"success probability $P_s(d)$ ({interval} {s['confidence']:.0%} intervals)")
     _suptitle(fig, config, arrays, "success probability")
     return plots.save(fig, os.path.join(run_dir, "success_probability.png"))
 
@@ -80,19 +84,22 @@ def accuracy_figure(run_dir: str, config: dict, arrays: dict) -> str:
     for si, start in enumerate(starts):
         ev = arrays["evaluated"][si]
         if ev.any():
-            plots.band(ax, dims[ev], arrays["final_test_accuracy"][si, ev], label=_label(start), color=f"C{si}")
+            plots.band(ax, dims[ev], arrays["final_test_accuracy"][si, ev], label=_label(start),
+                       color=f"C{si}")
     ax.axhline(base, color="k", lw=1, label=f"full-space baseline {base:.4f}")
-    ax.axhline(s["dint_fraction"] * base, color="k", ls="--", lw=1, label=f"{s['dint_fraction']:.0%} of baseline")
+    ax.axhline(s["dint_fraction"] * base, color="k", ls="--", lw=1,
+               label=f"{s['dint_fraction']:.0%} of baseline")
     estimate = arrays["d_int"][0]
     interp, low, high = arrays["d_int_interp"]
     name = f"$d_{{int{round(100 * s['dint_fraction'])}}}$"
     if math.isfinite(estimate):
         ax.axvline(estimate, color="0.2", lw=1.5, label=f"{name} = {estimate:g} (evaluated d)")
     if math.isfinite(interp):
-        ax.axvline(interp, color="0.2", ls=":", lw=1.2, label=f"{name} = {interp:.4g} (log-linear between evaluated d)")
+        ax.axvline(interp, color="0.2", ls=":", lw=1.2,
+                   label=f"{name} = {interp:.4g} (log-linear between evaluated d)")
         ax.axvspan(low, high if math.isfinite(high) else dims.max(), color="0.5", alpha=0.2, lw=0,
                    label=f"bootstrap {s['confidence']:.0%} over seeds: [{low:.4g}, {high:.4g}]")
-    num_classes = config["derived"]["dataset"]["num_classes"]
+    num_classes = config["derived"]["num_classes"]
     ax.axhline(1.0 / num_classes, color="gray", ls=":", lw=1, label="chance")
     ax.set_xscale("log")
     ax.set_xlabel("subspace dimension d")
@@ -117,7 +124,8 @@ def threshold_figure(run_dir: str, config: dict, arrays: dict) -> str:
         d_star = arrays["threshold"][ti, burn]
         below = arrays["threshold_below"][ti, burn]
         lower = np.where(np.isfinite(below), d_star - below, 0.0)
-        ax.errorbar(x, d_star, yerr=[lower, np.zeros_like(lower)], marker="o", capsize=3, color=color, label=f"target {target:g}")
+        ax.errorbar(x, d_star, yerr=[lower, np.zeros_like(lower)], marker="o", capsize=3, color=color,
+                    label=f"target {target:g}")
         missing = ~np.isfinite(d_star)
         if missing.any():
             ax.plot(x[missing], np.full(missing.sum(), d_max), "^", color=color, ms=8, mfc="none",

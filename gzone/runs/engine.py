@@ -41,8 +41,13 @@ class Engine:
         self.index, self.count = processes.current() if store.path else (0, 1)
         self.owners: dict[str, int] = {}
 
-    def plan(self, units: list[tuple[str, float]]) -> None:
-        """Declares the units known in advance with their relative costs (for the ETA and the split)."""
+    def plan(self, units: list[tuple[str, float]], *, unplanned: int = 0) -> None:
+        """Declares the units known in advance with their relative costs (for the ETA and the split).
+
+        ``unplanned``: how many more units are expected whose names are not known yet (those an
+        adaptive search will pick); they count in the total, and the store's finished units that
+        are not in `units` count as done (the ETA then weighs every unit alike).
+        """
         done = self.store.done()
         for name in self.store.damaged:
             self.say(f"  {name}: its saved arrays are damaged; it will be computed again")
@@ -50,8 +55,11 @@ class Engine:
             self.owners.update(processes.assign(units, self.count))
             units = [(name, w) for name, w in units if self.owners[name] == self.index]
         pending = [w for name, w in units if name not in done]
-        self.progress = progress_lib.Progress(len(units), self.label, done=len(units) - len(pending),
-                                              weights=pending or None, log=self.log)
+        n_done = len(units) - len(pending)
+        if unplanned:
+            n_done += len(done - {name for name, _ in units})
+        self.progress = progress_lib.Progress(max(len(units) + unplanned, n_done), self.label, done=n_done,
+                                              weights=None if unplanned else pending or None, log=self.log)
 
     def mine(self, name: str) -> bool:
         """Whether this process computes unit `name` (always, for a single process)."""

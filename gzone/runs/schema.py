@@ -130,14 +130,21 @@ def radius_dynamics_axes() -> dict:
 
 
 def threshold_dimension_axes() -> dict:
+    """Axes of a threshold-dimension run: per-seed results [start, d, seed] over the union of the evaluated
+    d, P_s [target, start, d], thresholds [target, start], the baseline [seed, ...], the burn-in start
+    points [t0, seed], d_int [stat] (estimate, bootstrap low and high), the lottery basis's singular
+    values [seed, rank] and the grids."""
     per_d = ["start", "d", "seed"]
+    per_target = ["target", "start", "d"]
     return {
-        "final_test_accuracy": per_d, "final_train_loss": per_d, "test_accuracy": [*per_d, "epoch"], "evaluated": ["start", "d"],
-        "successes": ["target", "start", "d"], "p_success": ["target", "start", "d"], "p_low": ["target", "start", "d"],
-        "p_high": ["target", "start", "d"], "threshold": ["target", "start"], "threshold_below": ["target", "start"],
-        "search_evaluations": ["target", "start"], "baseline_test_accuracy": ["seed", "epoch"], "baseline_train_loss": ["seed"],
-        "anchor_test_accuracy": ["t0", "seed"], "anchor_train_loss": ["t0", "seed"], "d_int": ["stat"], "d_int_interp": ["stat"],
-        "lottery_singular_values": ["seed", "rank"], "targets": ["target"], "dims": ["d"], "burn_in": ["t0"], "grid": ["grid"],
+        "final_test_accuracy": per_d, "final_train_loss": per_d, "test_accuracy": [*per_d, "epoch"],
+        "evaluated": ["start", "d"], "successes": per_target, "p_success": per_target, "p_low": per_target,
+        "p_high": per_target, "threshold": ["target", "start"], "threshold_below": ["target", "start"],
+        "search_evaluations": ["target", "start"], "baseline_test_accuracy": ["seed", "epoch"],
+        "baseline_train_loss": ["seed"], "anchor_test_accuracy": ["t0", "seed"],
+        "anchor_train_loss": ["t0", "seed"],
+        "d_int": ["stat"], "d_int_interp": ["stat"], "lottery_singular_values": ["seed", "rank"],
+        "targets": ["target"], "dims": ["d"], "burn_in": ["t0"], "grid": ["grid"],
     }
 
 
@@ -199,15 +206,26 @@ def emergent_geometry_axes(parts, *, scalars, groups) -> dict:
 # --------------------------------------------------------------------------- init_selection
 
 SELECTION_GROUPS = ("top", "other")
-SELECTION_OUTCOMES = ("final_test_loss", "final_test_accuracy", "final_train_loss", "mean_train_loss")
+SELECTION_OUTCOMES = ("final_test_loss", "final_test_accuracy", "final_train_loss",
+                      "mean_train_loss")
+SELECTION_SCORES = ("loss", "accuracy", "radius", "trace_over_frob", "frac_pos", "trace", "frob",
+                    "n_pos")
+SELECTION_FULL_SCORES = ("full_trace_over_frob", "full_trace_over_frob_se", "full_trace")
+
+
+def selection_scores(*, full: bool) -> tuple[str, ...]:
+    """The scalar scores of an init (`measure.make_measure_fn`'s keys): subspace and base ones, and
+    with full-space probes (``full``) the full-space Tr(H)/||H||_F, its standard error and Tr(H)."""
+    return SELECTION_SCORES + (SELECTION_FULL_SCORES if full else ())
 
 
 def init_selection_axes(score_names) -> dict:
     """Scores [init] (``score_<name>``, ``score_eigvals`` [init, eigenvalue]) and training results
     [group, member, seed, ...]."""
     axes = {f"score_{k}": ["init"] for k in score_names}
+    per_run = ["group", "member", "seed"]
     axes.update(score_eigvals=["init", "eigenvalue"], selected=["group", "member"], step=["epoch", "record"],
-                test_loss=["group", "member", "seed", "epoch"], test_accuracy=["group", "member", "seed", "epoch"],
-                train_loss=["group", "member", "seed", "epoch", "record"],
-                **{k: ["group", "member", "seed"] for k in SELECTION_OUTCOMES})
+                test_loss=[*per_run, "epoch"], test_accuracy=[*per_run, "epoch"],
+                train_loss=[*per_run, "epoch", "record"],
+                **{k: per_run for k in SELECTION_OUTCOMES})
     return axes
