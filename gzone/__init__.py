@@ -13,7 +13,11 @@ as keyword arguments (the command line's flags, same names), computes in memory 
 from gzone.options import OptionError
 from gzone.runs.result import Result
 from gzone.runs.stores import RunFolder
+from gzone.studies.emergent_geometry import EmergentOptions, EmergentResult, emergent_geometry
 from gzone.studies.radius_scan import ScanOptions, ScanResult, radius_scan
+from gzone.studies.trajectories import TrajectoryOptions, TrajectoryResult, trajectories
 
-__all__ = ["OptionError", "Result", "RunFolder", "ScanOptions", "ScanResult", "radius_scan"]
+__all__ = ["EmergentOptions", "EmergentResult", "OptionError", "Result", "RunFolder", "ScanOptions",
+           "ScanResult", "TrajectoryOptions", "TrajectoryResult", "emergent_geometry", "radius_scan",
+           "trajectories"]
 __version__ = "0.2.0"
