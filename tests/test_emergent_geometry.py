@@ -13,6 +13,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import background
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -282,18 +283,9 @@ def test_other_settings_in_an_existing_run_folder_fail_with_one_line(smoke, caps
     assert records.read_config(smoke["path"])["settings"]["lr"] == 0.01  # untouched
 
 
-def _cached(env: dict) -> dict:
-    """A subprocess environment sharing this session's JAX compilation cache (tests/conftest.py)."""
-    import jax
-
-    return {**env, "JAX_COMPILATION_CACHE_DIR": jax.config.jax_compilation_cache_dir,
-            "JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS": "0",
-            "JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES": "0"}
-
-
 @pytest.mark.slow
-def test_sigkill_mid_training_then_rerun_resumes_and_matches(smoke, tmp_path, subprocess_env):
-    env = _cached(subprocess_env)
+def test_sigkill_mid_training_then_rerun_resumes_and_matches(smoke, tmp_path):
+    env = background.environment(jax.config.jax_compilation_cache_dir)  # this session's cache
     command = [sys.executable, "-m", f"experiments.{EXPERIMENT}", SMOKE, f"--workdir={tmp_path}", "--noplots"]
     proc = subprocess.Popen(stops.command(stops.AT_CHECKPOINT, command), cwd=REPO, stdout=subprocess.DEVNULL,
                             stderr=subprocess.DEVNULL, env={**env, "GZONE_TEST_STOP_UNIT": "train"})

@@ -11,6 +11,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import background
+import jax
 import numpy as np
 import pytest
 import stops
@@ -294,19 +296,9 @@ def test_a_run_stopped_inside_a_training_unit_resumes_from_its_checkpoint(smoke,
             np.testing.assert_array_equal(a.read(e), b.read(e), err_msg=f"{unit} epoch {e}")
 
 
-def _cached(env: dict) -> dict:
-    """A subprocess environment sharing this session's JAX compilation cache (tests/conftest.py)."""
-    import jax
-
-    return {**env, "JAX_COMPILATION_CACHE_DIR": jax.config.jax_compilation_cache_dir,
-            "JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS": "0",
-            "JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES": "0"}
-
-
 @pytest.mark.slow
-def test_sigkill_inside_a_training_unit_then_rerun_equals_an_uninterrupted_run(smoke, tmp_path,
-                                                                              subprocess_env):
-    env = _cached(subprocess_env)
+def test_sigkill_inside_a_training_unit_then_rerun_equals_an_uninterrupted_run(smoke, tmp_path):
+    env = background.environment(jax.config.jax_compilation_cache_dir)  # this session's cache
     command = [sys.executable, "-m", "experiments.trajectories", SMOKE, f"--workdir={tmp_path}", "--noplots"]
     victim = subprocess.Popen(stops.command(stops.AT_CHECKPOINT, command), cwd=REPO,
                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
