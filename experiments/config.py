@@ -20,7 +20,7 @@ import dataclasses
 import hashlib
 import json
 import os
-from typing import Any
+from typing import Any, ClassVar
 
 from absl import flags
 
@@ -93,7 +93,13 @@ class Model(options.Group):
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
 class RadiusGrid(options.Group):
-    """The radius flags: a log grid start,stop,num of log10(r^2/r_X^2), or absolute radii."""
+    """The radius flags: a log grid start,stop,num of log10(r^2/r_X^2), or absolute radii.
+
+    A subclass with ``radii_required = False`` accepts neither (the study then checks whether it
+    needs radii; `kwargs` gives none).
+    """
+
+    radii_required: ClassVar[bool] = True
 
     log10_r2_over_rx2: tuple[float, ...] | None = option(None, "Radii as start,stop,num of log10(r^2/r_X^2), e.g. -4,4,17 "
                                                          "(empty: unset).", kind="floats", empty=True)
@@ -104,7 +110,8 @@ class RadiusGrid(options.Group):
         for name in ("log10_r2_over_rx2", "radii"):  # an empty flag unsets what a flagfile gave
             if getattr(self, name) == ():
                 object.__setattr__(self, name, None)
-        if (self.log10_r2_over_rx2 is None) == (self.radii is None):
+        given = (self.log10_r2_over_rx2 is not None) + (self.radii is not None)
+        if given > 1 or (not given and self.radii_required):
             raise OptionError("log10_r2_over_rx2", "give exactly one of --log10_r2_over_rx2=start,stop,num or "
                               "--radii=r1,r2,...")
         spec = self.log10_r2_over_rx2
@@ -114,6 +121,8 @@ class RadiusGrid(options.Group):
 
     def kwargs(self) -> dict:
         """The library's `options.Radii` arguments."""
+        if self.radii is None and self.log10_r2_over_rx2 is None:
+            return {}
         if self.radii is not None:
             return {"radii": self.radii}
         start, stop, num = self.log10_r2_over_rx2[0], self.log10_r2_over_rx2[1], int(self.log10_r2_over_rx2[2])

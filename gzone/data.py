@@ -163,7 +163,7 @@ def _load_raw(name, *, data_dir, tfds_data_dir):
         else:
             tried.append(f"no file {path!r}")
     try:
-        return _load_tfds(name, tfds_data_dir), f"tfds:{name}"
+        return load_tfds_arrays(name, tfds_data_dir), f"tfds:{name}"
     except Exception as err:  # tfds raises many kinds; we report them all the same way.
         first_line = str(err).strip().splitlines()[0].rstrip(".") if str(err).strip() else type(err).__name__
         tried.append(f"tensorflow-datasets data_source({name!r}) failed: {first_line[:200]}")
@@ -219,7 +219,8 @@ def _load_npz(path):
                         ) from err
 
 
-def _load_tfds(name, tfds_data_dir):
+def load_tfds_arrays(name: str, tfds_data_dir: str | None):
+    """(x_train, y_train, x_test, y_test) of a tfds dataset prepared in array_record format (no tensorflow)."""
     import tensorflow_datasets as tfds
 
     out = []

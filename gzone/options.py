@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from typing import Any, Sequence
+from typing import Any, ClassVar, Sequence
 
 import jax
 
@@ -208,7 +208,14 @@ class Metric(Group):
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
 class Radii(Group):
-    """Where points are placed: exactly one of r/r_X values, log10(r^2/r_X^2) values, absolute radii."""
+    """Where points are placed: exactly one of r/r_X values, log10(r^2/r_X^2) values, absolute radii.
+
+    An experiment whose radii are optional (measured only in one of its parts) sets the class
+    attribute ``radii_required = False``: then none of the three is allowed too (`resolve` gives
+    no radii) and the experiment checks when it needs them.
+    """
+
+    radii_required: ClassVar[bool] = True
 
     r_over_rx: tuple[float, ...] | None = option(None, "Radii in units of r_X.", kind="floats", minimum=0, flag=False)
     log10_r2_over_rx2: tuple[float, ...] | None = option(None, "Radii as log10(r^2/r_X^2).", kind="floats", flag=False)
@@ -216,14 +223,18 @@ class Radii(Group):
 
     def _check(self):
         given = [n for n in ("r_over_rx", "log10_r2_over_rx2", "radii") if getattr(self, n) is not None]
-        if len(given) != 1:
+        if len(given) > 1 or (not given and self.radii_required):
             raise OptionError("r_over_rx", "give exactly one of r_over_rx=, log10_r2_over_rx2= or radii=")
         for n in ("r_over_rx", "radii"):
             if getattr(self, n) is not None and min(getattr(self, n)) <= 0:
                 raise OptionError(n, f"radii must be positive, got {_show(getattr(self, n))}")
 
+    @property
+    def has_radii(self) -> bool:
+        return any(getattr(self, n) is not None for n in ("r_over_rx", "log10_r2_over_rx2", "radii"))
+
     def resolve(self, r_x: float, dtype=None):
-        """(radii [R], log10(r^2/r_X^2) [R]) as float64 numpy arrays.
+        """(radii [R], log10(r^2/r_X^2) [R]) as float64 numpy arrays (R = 0 when none were given).
 
         Raises:
           OptionError: with `dtype`, a radius the dtype cannot hold (overflow to inf, or below its
@@ -231,6 +242,8 @@ class Radii(Group):
         """
         import numpy as np
 
+        if not self.has_radii:
+            return np.zeros(0), np.zeros(0)
         if self.log10_r2_over_rx2 is not None:
             rel = np.asarray(self.log10_r2_over_rx2, np.float64)
             with np.errstate(over="ignore"):

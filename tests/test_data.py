@@ -266,3 +266,19 @@ def test_real_cifar10_per_channel_statistics():
     np.testing.assert_allclose(np.asarray(ds.mean) / 255, [0.49139968, 0.48215841, 0.44653091], atol=1e-7)
     np.testing.assert_allclose(np.asarray(ds.std) / 255, [0.24703223, 0.24348513, 0.26158784], atol=1e-7)
     np.testing.assert_allclose(ds.x_train.mean(axis=(0, 1, 2), dtype=np.float64), 0.0, atol=1e-4)
+
+
+def test_prepare_data_writes_an_archive_that_loads(tmp_path):
+    tfds = pytest.importorskip("tensorflow_datasets")
+    from experiments import prepare_data
+
+    lines = []
+    with tfds.testing.mock_data(num_examples=12):
+        path = prepare_data.run(prepare_data.config_from_argv(["--dataset=mnist", f"--out_dir={tmp_path}"]),
+                                log=lines.append)
+    assert path == str(tmp_path / "mnist.npz") and lines[0].startswith("wrote")
+    ds = data.load("mnist", data_dir=str(tmp_path), num_classes=10)
+    assert ds.x_train.shape == (12, 28, 28, 1) and ds.source == path
+    again = prepare_data.run(prepare_data.config_from_argv(["--dataset=mnist", f"--out_dir={tmp_path}"]),
+                             log=lines.append)
+    assert again == path and "exists" in lines[-1]

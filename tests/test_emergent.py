@@ -71,3 +71,13 @@ def test_balanced_examples():
     np.testing.assert_array_equal(index, again)
     with pytest.raises(ValueError, match="class 1 has 3 examples"):
         emergent.balanced_examples(jax.random.key(0), y, per_class=4, num_classes=3)
+
+
+def test_log_spaced_checkpoints():
+    assert emergent.log_spaced(10, 0).tolist() == list(range(1, 11)) == emergent.log_spaced(10, 20).tolist()
+    assert emergent.log_spaced(10, 1).tolist() == [10]
+    np.testing.assert_array_equal(emergent.log_spaced(10_000, 5), [1, 10, 100, 1000, 10_000])
+    for n, num in ((24, 7), (1000, 5), (8, 7), (3, 2)):  # crowded at the start: pushed apart, ending at n
+        idx = emergent.log_spaced(n, num)
+        assert idx.size == num and idx[0] == 1 and idx[-1] == n and np.all(np.diff(idx) > 0), (n, num, idx)
+    assert emergent.log_spaced(8, 7).tolist() == [1, 2, 3, 4, 5, 6, 8]

@@ -4,6 +4,7 @@ above the bulk, and the balanced examples of the logit-gradient Gram matrix.
   count_outliers(values, min_ratio=, rule=)   outliers above the bulk by a gap-ratio rule (below)
   outlier_ratios(values)                      the gap ratios l_j / l_{j+1}
   balanced_examples(key, y, per_class=)       the same number of examples of every class
+  log_spaced(n, num)                          which of n snapshots to measure, log-spaced in step
 
 The point measurements themselves (logit-gradient clustering, top Hessian eigenvalues, gradient
 overlap, logit variance) are options of `gzone.measure` built on `gzone.curvature.logits`.
@@ -80,3 +81,17 @@ def balanced_examples(key: Array, y: np.ndarray, *, per_class: int, num_classes:
             raise ValueError(f"class {c} has {pool.size} examples, fewer than {per_class} asked for")
         out.append(np.sort(pool[np.asarray(jax.random.permutation(k, pool.size))[:per_class]]))
     return np.concatenate(out)
+
+
+def log_spaced(n: int, num: int) -> np.ndarray:
+    """`num` distinct indices in 1..n, log-spaced, first 1 and last n (all of 1..n when num is 0 or >= n)."""
+    if num == 0 or num >= n:
+        return np.arange(1, n + 1)
+    if num == 1:
+        return np.asarray([n])
+    idx = np.rint(np.geomspace(1, n, num)).astype(int)
+    for i in range(1, num):  # strictly increasing, leaving room for the rest below n
+        idx[i] = max(idx[i], idx[i - 1] + 1)
+    for i in range(num - 1, -1, -1):
+        idx[i] = min(idx[i], n - (num - 1 - i))
+    return idx

@@ -1,9 +1,9 @@
-"""Figures of the emergent_geometry experiment, drawn from its records only (registered with `plots.register`).
+"""Figures of the emergent_geometry experiment, drawn from its records only (`plots.register`).
 
 gradient_clustering.png  cosine similarities of logit gradients: the (logit, class) block means at the first
                          and last checkpoint, q_SLSC / q_SL / q_SLDC / q_DL over training and over radius;
-hessian_outliers.png     the top Hessian eigenvalues over training, the spectrum's top at a few checkpoints with
-                         the detected bulk edge, the outlier count over training and over radius;
+hessian_outliers.png     the top Hessian eigenvalues over training, the spectrum's top at a few checkpoints
+                         with the detected bulk edge, the outlier count over training and over radius;
 gradient_overlap.png     the fraction of |g|^2 inside the top-j Hessian subspace over training and radius;
 logit_variance.png       logit variance across classes and weight radius over training and over radius
                          (Fort & Ganguli, Fig. 4), with the training curves.
@@ -29,7 +29,8 @@ def _parts(arrays: dict) -> list[tuple[str, np.ndarray, str]]:
     if "checkpoint_step" in arrays:
         out.append(("train", np.asarray(arrays["checkpoint_step"], float), "training step"))
     if "radii" in arrays:
-        out.append(("radius", np.asarray(arrays["log10_r2_over_rx2"], float), r"$\log_{10}(r^2 / r_X^2)$ at initialisation"))
+        out.append(("radius", np.asarray(arrays["log10_r2_over_rx2"], float),
+                    r"$\log_{10}(r^2 / r_X^2)$ at initialisation"))
     return out
 
 
@@ -45,8 +46,8 @@ def _xaxis(ax, part: str, x: np.ndarray, label: str) -> None:
 
 def _suptitle(fig, config: dict, what: str) -> None:
     s = config["settings"]
-    fig.suptitle(f"{plots.title_of(config)}; {s['optimizer']} lr {s['lr']}, batch {s['batch_size']}, {s['num_seeds']} seed(s); "
-                 f"{what}", fontsize=9)
+    fig.suptitle(f"{plots.title_of(config)}; {s['optimizer']} lr {s['lr']}, batch {s['batch_size']}, "
+                 f"{s['num_seeds']} seed(s); {what}", fontsize=9)
 
 
 @plots.register("emergent_geometry")
@@ -62,7 +63,8 @@ def draw_clustering(run_dir: str, config: dict, arrays: dict) -> str:
     C = blocks.shape[2]
     fig = Figure(layout="constrained", figsize=(5.0 * (2 + len(parts)), 4.6))
     axes = fig.subplots(1, 2 + len(parts))
-    which = ((0, "initialisation" if first == "train" else "smallest radius"), (-1, "last checkpoint" if first == "train" else "largest radius"))
+    which = ((0, "initialisation" if first == "train" else "smallest radius"),
+             (-1, "last checkpoint" if first == "train" else "largest radius"))
     top = max(float(np.nanmax(np.abs(np.nanmean(blocks[i], axis=0)))) for i, _ in which)
     for ax, (i, name) in zip(axes[:2], which):
         m = np.nanmean(blocks[i], axis=0).reshape(C * C, C * C)
@@ -87,13 +89,14 @@ def draw_clustering(run_dir: str, config: dict, arrays: dict) -> str:
         ax.set_ylabel("cosine similarity (mean; band: +-1 std over pairs)")
         _xaxis(ax, part, x, label)
         ax.legend(fontsize=7, loc="best")
-    _suptitle(fig, config, f"logit-gradient clustering on {C} x {config['settings']['gram_per_class']} examples")
+    _suptitle(fig, config,
+              f"logit-gradient clustering on {C} x {config['settings']['gram_per_class']} examples")
     return plots.save(fig, os.path.join(run_dir, "gradient_clustering.png"))
 
 
 def draw_outliers(run_dir: str, config: dict, arrays: dict) -> str:
     parts = _parts(arrays)
-    C = config["derived"]["dataset"]["num_classes"]
+    C = config["derived"]["num_classes"]
     ratio = config["settings"]["outlier_min_ratio"]
     fig = Figure(layout="constrained", figsize=(5.0 * (1 + 2 * len(parts)) * 0.8, 4.4))
     axes = list(fig.subplots(1, 1 + 2 * len(parts)))
@@ -106,7 +109,8 @@ def draw_outliers(run_dir: str, config: dict, arrays: dict) -> str:
         j = np.arange(1, values.size + 1)
         count = int(arrays[f"{part}_outliers"][i, 0])
         where = f"step {int(x[i])}" if part == "train" else f"log10 r2/rX2 {x[i]:+.1f}"
-        ax.plot(j, np.maximum(values, 1e-12), marker="o", ms=3, color=f"C{n}", label=f"{where}: {count} outliers")
+        ax.plot(j, np.maximum(values, 1e-12), marker="o", ms=3, color=f"C{n}",
+                label=f"{where}: {count} outliers")
         if count:
             ax.axvline(count + 0.5, color=f"C{n}", ls=":", lw=1)
     ax.axvline(C + 0.5, color="k", ls="--", lw=0.8, label=f"C = {C}")
@@ -121,8 +125,9 @@ def draw_outliers(run_dir: str, config: dict, arrays: dict) -> str:
         eigs = np.mean(arrays[f"{part}_top_eigs"], axis=1)  # [point, k]
         k = eigs.shape[1]
         for j in range(k):
-            ax_eig.plot(x, np.maximum(eigs[:, j], 1e-12), color="C3" if j < C else "gray", lw=1.2 if j < C else 0.7,
-                        alpha=1.0 if j < C else 0.6, label=(f"top {C}" if j == 0 else ("the rest" if j == C else None)))
+            name = f"top {C}" if j == 0 else ("the rest" if j == C else None)
+            ax_eig.plot(x, np.maximum(eigs[:, j], 1e-12), color="C3" if j < C else "gray",
+                        lw=1.2 if j < C else 0.7, alpha=1.0 if j < C else 0.6, label=name)
         ax_eig.set_yscale("log")
         ax_eig.set_ylabel(f"top {k} Hessian eigenvalues (mean over seeds)")
         _xaxis(ax_eig, part, x, label)
@@ -134,13 +139,14 @@ def draw_outliers(run_dir: str, config: dict, arrays: dict) -> str:
         ax_count.set_ylabel("outliers above the bulk")
         _xaxis(ax_count, part, x, label)
         ax_count.legend(fontsize=7, loc="best")
-    _suptitle(fig, config, f"Hessian on {config['settings']['n_hessian']} examples, Lanczos order {config['settings']['lanczos_order']}")
+    s = config["settings"]
+    _suptitle(fig, config, f"Hessian on {s['n_hessian']} examples, Lanczos order {s['lanczos_order']}")
     return plots.save(fig, os.path.join(run_dir, "hessian_outliers.png"))
 
 
 def draw_overlap(run_dir: str, config: dict, arrays: dict) -> str:
     parts = _parts(arrays)
-    C = config["derived"]["dataset"]["num_classes"]
+    C = config["derived"]["num_classes"]
     fig = Figure(layout="constrained", figsize=(5.0 * (1 + len(parts)), 4.4))
     axes = list(fig.subplots(1, 1 + len(parts)))
     part, x, label = parts[0]
@@ -169,10 +175,12 @@ def draw_overlap(run_dir: str, config: dict, arrays: dict) -> str:
 
 def draw_logit_variance(run_dir: str, config: dict, arrays: dict) -> str:
     parts = _parts(arrays)
-    fig = Figure(layout="constrained", figsize=(5.2 * len(parts) + (4.6 if "checkpoint_step" in arrays else 0), 4.4))
+    width = 5.2 * len(parts) + (4.6 if "checkpoint_step" in arrays else 0)
+    fig = Figure(layout="constrained", figsize=(width, 4.4))
     axes = list(np.atleast_1d(fig.subplots(1, len(parts) + ("checkpoint_step" in arrays))))
     for ax, (part, x, label) in zip(axes, parts):
-        plots.band(ax, x, arrays[f"{part}_logit_var"], label="logit variance across classes", color="C0", log_y=True)
+        plots.band(ax, x, arrays[f"{part}_logit_var"], label="logit variance across classes", color="C0",
+                   log_y=True)
         ax.set_yscale("log")
         ax.set_ylabel("mean over examples of Var$_k\\, z_k(x)$", color="C0")
         twin = ax.twinx()
@@ -191,13 +199,16 @@ def draw_logit_variance(run_dir: str, config: dict, arrays: dict) -> str:
         ax.set_yscale("log")
         ax.set_xlabel("training step")
         ax.set_ylabel("training loss")
-        epochs = (np.arange(arrays["test_accuracy_curve"].shape[1]) + 1) * config["derived"]["steps_per_epoch"]
+        per_epoch = config["derived"]["steps_per_epoch"]
+        epochs = (np.arange(arrays["test_accuracy_curve"].shape[1]) + 1) * per_epoch
         twin = ax.twinx()
-        plots.band(twin, epochs, arrays["test_accuracy_curve"].T, label="test accuracy (epoch ends)", color="C2")
+        plots.band(twin, epochs, arrays["test_accuracy_curve"].T, label="test accuracy (epoch ends)",
+                   color="C2")
         twin.set_ylim(0, 1)
         twin.set_ylabel("test accuracy")
         ax.grid(alpha=0.3)
         lines = ax.get_legend_handles_labels()[0] + twin.get_legend_handles_labels()[0]
         ax.legend(lines, [h.get_label() for h in lines], fontsize=7, loc="best")
-    _suptitle(fig, config, f"logit variance and weight radius (Fort & Ganguli Fig. 4), on {config['settings']['n_hessian']} examples")
+    _suptitle(fig, config, "logit variance and weight radius (Fort & Ganguli Fig. 4), on "
+              f"{config['settings']['n_hessian']} examples")
     return plots.save(fig, os.path.join(run_dir, "logit_variance.png"))

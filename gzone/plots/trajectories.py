@@ -29,8 +29,8 @@ def _groups(config: dict) -> list[str]:
 
 def _suptitle(fig, config: dict, what: str) -> None:
     s = config["settings"]
-    fig.suptitle(f"{plots.title_of(config)}; {s['optimizer']} lr {s['lr']}, batch {s['batch_size']}, {s['epochs']} epochs, "
-                 f"S = {s['num_models']}; {what}", fontsize=9)
+    fig.suptitle(f"{plots.title_of(config)}; {s['optimizer']} lr {s['lr']}, batch {s['batch_size']}, "
+                 f"{s['epochs']} epochs, S = {s['num_models']}; {what}", fontsize=9)
 
 
 def _paths(ax, arrays: dict, g: str, scores_key: str = "scores_centred") -> None:
@@ -69,7 +69,8 @@ def draw_pca(run_dir: str, config: dict, arrays: dict) -> str:
         for row, key, what in ((0, "scores_centred", "centred"), (1, "scores_uncentred", "uncentred")):
             ax = axes[row, col]
             _paths(ax, arrays, g, key)
-            note = _ratio_note(arrays, g) if row == 0 else f"PC1-2 {arrays[f'{g}_pca_ratio_uncentred'][:2].sum():.3f}"
+            uncentred = f"PC1-2 {arrays[f'{g}_pca_ratio_uncentred'][:2].sum():.3f}"
+            note = _ratio_note(arrays, g) if row == 0 else uncentred
             ax.set_title(f"{LABELS[g]}, {what}: {note}", fontsize=9)
             ax.set_xlabel(f"PC1 ({what})")
             ax.set_ylabel(f"PC2 ({what})")
@@ -78,13 +79,17 @@ def draw_pca(run_dir: str, config: dict, arrays: dict) -> str:
         ax = axes[2, col]
         k = np.arange(1, arrays[f"{g}_random_walk_ratio"].shape[1] + 1)
         for m, ratio in enumerate(arrays[f"{g}_pca_ratio_per_model"]):
-            ax.plot(k, ratio, "-", color="gray", lw=0.8, alpha=0.6, label="each model's own path" if m == 0 else None)
-        ax.plot(k, arrays[f"{g}_random_walk_ratio"][0], "k:", lw=1.5, label="random walk, same steps (one path)")
-        for key, style, label in (("pca_ratio_centred", "o-", "centred"), ("pca_ratio_uncentred", "s--", "uncentred")):
+            ax.plot(k, ratio, "-", color="gray", lw=0.8, alpha=0.6,
+                    label="each model's own path" if m == 0 else None)
+        ax.plot(k, arrays[f"{g}_random_walk_ratio"][0], "k:", lw=1.5,
+                label="random walk, same steps (one path)")
+        for key, style, label in (("pca_ratio_centred", "o-", "centred"),
+                                  ("pca_ratio_uncentred", "s--", "uncentred")):
             ratio = arrays[f"{g}_{key}"]
             k = np.arange(1, ratio.size + 1)
             line = ax.plot(k, ratio, style, ms=4, label=f"{label}: component")[0]
-            ax.plot(k, np.cumsum(ratio), style, ms=3, alpha=0.5, color=line.get_color(), label=f"{label}: cumulative")
+            ax.plot(k, np.cumsum(ratio), style, ms=3, alpha=0.5, color=line.get_color(),
+                    label=f"{label}: cumulative")
         ax.set_yscale("log")
         ax.set_ylim(top=1.5)
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
@@ -92,7 +97,8 @@ def draw_pca(run_dir: str, config: dict, arrays: dict) -> str:
         ax.set_ylabel("explained variance ratio")
         ax.grid(alpha=0.3, which="both")
         ax.legend(fontsize=7, loc="lower left")
-    _suptitle(fig, config, "PCA of the joint trajectories (T x T Gram matrix of the snapshots; o start, * end)")
+    _suptitle(fig, config,
+              "PCA of the joint trajectories (T x T Gram matrix of the snapshots; o start, * end)")
     return plots.save(fig, os.path.join(run_dir, "pca.png"))
 
 
@@ -108,7 +114,8 @@ def draw_surface(run_dir: str, config: dict, arrays: dict) -> str:
         fig.colorbar(filled, ax=ax, label=r"$\log_{10}$ training loss (eval batch)")
         _paths(ax, arrays, g)
         off = arrays[f"{g}_offplane"]
-        ax.set_title(f"{LABELS[g]}\n{_ratio_note(arrays, g)}; max distance off the plane {off.max():.3g}", fontsize=8)
+        ax.set_title(f"{LABELS[g]}\n{_ratio_note(arrays, g)}; max distance off the plane {off.max():.3g}",
+                     fontsize=8)
         ax.set_xlabel("PC1")
         ax.set_ylabel("PC2")
         ax.set_xlim(a[0], a[-1])
@@ -138,7 +145,8 @@ def draw_interpolation(run_dir: str, config: dict, arrays: dict) -> str:
         ax.grid(alpha=0.3, which="both")
         ax.legend(fontsize=7, loc="best")
     axes[0].set_ylabel("training loss (eval batch)")
-    _suptitle(fig, config, "straight lines (Goodfellow et al. 2015); barrier = max bump over the linear mix of end losses")
+    _suptitle(fig, config,
+              "straight lines (Goodfellow et al. 2015); barrier = max bump over the linear mix of end losses")
     return plots.save(fig, os.path.join(run_dir, "interpolation.png"))
 
 
@@ -184,15 +192,19 @@ def draw_radius(run_dir: str, config: dict, arrays: dict) -> str:
                       label=LABELS[g] if j == 0 else None)
         t = arrays[f"{g}_interp_t"]
         for j, row in enumerate(arrays[f"{g}_start_radius"]):
-            ax_l.plot(t, row / r_x, "-", color=f"C{i}", lw=1, label=f"{LABELS[g]}: start -> solution" if j == 0 else None)
+            ax_l.plot(t, row / r_x, "-", color=f"C{i}", lw=1,
+                      label=f"{LABELS[g]}: start -> solution" if j == 0 else None)
         for j, row in enumerate(arrays[f"{g}_pair_radius"]):
-            ax_l.plot(t, row / r_x, "--", color=f"C{i}", lw=1, label=f"{LABELS[g]}: between solutions" if j == 0 else None)
+            ax_l.plot(t, row / r_x, "--", color=f"C{i}", lw=1,
+                      label=f"{LABELS[g]}: between solutions" if j == 0 else None)
         acc = arrays[f"{g}_test_accuracy"]
         plots.band(ax_acc, np.arange(1, acc.shape[1] + 1), acc.T, label=LABELS[g], color=f"C{i}")
         r0 = radius[np.flatnonzero(step == 0)[0]]  # model 0 (or the clones' parent) from step 0
-        walk = dynamics.random_walk_r2(r0, arrays[f"{g}_step"].reshape(-1), arrays[f"{g}_update_sq"][0].reshape(-1))
-        ax_t.plot(arrays[f"{g}_step"].reshape(-1), np.sqrt(walk["cumulative"]) / r_x, ":", color=f"C{i}", lw=1.5)
-    ax_t.plot([], [], ":", color="gray", label=r"random walk $\sqrt{r_0^2 + \sum |\delta\theta|^2}$ (first model)")
+        steps = arrays[f"{g}_step"].reshape(-1)
+        walk = dynamics.random_walk_r2(r0, steps, arrays[f"{g}_update_sq"][0].reshape(-1))
+        ax_t.plot(steps, np.sqrt(walk["cumulative"]) / r_x, ":", color=f"C{i}", lw=1.5)
+    ax_t.plot([], [], ":", color="gray",
+              label=r"random walk $\sqrt{r_0^2 + \sum |\delta\theta|^2}$ (first model)")
     ax_t.set_xscale("log")
     ax_t.set_yscale("log")
     ax_t.set_xlabel("step")

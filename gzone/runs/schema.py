@@ -151,16 +151,19 @@ def threshold_dimension_axes() -> dict:
 # --------------------------------------------------------------------------- trajectories
 
 TRAJECTORY_GROUPS = ("single", "inits", "orders", "clones")
-TRAJECTORY_AXES = {
-    "traj_model": ["snapshot"], "traj_step": ["snapshot"], "traj_radius": ["snapshot"], "offplane": ["snapshot"],
+TRAJECTORY_AXES = {  # one group's arrays (`studies.trajectories.analyse_group` and its training curves)
+    "traj_model": ["snapshot"], "traj_step": ["snapshot"], "traj_radius": ["snapshot"],
+    "offplane": ["snapshot"],
     "radius_start": ["model"], "radius_final": ["model"], "rw_ratio": ["model"], "straightness": ["model"],
     "path_length": ["model"],
-    "pca_variance_centred": ["component"], "pca_ratio_centred": ["component"], "pca_ratio_uncentred": ["component"],
-    "pca_ratio_centred_epochs": ["component"], "pca_ratio_per_model": ["model", "component"],
-    "random_walk_ratio": ["model", "component"], "scores_centred": ["snapshot", "component"],
-    "scores_uncentred": ["snapshot", "component"], "grid_alpha": ["grid_a"], "grid_beta": ["grid_b"],
-    "grid_loss": ["grid_a", "grid_b"], "grid_accuracy": ["grid_a", "grid_b"], "interp_t": ["t"],
-    **{f"{k}_{m}": [k if k == "pair" else "model", "t"] for k in ("start", "pair") for m in ("loss", "accuracy", "radius")},
+    "pca_variance_centred": ["component"], "pca_ratio_centred": ["component"],
+    "pca_ratio_uncentred": ["component"], "pca_ratio_centred_epochs": ["component"],
+    "pca_ratio_per_model": ["model", "component"], "random_walk_ratio": ["model", "component"],
+    "scores_centred": ["snapshot", "component"], "scores_uncentred": ["snapshot", "component"],
+    "grid_alpha": ["grid_a"], "grid_beta": ["grid_b"], "grid_loss": ["grid_a", "grid_b"],
+    "grid_accuracy": ["grid_a", "grid_b"], "interp_t": ["t"],
+    **{f"{k}_{m}": [k if k == "pair" else "model", "t"] for k in ("start", "pair")
+       for m in ("loss", "accuracy", "radius")},
     "start_barrier": ["model"], "start_barrier_over_max": ["model"], "pair_barrier": ["pair"],
     "pair_barrier_over_max": ["pair"], "pair_index": ["pair", "end"], "dist_pairwise": ["model", "model"],
     "dist_origin": ["model"], "dist_start": ["model"], "dist_init": ["model"],
@@ -170,7 +173,8 @@ TRAJECTORY_AXES = {
 
 
 def trajectories_axes(groups) -> dict:
-    """Keys ``<group>_<array>`` for each group run."""
+    """Keys ``<group>_<array>`` for each group run (the clones' curves: the parent's epochs, then each
+    clone's)."""
     return {f"{g}_{k}": v for g in groups for k, v in TRAJECTORY_AXES.items()}
 
 
@@ -178,26 +182,30 @@ def trajectories_axes(groups) -> dict:
 
 EMERGENT_PARTS = ("training", "radius")
 EMERGENT_GROUPS = ("slsc", "sl", "sldc", "dl")  # `curvature.logits.GROUPS`
-EMERGENT_SCALARS = ("loss", "accuracy", "grad_norm", "radius", "logit_var") + tuple(
-    f"q_{g}{s}" for g in EMERGENT_GROUPS for s in ("", "_std"))
-EMERGENT_VECTOR_AXES = {"top_eigs": ["eigen"], "overlap": ["eigen"], "block_mean": ["logit", "class", "logit2", "class2"]}
+EMERGENT_SCALARS = ("loss", "accuracy", "grad_norm", "grad_radial", "radius", "logit_var") + tuple(
+    f"q_{g}{s}" for g in EMERGENT_GROUPS for s in ("", "_std"))  # the point measurement's (`measure`)
+EMERGENT_VECTOR_AXES = {"top_eigs": ["eigen"], "overlap": ["eigen"],
+                        "block_mean": ["logit", "class", "logit2", "class2"]}
+EMERGENT_CURVES = {"train_loss_curve": ["seed", "epoch", "record"],
+                   "train_accuracy_curve": ["seed", "epoch", "record"],
+                   "radius_curve": ["seed", "epoch", "record"], "test_loss_curve": ["seed", "epoch"],
+                   "test_accuracy_curve": ["seed", "epoch"], "curve_step": ["epoch", "record"]}
 
 
-def emergent_geometry_axes(parts, *, scalars, groups) -> dict:
-    """Keys ``train_<key>`` [checkpoint, seed, ...] and ``radius_<key>`` [radius, seed, ...] per measured part,
-    the training curves and the grids; `scalars` and `groups` are the measurement's (`analysis.emergent`)."""
+def emergent_geometry_axes(parts) -> dict:
+    """Keys ``train_<key>`` [checkpoint, seed, ...] and ``radius_<key>`` [radius, seed, ...] per measured part
+    (the scalars, the Gram pair counts ``n_<group>``, the vectors; the outlier counts by both rules),
+    the training curves and the grids."""
     axes = {}
     for part, point, wanted in (("train", "checkpoint", "training"), ("radius", "radius", "radius")):
         if wanted not in parts:
             continue
-        for key in (*scalars, *(f"n_{g}" for g in groups), *EMERGENT_VECTOR_AXES):
+        for key in (*EMERGENT_SCALARS, *(f"n_{g}" for g in EMERGENT_GROUPS), *EMERGENT_VECTOR_AXES):
             axes[f"{part}_{key}"] = [point, "seed", *EMERGENT_VECTOR_AXES.get(key, [])]
         axes[f"{part}_outliers"] = [point, "seed"]
         axes[f"{part}_outliers_largest"] = [point, "seed"]
     if "training" in parts:
-        axes.update(checkpoint_step=["checkpoint"], curve_step=["epoch", "record"],
-                    **{k: ["seed", "epoch", "record"] for k in ("train_loss_curve", "train_accuracy_curve", "radius_curve")},
-                    **{k: ["seed", "epoch"] for k in ("test_loss_curve", "test_accuracy_curve")})
+        axes.update(checkpoint_step=["checkpoint"], **EMERGENT_CURVES)
     if "radius" in parts:
         axes.update(radii=["radius"], log10_r2_over_rx2=["radius"])
     return axes
