@@ -18,10 +18,9 @@ import os
 
 import numpy as np
 
+from experiments import cli, config
 from gzone import options
 from gzone.options import option
-
-from experiments import cli, config
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
@@ -72,10 +71,10 @@ def summary_rows(runs, d) -> list[dict]:
     from gzone.analysis import zone
 
     rows = []
-    for label, config, arrays, _ in runs:
+    for label, run_config, arrays, _ in runs:
         for row in zone.summarise(arrays):
             if row["d"] == d:
-                rows.append({"run": label, "model": config.get("derived", {}).get("model"), **row})
+                rows.append({"run": label, "model": run_config.get("derived", {}).get("model"), **row})
     return rows
 
 
@@ -96,7 +95,7 @@ def figure(runs, d, out, title=None) -> str:
 
     fig = Figure(figsize=(10, 3.8))
     ax1, ax2 = fig.subplots(1, 2)
-    for i, (label, config, arrays, di) in enumerate(runs):
+    for i, (label, _, arrays, di) in enumerate(runs):
         x = np.asarray(arrays["log10_r2_over_rx2"], float)
         seeds = arrays["frac_pos"].shape[-1]
         for ax, key in ((ax1, "frac_pos"), (ax2, "trace_over_frob")):

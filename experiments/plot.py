@@ -8,10 +8,9 @@ from __future__ import annotations
 import dataclasses
 import os
 
+from experiments import cli, config
 from gzone import options
 from gzone.options import option
-
-from experiments import cli, config
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)

@@ -15,8 +15,6 @@ import dataclasses
 import os
 import sys
 
-import numpy as np
-
 from experiments import cli, config
 from gzone import options
 from gzone.options import option

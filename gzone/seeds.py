@@ -16,7 +16,7 @@ from typing import Callable
 import jax
 import jax.numpy as jnp
 import numpy as np
-from jax.sharding import Mesh, NamedSharding
+from jax.sharding import Mesh
 from jax.sharding import PartitionSpec as PS
 
 Array = jax.Array
@@ -100,7 +100,9 @@ def make_unit_fn(point_fn: Callable, *, seed_mode: str, devices: list | None = N
       devices: local devices to shard the seed axis over (`shard_seeds`); None or one device: none.
 
     Returns:
-      unit_fn(k_init [S], k_proj [S], radius, x, y) -> dict of arrays with leading axis S.
+      unit_fn(k_init [S], k_proj [S], radius, x, y) -> dict of arrays with leading axis S. It compiles
+      once: the radius is data, so every radius of a scan reuses the program (tests/test_scan.py
+      guards this with `chex.assert_max_traces`).
     """
     return jax.jit(shard_seeds(map_seeds(point_fn, seed_mode), per_seed=2, devices=devices))
 

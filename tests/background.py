@@ -10,6 +10,8 @@ import json
 import os
 import subprocess
 
+import conftest
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
@@ -17,7 +19,7 @@ def environment(cache_dir=None) -> dict:
     """This environment with the repository on PYTHONPATH, on CPU, and optionally a JAX compilation
     cache shared by a module's runs (a resumed run then loads executables instead of compiling)."""
     env = {**os.environ, "PYTHONPATH": ROOT, "JAX_PLATFORMS": "cpu"}
-    env.pop("XLA_FLAGS", None)
+    env["XLA_FLAGS"] = conftest.XLA_FLAGS
     if cache_dir is not None:
         env.update(JAX_COMPILATION_CACHE_DIR=str(cache_dir), JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS="0",
                    JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES="0")

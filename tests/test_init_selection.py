@@ -15,6 +15,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+import references
 import stops
 
 import gzone
@@ -113,7 +114,7 @@ def test_the_numbers_do_not_move(smoke):
         if expected.dtype.kind in "biu":
             np.testing.assert_array_equal(got[key], expected, err_msg=key)
         else:
-            np.testing.assert_allclose(got[key], expected, rtol=1e-5, atol=1e-7, err_msg=key)
+            references.assert_close(got[key], expected, key)
     ratio, old = got["score_full_trace_over_frob"], reference["score_full_trace_over_frob"]
     se = np.hypot(got["score_full_trace_over_frob_se"], reference["score_full_trace_over_frob_se"])
     assert not np.array_equal(ratio, old) and np.all(np.abs(ratio - old) <= 3 * se), (ratio, old, se)

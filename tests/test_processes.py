@@ -10,6 +10,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import conftest
 import numpy as np
 import pytest
 
@@ -21,11 +22,9 @@ FLAGFILES = REPO / "experiments" / "flagfiles"
 
 
 def _env(**extra):
-    from conftest import CACHE_DIR
-
-    env = {**os.environ, "PYTHONPATH": str(REPO), "JAX_PLATFORMS": "cpu", "JAX_COMPILATION_CACHE_DIR": CACHE_DIR,
+    env = {**os.environ, "PYTHONPATH": str(REPO), "JAX_PLATFORMS": "cpu", "JAX_COMPILATION_CACHE_DIR": conftest.CACHE_DIR,
            "JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS": "0", "JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES": "0"}
-    env.pop("XLA_FLAGS", None)
+    env["XLA_FLAGS"] = conftest.XLA_FLAGS
     return {**env, **extra}
 
 
@@ -92,7 +91,7 @@ def test_four_forced_host_devices_give_one_device_arrays(tmp_path):
     float32 rounding (a vmap over 1 seed per device sums in another order than over 2 seeds)."""
     runs = [(radius_scan, "smoke.flags"), (radius_dynamics, "radius_dynamics_smoke.flags")]
     expected = [_in_process(m, f, tmp_path / "one") for m, f in runs]
-    env = _env(XLA_FLAGS="--xla_force_host_platform_device_count=4")
+    env = _env(XLA_FLAGS=f"{conftest.XLA_FLAGS} --xla_force_host_platform_device_count=4")
     args = [*(str(FLAGFILES / f) for _, f in runs), *(str(tmp_path / f"four_{i}") for i in range(2))]
     proc = subprocess.run([sys.executable, "-c", SHARDED, *args], cwd=REPO, env=env, capture_output=True, text=True,
                           timeout=600)

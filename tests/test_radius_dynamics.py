@@ -14,6 +14,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+import references
 import stops
 from background import environment
 
@@ -174,7 +175,7 @@ def test_the_numbers_do_not_move(smoke):
     assert set(arrays) == set(reference)
     for key, expected in reference.items():
         assert arrays[key].dtype == expected.dtype, key
-        np.testing.assert_allclose(arrays[key], expected, rtol=1e-5, atol=1e-7, err_msg=key)
+        references.assert_close(arrays[key], expected, key)
     expected = json.loads((DATA / "radius_dynamics_smoke_analysis_reference.json").read_text())
     got = _read(smoke["path"])[2]
     assert got["r_x"] == pytest.approx(expected["r_x"], rel=1e-12)

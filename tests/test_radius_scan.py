@@ -12,6 +12,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+import references
 
 import gzone
 from experiments import radius_scan
@@ -57,8 +58,7 @@ def _assert_close_to_reference(arrays, reference):
             continue
         got = arrays[key]
         assert got.shape == expected.shape and got.dtype == expected.dtype, key
-        scale = np.nanmax(np.abs(expected)) if np.isfinite(expected).any() else 1.0
-        np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-6 * scale, err_msg=key)
+        references.assert_close(got, expected, key)
 
 
 def test_records_are_complete_and_consistent(smoke):

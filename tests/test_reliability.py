@@ -12,6 +12,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import conftest
 import numpy as np
 import pytest
 
@@ -225,11 +226,9 @@ runpy.run_module(sys.argv[0], run_name="__main__", alter_sys=True)
 
 
 def test_kills_at_a_seeded_schedule_of_points_resume_to_the_same_arrays(finished, tmp_path):
-    from conftest import CACHE_DIR
-
-    env = {**os.environ, "PYTHONPATH": str(REPO), "JAX_PLATFORMS": "cpu", "JAX_COMPILATION_CACHE_DIR": CACHE_DIR,
+    env = {**os.environ, "PYTHONPATH": str(REPO), "JAX_PLATFORMS": "cpu", "JAX_COMPILATION_CACHE_DIR": conftest.CACHE_DIR,
            "JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS": "0", "JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES": "0"}
-    env.pop("XLA_FLAGS", None)
+    env["XLA_FLAGS"] = conftest.XLA_FLAGS
     cmd = [sys.executable, "-c", KILLER, "experiments.radius_scan", SMOKE, f"--workdir={tmp_path}", "--noplots"]
     # A run of the smoke flags makes 4 writes when it opens the folder and finishes, plus 2 per unit (6 units).
     schedule = sorted(np.random.default_rng(20261201).choice(np.arange(1, 17), size=3, replace=False))

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import textwrap
 
+import chex
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -214,9 +215,9 @@ SHARD_SCRIPT = textwrap.dedent(
     keys = seeds.SeedKeys.from_seed(0)
     radius = jnp.float32(2.0)
     single = seeds.make_unit_fn(point_fn, seed_mode="map")
-    sharded = seeds.make_unit_fn(point_fn, seed_mode="map", devices=jax.devices())
     reference = single(keys.init_keys(5), keys.proj_keys(3, 5), radius, x, y)
     for S in (1, 3, 4, 5):  # 1, 3, 5: padded to a multiple of 4 (pad > S for S = 1)
+        sharded = seeds.make_unit_fn(point_fn, seed_mode="map", devices=jax.devices())  # one seed count each
         out = sharded(keys.init_keys(S), keys.proj_keys(3, S), radius, x, y)
         for k, v in out.items():
             assert v.shape[0] == S, (k, v.shape)
@@ -229,7 +230,7 @@ SHARD_SCRIPT = textwrap.dedent(
 def test_sharded_over_4_cpu_devices_equals_one_device(tmp_path, subprocess_env, run_python):
     script = tmp_path / "shard_check.py"
     script.write_text(SHARD_SCRIPT)
-    env = dict(subprocess_env, XLA_FLAGS="--xla_force_host_platform_device_count=4")
+    env = dict(subprocess_env, XLA_FLAGS=f"{subprocess_env['XLA_FLAGS']} --xla_force_host_platform_device_count=4")
     proc = run_python([str(script)], env=env, timeout=300)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "SHARDED_OK" in proc.stdout
@@ -269,3 +270,17 @@ def test_default_seed_mode():
         assert seeds.default_seed_mode("gpu", workload) == "vmap" and seeds.default_seed_mode("tpu", workload) == "vmap"
     with pytest.raises(ValueError, match="workload"):
         seeds.default_seed_mode("cpu", "eval")
+
+
+def test_a_scan_unit_compiles_once_for_every_radius(problem):
+    """The hot function of a scan: one trace for all radii (data), a new one only for other shapes."""
+    chex.clear_trace_counter()
+    point_fn = chex.assert_max_traces(measure.make_point_fn(
+        problem["fm"], d=D_SUB, projection="sparse", convention="isotropic", sample_fn=problem["sample"],
+        r_x=problem["r_x"]), n=1)
+    unit_fn = seeds.make_unit_fn(point_fn, seed_mode="vmap")
+    keys, x, y = problem["keys"], problem["x"], problem["y"]
+    for r in (0.5, 2.0, 8.0):
+        unit_fn(keys.init_keys(2), keys.proj_keys(D_SUB, 2), jnp.float32(r), x, y)
+    with pytest.raises(AssertionError, match="traced > 1 times"):
+        unit_fn(keys.init_keys(3), keys.proj_keys(D_SUB, 3), jnp.float32(1.0), x, y)

@@ -16,6 +16,7 @@ from pathlib import Path
 import jax
 import numpy as np
 import pytest
+import references
 import stops
 
 import gzone
@@ -149,7 +150,7 @@ def test_the_numbers_do_not_move(smoke):
         if expected.dtype.kind in "biu":
             np.testing.assert_array_equal(got[key], expected, err_msg=key)
         else:
-            np.testing.assert_allclose(got[key], expected, rtol=1e-5, atol=1e-7, err_msg=key)
+            references.assert_close(got[key], expected, key)
 
 
 def test_the_api_gives_the_command_lines_arrays_and_a_finite_d_int_by_hand(smoke, tmp_path):

@@ -16,6 +16,8 @@ import sys
 import textwrap
 import types
 
+import chex
+import conftest
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -425,7 +427,7 @@ def data_parallel_run(request, tmp_path_factory):
     if not any("data_parallel" in item.name for item in request.session.items):
         yield None
         return
-    env = {**os.environ, "XLA_FLAGS": "--xla_force_host_platform_device_count=4", "JAX_PLATFORMS": "cpu",
+    env = {**os.environ, "XLA_FLAGS": f"{conftest.XLA_FLAGS} --xla_force_host_platform_device_count=4", "JAX_PLATFORMS": "cpu",
            "PYTHONPATH": ROOT}
     folder = tmp_path_factory.mktemp("data_parallel")
     with open(folder / "out", "w+") as out, open(folder / "err", "w+") as err:
@@ -512,3 +514,19 @@ def test_spec_validation():
         train.TrainSpec(lr=0.0)
     with pytest.raises(ValueError, match="exceeds"):
         train.spec_for(10, batch_size=11)
+
+
+def test_a_training_run_in_chunks_traces_once_per_chunk_length():
+    """The hot function of training: `fit` with epochs_per_call=2 over 5 epochs calls chunks of 2, 2 and 1
+    epochs: two traces of the trainer's run (lengths 2 and 1), never one per call."""
+    chex.clear_trace_counter()
+    prob = make_problem()
+    spec = train.spec_for(N_TRAIN, batch_size=16, record_every=2)
+    trainer = train.make_trainer(prob.fm, spec)
+    guarded = trainer._replace(run=chex.assert_max_traces(trainer.run, n=2))
+    runner = train.seed_runner(guarded, "map")
+    states = jax.vmap(trainer.init)(jnp.stack([prob.theta0, 0.5 * prob.theta0]))
+    keys = jax.random.split(jax.random.key(0), 2)
+    train.fit(lambda st, e0, n: runner(st, keys, None, e0, prob.data, n), states, epochs=5, epochs_per_call=2)
+    with pytest.raises(AssertionError, match="traced > 2 times"):
+        runner(states, keys, None, 0, prob.data, 3)  # a third chunk length would compile again

@@ -17,6 +17,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+import references
 import stops
 from background import environment
 
@@ -162,7 +163,7 @@ def _assert_close_to_reference(arrays, reference):
     assert set(arrays) == set(reference)
     for key, expected in reference.items():
         assert arrays[key].dtype == expected.dtype, key
-        np.testing.assert_allclose(arrays[key], expected, rtol=1e-5, atol=1e-7, err_msg=key)
+        references.assert_close(arrays[key], expected, key)
 
 
 def test_the_numbers_do_not_move(smoke):

@@ -20,6 +20,7 @@ import os
 import jax
 import numpy as np
 
+
 def _detected() -> bool:
     """True in a multi-process cluster job that jax.distributed.initialize() can configure on its own."""
     if os.environ.get("SLURM_JOB_ID") and int(os.environ.get("SLURM_NTASKS", "1") or 1) > 1:
