@@ -68,7 +68,11 @@ def define_list(name, default, help_):
 
 
 def define_data_flags(default_dataset: str = "mnist1d") -> None:
-    define_string("dataset", default_dataset, "mnist1d (generated, no data needed), or a name found as <data_dir>/<name>.npz or in tfds.")
+    define_string(
+        "dataset",
+        default_dataset,
+        "mnist1d (generated, no data needed), or a name found as <data_dir>/<name>.npz or in tfds.",
+    )
     define_string("data_dir", None, "Folder of <name>.npz archives (uint8 x_train, y_train, x_test, y_test).")
     define_string("tfds_data_dir", None, "tensorflow-datasets data folder with prepared array_record files.")
     define_integer("n_train", None, "Use a deterministic random subset of this many training examples.")
@@ -77,7 +81,9 @@ def define_data_flags(default_dataset: str = "mnist1d") -> None:
 
 def define_model_flags() -> None:
     define_enum("model", "mlp", ["mlp", "cnn_fs", "small_cnn"], "Network family.")
-    define_list("widths", None, "Hidden widths (mlp) or conv channels (cnns); default 200,200 / 16,16 / 32,64,64.")
+    define_list(
+        "widths", None, "Hidden widths (mlp) or conv channels (cnns); default 200,200 / 16,16 / 32,64,64."
+    )
     define_enum("activation", "relu", ["relu", "tanh"], "Nonlinearity.")
 
 
@@ -93,7 +99,9 @@ def define_output_flags(experiment: str) -> None:
 
 
 def define_precision_flags() -> None:
-    define_enum("dtype", "float32", ["float32", "float64"], "Floating point type; float64 turns on jax_enable_x64.")
+    define_enum(
+        "dtype", "float32", ["float32", "float64"], "Floating point type; float64 turns on jax_enable_x64."
+    )
     define_integer("seed", 0, "Root seed of the run (one jax.random.key, split into named streams).")
 
 
@@ -130,7 +138,9 @@ def radius_grid(log_spec: Sequence[str] | None, radii: Sequence[str] | None) -> 
     ``relative`` values are log10(r^2/r_X^2); ``absolute`` values are radii.
     """
     if bool(log_spec) == bool(radii):
-        raise UsageError("log10_r2_over_rx2", "give exactly one of --log10_r2_over_rx2=start,stop,num or --radii=r1,r2,...")
+        raise UsageError(
+            "log10_r2_over_rx2", "give exactly one of --log10_r2_over_rx2=start,stop,num or --radii=r1,r2,..."
+        )
     if radii:
         values = float_list("radii", radii)
         if min(values) <= 0:
@@ -138,7 +148,10 @@ def radius_grid(log_spec: Sequence[str] | None, radii: Sequence[str] | None) -> 
         return {"kind": "absolute", "values": values}
     parts = float_list("log10_r2_over_rx2", log_spec)
     if len(parts) != 3 or parts[2] < 1 or parts[2] != int(parts[2]):
-        raise UsageError("log10_r2_over_rx2", f"expected start,stop,num with num a positive integer, got {','.join(log_spec)}")
+        raise UsageError(
+            "log10_r2_over_rx2",
+            f"expected start,stop,num with num a positive integer, got {','.join(log_spec)}",
+        )
     start, stop, num = parts[0], parts[1], int(parts[2])
     values = tuple(start + (stop - start) * i / (num - 1) for i in range(num)) if num > 1 else (start,)
     return {"kind": "relative", "values": values}
@@ -200,7 +213,9 @@ def _parse(argv: list[str]) -> list[str]:
     return argv  # unreachable
 
 
-def main(config_from_argv: Callable, run: Callable, *, groups: dict, doc: str = "", argv: list[str] | None = None) -> None:
+def main(
+    config_from_argv: Callable, run: Callable, *, groups: dict, doc: str = "", argv: list[str] | None = None
+) -> None:
     """The command line of an experiment: flags -> config -> run, with one-line errors (exit 2).
 
     ``--help`` prints the flags of the experiment. Any bad input (flag, flagfile, data, model, run
@@ -228,8 +243,10 @@ def main(config_from_argv: Callable, run: Callable, *, groups: dict, doc: str = 
         fail(str(err))
     except OSError as err:  # a write that failed midway (disk full, permissions): nothing written is corrupt
         where = f"{err.filename}: " if getattr(err, "filename", None) else ""
-        fail(f"{where}{err.strerror or err}; the run folder holds every unit finished before this; fix the cause "
-             "and run the same command again to resume")
+        fail(
+            f"{where}{err.strerror or err}; the run folder holds every unit finished before this; fix the cause "
+            "and run the same command again to resume"
+        )
 
 
 def run(main: Callable[[list[str]], None]) -> None:
@@ -303,7 +320,9 @@ def load_data(dataset: str, data_dir, tfds_data_dir, n_train, n_test):
 
     check_data_dir(data_dir)
     try:
-        return data.load(dataset, data_dir=data_dir, tfds_data_dir=tfds_data_dir, n_train=n_train, n_test=n_test)
+        return data.load(
+            dataset, data_dir=data_dir, tfds_data_dir=tfds_data_dir, n_train=n_train, n_test=n_test
+        )
     except data.DataError as err:
         flag = "n_train" if "n_train" in str(err) else "n_test" if "n_test" in str(err) else "dataset"
         raise UsageError(flag, str(err)) from None
@@ -312,11 +331,24 @@ def load_data(dataset: str, data_dir, tfds_data_dir, n_train, n_test):
 def define_training_flags(*, epochs: int = 5, batch_size: int = 128, lr: float = 1e-3) -> None:
     define_enum("optimizer", "adam", ["adam", "sgd", "momentum"], "optax optimizer.")
     define_float("lr", lr, "Learning rate.")
-    define_integer("batch_size", batch_size, "Examples per step (the last partial batch of an epoch is dropped).")
+    define_integer(
+        "batch_size", batch_size, "Examples per step (the last partial batch of an epoch is dropped)."
+    )
     define_integer("epochs", epochs, "Training epochs.")
-    define_integer("record_every", 50, "Record train loss/accuracy/radius every this many steps (within each epoch).")
-    define_integer("epochs_per_call", 1, "Epochs per compiled call; a checkpoint is written after each call (resume granularity).")
-    define_enum("seed_mode", "auto", ["auto", "vmap", "map"], "Seeds as vmap or lax.map (auto: map on CPU, vmap on GPU/TPU).")
+    define_integer(
+        "record_every", 50, "Record train loss/accuracy/radius every this many steps (within each epoch)."
+    )
+    define_integer(
+        "epochs_per_call",
+        1,
+        "Epochs per compiled call; a checkpoint is written after each call (resume granularity).",
+    )
+    define_enum(
+        "seed_mode",
+        "auto",
+        ["auto", "vmap", "map"],
+        "Seeds as vmap or lax.map (auto: map on CPU, vmap on GPU/TPU).",
+    )
 
 
 def check_training_flags() -> None:
@@ -330,7 +362,9 @@ def check_training_flags() -> None:
 class Problem:
     """Data on the device, the model, its flat view and r_X (built once per run)."""
 
-    def __init__(self, *, dataset, data_dir, tfds_data_dir, n_train, n_test, model, widths, activation, dtype):
+    def __init__(
+        self, *, dataset, data_dir, tfds_data_dir, n_train, n_test, model, widths, activation, dtype
+    ):
         import jax.numpy as jnp
 
         from gzone import flat, models, train
@@ -343,7 +377,10 @@ class Problem:
         self.r_x = models.xavier_radius(self.module, self.dataset.input_shape)
         ds = self.dataset
         self.data = train.Data(
-            jnp.asarray(ds.x_train, self.dtype), jnp.asarray(ds.y_train), jnp.asarray(ds.x_test, self.dtype), jnp.asarray(ds.y_test)
+            jnp.asarray(ds.x_train, self.dtype),
+            jnp.asarray(ds.y_train),
+            jnp.asarray(ds.x_test, self.dtype),
+            jnp.asarray(ds.y_test),
         )
 
     def sample_fn(self, convention: str):
@@ -352,8 +389,13 @@ class Problem:
         return flat.sample_fn(self.module, self.dataset.input_shape, convention, self.dtype)
 
     def describe(self) -> dict:
-        return {"D": self.fm.D, "r_x": self.r_x, "model": self.spec.name, "dataset": self.dataset.describe(),
-                "layers": list(self.fm.layers)}
+        return {
+            "D": self.fm.D,
+            "r_x": self.r_x,
+            "model": self.spec.name,
+            "dataset": self.dataset.describe(),
+            "layers": list(self.fm.layers),
+        }
 
 
 # Config fields that say where and how a run is shown, not what it computes: a resume ignores them.
@@ -385,9 +427,19 @@ def resumable_fit(path: str, unit: str, run_fn, state0, *, epochs: int, epochs_p
     def on_chunk(epoch, st, hist):
         records.save_checkpoint(path, unit, epoch=epoch, state=st, history=hist)
         if log and epoch < epochs:
-            log(f"  {unit}: epoch {epoch}/{epochs}, test accuracy {np_mean(hist['test_accuracy'][..., -1]):.4f}")
+            log(
+                f"  {unit}: epoch {epoch}/{epochs}, test accuracy {np_mean(hist['test_accuracy'][..., -1]):.4f}"
+            )
 
-    return train.fit(run_fn, state, epochs=epochs, epochs_per_call=epochs_per_call, start_epoch=start, history=history, on_chunk=on_chunk)
+    return train.fit(
+        run_fn,
+        state,
+        epochs=epochs,
+        epochs_per_call=epochs_per_call,
+        start_epoch=start,
+        history=history,
+        on_chunk=on_chunk,
+    )
 
 
 def np_mean(x) -> float:

@@ -25,11 +25,15 @@ from gzone.options import option
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
 class Compare(options.Group):
-    run_dirs: tuple[str, ...] | None = option(None, "Finished radius_scan run folders (config.json and arrays.npz).",
-                                              kind="strs")
-    labels: tuple[str, ...] | None = option(None, "One legend label per run (default: the run folder names).",
-                                            kind="strs")
-    d: int | None = option(None, "Subspace dimension to compare; every run must have scanned it.", kind="int", minimum=1)
+    run_dirs: tuple[str, ...] | None = option(
+        None, "Finished radius_scan run folders (config.json and arrays.npz).", kind="strs"
+    )
+    labels: tuple[str, ...] | None = option(
+        None, "One legend label per run (default: the run folder names).", kind="strs"
+    )
+    d: int | None = option(
+        None, "Subspace dimension to compare; every run must have scanned it.", kind="int", minimum=1
+    )
     out: str | None = option(None, "Figure path (.png); the table goes next to it as .json.", kind="str")
     title: str | None = option(None, "Figure title (default: the dimension).", kind="str")
 
@@ -83,8 +87,10 @@ def table(rows) -> str:
     lines = [head, "-" * len(head)]
     for r in rows:
         ext = "none" if r["extent"] is None else f"[{r['extent'][0]:+.1f}, {r['extent'][1]:+.1f}]"
-        lines.append(f"{r['run']:<14} {r['metric']:<16} {r['peak']:>6.3f}+-{r['peak_std']:<5.3f} {r['peak_x']:>+6.1f} "
-                     f"{r['at_rx']:>6.3f}+-{r['at_rx_std']:<5.3f} {ext:>14}")
+        lines.append(
+            f"{r['run']:<14} {r['metric']:<16} {r['peak']:>6.3f}+-{r['peak_std']:<5.3f} {r['peak_x']:>+6.1f} "
+            f"{r['at_rx']:>6.3f}+-{r['at_rx_std']:<5.3f} {ext:>14}"
+        )
     return "\n".join(lines)
 
 

@@ -43,26 +43,44 @@ class UsageError(ValueError):
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
 class Data(options.Group):
-    dataset: str = option("mnist1d", "mnist1d (generated, no data needed), or a name found as <data_dir>/<name>.npz or "
-                          "in tfds.")
-    data_dir: str | None = option(None, "Folder of <name>.npz archives (uint8 x_train, y_train, x_test, y_test).",
-                                  kind="str", setting=False)
-    tfds_data_dir: str | None = option(None, "tensorflow-datasets data folder with prepared array_record files.",
-                                       kind="str", setting=False)
-    n_train: int | None = option(None, "Use a deterministic random subset of this many training examples.", kind="int",
-                                 minimum=1)
-    n_test: int | None = option(None, "Use a deterministic random subset of this many test examples.", kind="int",
-                                minimum=1)
-    num_classes: int | None = option(None, "Number of classes C (default: the largest label + 1, every class present "
-                                     "in the training split).", kind="int", minimum=2)
+    dataset: str = option(
+        "mnist1d", "mnist1d (generated, no data needed), or a name found as <data_dir>/<name>.npz or in tfds."
+    )
+    data_dir: str | None = option(
+        None,
+        "Folder of <name>.npz archives (uint8 x_train, y_train, x_test, y_test).",
+        kind="str",
+        setting=False,
+    )
+    tfds_data_dir: str | None = option(
+        None, "tensorflow-datasets data folder with prepared array_record files.", kind="str", setting=False
+    )
+    n_train: int | None = option(
+        None, "Use a deterministic random subset of this many training examples.", kind="int", minimum=1
+    )
+    n_test: int | None = option(
+        None, "Use a deterministic random subset of this many test examples.", kind="int", minimum=1
+    )
+    num_classes: int | None = option(
+        None,
+        "Number of classes C (default: the largest label + 1, every class present in the training split).",
+        kind="int",
+        minimum=2,
+    )
 
     def load(self) -> data_lib.Dataset:
         """The dataset in memory; its errors become one-line flag errors."""
         if self.data_dir is not None and not os.path.isdir(self.data_dir):
             raise UsageError("data_dir", f"folder {self.data_dir!r} does not exist")
         try:
-            return data_lib.load(self.dataset, data_dir=self.data_dir, tfds_data_dir=self.tfds_data_dir,
-                                 n_train=self.n_train, n_test=self.n_test, num_classes=self.num_classes)
+            return data_lib.load(
+                self.dataset,
+                data_dir=self.data_dir,
+                tfds_data_dir=self.tfds_data_dir,
+                n_train=self.n_train,
+                n_test=self.n_test,
+                num_classes=self.num_classes,
+            )
         except data_lib.DataError as err:
             flag = "n_train" if "n_train" in str(err) else "n_test" if "n_test" in str(err) else "dataset"
             raise UsageError(flag, str(err)) from None
@@ -71,9 +89,14 @@ class Data(options.Group):
 @dataclasses.dataclass(frozen=True, kw_only=True)
 class Model(options.Group):
     model: str = option("mlp", "Network family.", choices=models.MODEL_KINDS)
-    widths: tuple[int, ...] | None = option(None, "Hidden widths (mlp) or conv channels (cnns); default 200,200 / 16,16 / "
-                                            "32,64,64; empty for mlp: a linear softmax classifier.", kind="ints",
-                                            minimum=1, empty=True)
+    widths: tuple[int, ...] | None = option(
+        None,
+        "Hidden widths (mlp) or conv channels (cnns); default 200,200 / 16,16 / "
+        "32,64,64; empty for mlp: a linear softmax classifier.",
+        kind="ints",
+        minimum=1,
+        empty=True,
+    )
     activation: str = option("relu", "Nonlinearity.", choices=tuple(models.ACTIVATIONS))
 
     @property
@@ -101,10 +124,18 @@ class RadiusGrid(options.Group):
 
     radii_required: ClassVar[bool] = True
 
-    log10_r2_over_rx2: tuple[float, ...] | None = option(None, "Radii as start,stop,num of log10(r^2/r_X^2), e.g. -4,4,17 "
-                                                         "(empty: unset).", kind="floats", empty=True)
-    radii: tuple[float, ...] | None = option(None, "Absolute radii |theta| (alternative to --log10_r2_over_rx2; empty: "
-                                             "unset).", kind="floats", empty=True)
+    log10_r2_over_rx2: tuple[float, ...] | None = option(
+        None,
+        "Radii as start,stop,num of log10(r^2/r_X^2), e.g. -4,4,17 (empty: unset).",
+        kind="floats",
+        empty=True,
+    )
+    radii: tuple[float, ...] | None = option(
+        None,
+        "Absolute radii |theta| (alternative to --log10_r2_over_rx2; empty: unset).",
+        kind="floats",
+        empty=True,
+    )
 
     def _check(self):
         for name in ("log10_r2_over_rx2", "radii"):  # an empty flag unsets what a flagfile gave
@@ -112,12 +143,17 @@ class RadiusGrid(options.Group):
                 object.__setattr__(self, name, None)
         given = (self.log10_r2_over_rx2 is not None) + (self.radii is not None)
         if given > 1 or (not given and self.radii_required):
-            raise OptionError("log10_r2_over_rx2", "give exactly one of --log10_r2_over_rx2=start,stop,num or "
-                              "--radii=r1,r2,...")
+            raise OptionError(
+                "log10_r2_over_rx2",
+                "give exactly one of --log10_r2_over_rx2=start,stop,num or --radii=r1,r2,...",
+            )
         spec = self.log10_r2_over_rx2
         if spec is not None and (len(spec) != 3 or spec[2] < 1 or spec[2] != int(spec[2])):
-            raise OptionError("log10_r2_over_rx2", f"expected start,stop,num with num a positive integer, got "
-                              f"{','.join(f'{v:g}' for v in spec)}")
+            raise OptionError(
+                "log10_r2_over_rx2",
+                f"expected start,stop,num with num a positive integer, got "
+                f"{','.join(f'{v:g}' for v in spec)}",
+            )
 
     def kwargs(self) -> dict:
         """The library's `options.Radii` arguments."""
@@ -125,20 +161,31 @@ class RadiusGrid(options.Group):
             return {}
         if self.radii is not None:
             return {"radii": self.radii}
-        start, stop, num = self.log10_r2_over_rx2[0], self.log10_r2_over_rx2[1], int(self.log10_r2_over_rx2[2])
+        start, stop, num = (
+            self.log10_r2_over_rx2[0],
+            self.log10_r2_over_rx2[1],
+            int(self.log10_r2_over_rx2[2]),
+        )
         values = tuple(start + (stop - start) * i / (num - 1) for i in range(num)) if num > 1 else (start,)
         return {"log10_r2_over_rx2": values}
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
 class Output(options.Group):
-    workdir: str = option("runs", "Root folder of run folders: <workdir>/<experiment>/<name>/.", setting=False)
-    name: str | None = option(None, "Run name (default: derived from the settings of the run).", kind="str",
-                              setting=False)
-    overwrite: bool = option(False, "Replace an existing run folder with other settings.", setting=False, replay=False)
+    workdir: str = option(
+        "runs", "Root folder of run folders: <workdir>/<experiment>/<name>/.", setting=False
+    )
+    name: str | None = option(
+        None, "Run name (default: derived from the settings of the run).", kind="str", setting=False
+    )
+    overwrite: bool = option(
+        False, "Replace an existing run folder with other settings.", setting=False, replay=False
+    )
     plots: bool = option(True, "Draw the figures at the end.", setting=False)
 
-    def folder(self, experiment: str, default_name: str, flags_text: str, context: dict | None = None) -> stores.RunFolder:
+    def folder(
+        self, experiment: str, default_name: str, flags_text: str, context: dict | None = None
+    ) -> stores.RunFolder:
         path = records.run_path(self.workdir, experiment, self.name or default_name)
         return stores.RunFolder(path, overwrite=self.overwrite, flags_text=flags_text, context=context)
 
@@ -163,14 +210,31 @@ class Output(options.Group):
 class Processes(options.Group):
     """A run split over processes (jax.distributed): none of these flags, or all three."""
 
-    coordinator_address: str | None = option(None, "HOST:PORT of the jax.distributed coordinator (process 0's host); "
-                                             "with --num_processes and --process_id. None given: automatic in a "
-                                             "SLURM / Open MPI / TPU-pod job, else one process.", kind="str",
-                                             setting=False, replay=False)
-    num_processes: int | None = option(None, "Processes sharing the run (each computes its share of the units).",
-                                       kind="int", minimum=1, setting=False, replay=False)
-    process_id: int | None = option(None, "This process's index in [0, --num_processes).", kind="int", minimum=0,
-                                    setting=False, replay=False)
+    coordinator_address: str | None = option(
+        None,
+        "HOST:PORT of the jax.distributed coordinator (process 0's host); "
+        "with --num_processes and --process_id. None given: automatic in a "
+        "SLURM / Open MPI / TPU-pod job, else one process.",
+        kind="str",
+        setting=False,
+        replay=False,
+    )
+    num_processes: int | None = option(
+        None,
+        "Processes sharing the run (each computes its share of the units).",
+        kind="int",
+        minimum=1,
+        setting=False,
+        replay=False,
+    )
+    process_id: int | None = option(
+        None,
+        "This process's index in [0, --num_processes).",
+        kind="int",
+        minimum=0,
+        setting=False,
+        replay=False,
+    )
 
     def initialize(self) -> tuple[int, int]:
         """Joins the other processes (before anything touches a JAX backend); (index, count)."""
@@ -179,7 +243,9 @@ class Processes(options.Group):
         try:
             return processes.initialize(self.coordinator_address, self.num_processes, self.process_id)
         except ValueError as err:
-            raise UsageError("process_id" if "process_id" in str(err) else "coordinator_address", str(err)) from None
+            raise UsageError(
+                "process_id" if "process_id" in str(err) else "coordinator_address", str(err)
+            ) from None
 
 
 # --------------------------------------------------------------------------- flags from fields
@@ -238,15 +304,21 @@ def parse(argv: list[str], *, extra: dict[str, dict] | None = None, **groups: ty
     try:
         rest = fv(["gzone", *argv])
     except flags.Error as err:
-        raise UsageError("flags", (str(err).splitlines()[0] if str(err) else "bad flags").replace("ERROR:: ", "")) from None
+        raise UsageError(
+            "flags", (str(err).splitlines()[0] if str(err) else "bad flags").replace("ERROR:: ", "")
+        ) from None
     except (OSError, UnicodeDecodeError) as err:
         raise UsageError("flagfile", f"cannot read flags: {err}") from None
     if len(rest) > 1:
-        raise UsageError("flags", f"unexpected positional arguments: {' '.join(rest[1:])} (flags look like --name=value)")
+        raise UsageError(
+            "flags", f"unexpected positional arguments: {' '.join(rest[1:])} (flags look like --name=value)"
+        )
     return build(fv, groups, extra=extra)
 
 
-def build(fv: flags.FlagValues, groups: dict[str, type], *, extra: dict[str, dict] | None = None) -> dict[str, Any]:
+def build(
+    fv: flags.FlagValues, groups: dict[str, type], *, extra: dict[str, dict] | None = None
+) -> dict[str, Any]:
     """The groups built from parsed flag values (see `parse`)."""
     out: dict[str, Any] = {}
     extra = extra or {}

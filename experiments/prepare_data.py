@@ -22,11 +22,13 @@ from gzone.options import option
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
 class Prepare(options.Group):
-    dataset: str = option("mnist", "tfds dataset name with 'image' and 'label' features (mnist, fashion_mnist, "
-                          "cifar10, ...).")
+    dataset: str = option(
+        "mnist", "tfds dataset name with 'image' and 'label' features (mnist, fashion_mnist, cifar10, ...)."
+    )
     out_dir: str | None = option(None, "Folder to write <dataset>.npz into.", kind="str")
-    tfds_data_dir: str | None = option(None, "tfds data folder (download cache / prepared array_record files).",
-                                       kind="str")
+    tfds_data_dir: str | None = option(
+        None, "tfds data folder (download cache / prepared array_record files).", kind="str"
+    )
     overwrite: bool = option(False, "Replace an existing archive.")
 
 
@@ -49,14 +51,18 @@ def from_download(name: str, tfds_data_dir: str | None):
     try:
         import tensorflow  # noqa: F401  (tfds.load needs it)
     except ImportError:
-        raise config.UsageError("tfds_data_dir", "downloading needs tensorflow: pip install 'gzone[prepare]' (or pass "
-                                "--tfds_data_dir with the dataset already prepared)") from None
+        raise config.UsageError(
+            "tfds_data_dir",
+            "downloading needs tensorflow: pip install 'gzone[prepare]' (or pass "
+            "--tfds_data_dir with the dataset already prepared)",
+        ) from None
     import tensorflow_datasets as tfds
 
     out = {}
     for split in ("train", "test"):
-        x, y = tfds.as_numpy(tfds.load(name, split=split, batch_size=-1, as_supervised=True,
-                                       data_dir=tfds_data_dir))
+        x, y = tfds.as_numpy(
+            tfds.load(name, split=split, batch_size=-1, as_supervised=True, data_dir=tfds_data_dir)
+        )
         out[f"x_{split}"], out[f"y_{split}"] = x, y
     return out
 

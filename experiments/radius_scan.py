@@ -26,11 +26,20 @@ EXPERIMENT = study.EXPERIMENT
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
 class Examples(options.Group):
-    n_hessian: int = option(1000, "Number of fixed training examples for loss, gradient and Hessian.", minimum=1)
+    n_hessian: int = option(
+        1000, "Number of fixed training examples for loss, gradient and Hessian.", minimum=1
+    )
 
 
-GROUPS = {"data": config.Data, "model": config.Model, "radii": config.RadiusGrid, "examples": Examples,
-          "scan": study.ScanOptions, "output": config.Output, "processes": config.Processes}
+GROUPS = {
+    "data": config.Data,
+    "model": config.Model,
+    "radii": config.RadiusGrid,
+    "examples": Examples,
+    "scan": study.ScanOptions,
+    "output": config.Output,
+    "processes": config.Processes,
+}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -61,13 +70,20 @@ def run(config_: Config, *, log=print, progress=to_stderr) -> str:
         raise config.UsageError("n_hessian", f"{c.examples.n_hessian} exceeds the {n} training examples")
     index = seeds.pick_examples(seeds.SeedKeys.from_seed(c.scan.seed).k_data, n, c.examples.n_hessian)
     module = c.model.build(dataset.num_classes)
-    name = config.default_name(f"{dataset.name}_{c.model.label}_{c.model.activation}", c.data, c.model, c.radii,
-                               c.examples, c.scan)
-    folder = c.output.folder(EXPERIMENT, name, c.flags_text,
-                             context={"dataset": dataset.describe(), "hessian_examples": index})
-    result = study.radius_scan(module, dataset.x_train[index], dataset.y_train[index], run_dir=folder,
-                               log=progress,
-                               **dataclasses.asdict(c.scan))
+    name = config.default_name(
+        f"{dataset.name}_{c.model.label}_{c.model.activation}", c.data, c.model, c.radii, c.examples, c.scan
+    )
+    folder = c.output.folder(
+        EXPERIMENT, name, c.flags_text, context={"dataset": dataset.describe(), "hessian_examples": index}
+    )
+    result = study.radius_scan(
+        module,
+        dataset.x_train[index],
+        dataset.y_train[index],
+        run_dir=folder,
+        log=progress,
+        **dataclasses.asdict(c.scan),
+    )
     return c.output.report(result, log)
 
 

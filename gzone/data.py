@@ -204,23 +204,30 @@ def _load_mnist1d():
 
 def _load_npz(path):
     try:
-        with open(path, "rb") as fh, np.load(fh, allow_pickle=False) as archive:  # closed even if np.load fails
+        with (
+            open(path, "rb") as fh,
+            np.load(fh, allow_pickle=False) as archive,
+        ):  # closed even if np.load fails
             missing = {"x_train", "y_train", "x_test", "y_test"} - set(archive.files)
             if missing:
-                raise DataError(f"{path}: missing arrays {sorted(missing)}; the archive needs uint8 x_train, y_train, "
-                                "x_test, y_test (write it with experiments.prepare_data)")
+                raise DataError(
+                    f"{path}: missing arrays {sorted(missing)}; the archive needs uint8 x_train, y_train, "
+                    "x_test, y_test (write it with experiments.prepare_data)"
+                )
             return tuple(archive[k] for k in ("x_train", "y_train", "x_test", "y_test"))
     except DataError:
         raise
     except (OSError, ValueError, EOFError, KeyError, zipfile.BadZipFile, zlib.error) as err:
         reason = str(err).splitlines()[0] if str(err) else type(err).__name__
-        raise DataError(f"{path}: cannot be read as an .npz archive ({type(err).__name__}: {reason[:160]}); "
-                        "it is truncated or corrupt: write it again with experiments.prepare_data or copy it again"
-                        ) from err
+        raise DataError(
+            f"{path}: cannot be read as an .npz archive ({type(err).__name__}: {reason[:160]}); "
+            "it is truncated or corrupt: write it again with experiments.prepare_data or copy it again"
+        ) from err
 
 
 def load_tfds_arrays(name: str, tfds_data_dir: str | None):
-    """(x_train, y_train, x_test, y_test) of a tfds dataset prepared in array_record format (no tensorflow)."""
+    """(x_train, y_train, x_test, y_test) of a tfds dataset prepared in array_record format (no
+    tensorflow needed)."""
     import tensorflow_datasets as tfds
 
     out = []
@@ -243,26 +250,36 @@ def _check_raw(name, source, x_train, y_train, x_test, y_test, num_classes=None)
     fix = "fix the arrays (or pass the number of classes explicitly)"
     for split, x, y in (("train", x_train, y_train), ("test", x_test, y_test)):
         if y.ndim != 1 or not np.issubdtype(y.dtype, np.integer):
-            raise DataError(f"{where}: y_{split} must be 1-D integer class labels, got shape {y.shape} of dtype "
-                            f"{y.dtype}; store the class index of each example")
+            raise DataError(
+                f"{where}: y_{split} must be 1-D integer class labels, got shape {y.shape} of dtype "
+                f"{y.dtype}; store the class index of each example"
+            )
         if x.shape[0] != y.shape[0]:
-            raise DataError(f"{where}: x_{split} has {x.shape[0]} examples but y_{split} has {y.shape[0]} labels")
+            raise DataError(
+                f"{where}: x_{split} has {x.shape[0]} examples but y_{split} has {y.shape[0]} labels"
+            )
         if x.shape[0] == 0:
             raise DataError(f"{where}: the {split} split is empty")
         if not np.issubdtype(x.dtype, np.number) or np.issubdtype(x.dtype, np.complexfloating):
             raise DataError(f"{where}: x_{split} must hold real numbers, got dtype {x.dtype}")
         if np.issubdtype(x.dtype, np.floating) and not np.all(np.isfinite(x)):
             bad = int(np.sum(~np.all(np.isfinite(x.reshape(x.shape[0], -1)), axis=1)))
-            raise DataError(f"{where}: x_{split} has non-finite values (NaN or inf) in {bad} examples; clean them")
+            raise DataError(
+                f"{where}: x_{split} has non-finite values (NaN or inf) in {bad} examples; clean them"
+            )
     if x_train.shape[1:] != x_test.shape[1:]:
-        raise DataError(f"{where}: train inputs of shape {x_train.shape[1:]} and test inputs of shape "
-                        f"{x_test.shape[1:]} differ; both splits must hold examples of one shape")
+        raise DataError(
+            f"{where}: train inputs of shape {x_train.shape[1:]} and test inputs of shape "
+            f"{x_test.shape[1:]} differ; both splits must hold examples of one shape"
+        )
     low = int(min(y_train.min(), y_test.min()))
     high = int(max(y_train.max(), y_test.max()))
     if num_classes is not None:
         if low < 0 or high >= num_classes:
-            raise DataError(f"{where}: labels must lie in [0, {num_classes}) for {num_classes} classes, got "
-                            f"[{low}, {high}]; {fix}")
+            raise DataError(
+                f"{where}: labels must lie in [0, {num_classes}) for {num_classes} classes, got "
+                f"[{low}, {high}]; {fix}"
+            )
         return int(num_classes)
     if low < 0:
         raise DataError(f"{where}: negative labels (smallest {low}); {fix}")
@@ -270,8 +287,10 @@ def _check_raw(name, source, x_train, y_train, x_test, y_test, num_classes=None)
     if present.size != high + 1:
         missing = sorted(set(range(high + 1)) - set(present.tolist()))
         shown = ", ".join(map(str, missing[:5])) + (", ..." if len(missing) > 5 else "")
-        raise DataError(f"{where}: labels run up to {high} but {len(missing)} of the {high + 1} classes are missing "
-                        f"from the training split ({shown}); {fix}")
+        raise DataError(
+            f"{where}: labels run up to {high} but {len(missing)} of the {high + 1} classes are missing "
+            f"from the training split ({shown}); {fix}"
+        )
     return high + 1
 
 

@@ -107,8 +107,15 @@ def apply(
     return projections.Scaled(P, eta, 1.0 / jnp.where(norms > 0, norms, 1.0))
 
 
-def make_projection_fn(fm: flat.FlatModel, *, d: int, kind: str, metric: str = "none",
-                       renormalise: bool = False, dtype=jnp.float32):
+def make_projection_fn(
+    fm: flat.FlatModel,
+    *,
+    d: int,
+    kind: str,
+    metric: str = "none",
+    renormalise: bool = False,
+    dtype=jnp.float32,
+):
     """key -> the scan's projection: `projections.make` then `apply` (one definition for both uses)."""
     segment_scales(fm, metric)  # fail early on a bad name
 
@@ -138,10 +145,13 @@ def segment_fractions(P: projections.Projection, fm: flat.FlatModel) -> Array:
     return jnp.mean(column_segment_fractions(P, fm), axis=0)
 
 
-def seed_fractions(k_proj: Array, fm: flat.FlatModel, *, d: int, kind: str, metric: str, renormalise: bool,
-                   dtype=jnp.float32) -> np.ndarray:
+def seed_fractions(
+    k_proj: Array, fm: flat.FlatModel, *, d: int, kind: str, metric: str, renormalise: bool, dtype=jnp.float32
+) -> np.ndarray:
     """[S, num_segments] `segment_fractions` of the projections drawn from keys k_proj [S]
     (`make_projection_fn`, so exactly the scan's P of each seed). One jit per call; seeds one
     after another (``lax.map``: one P in memory, e.g. 80 MB for a dense P at D = 2e5, d = 100)."""
     make_P = make_projection_fn(fm, d=d, kind=kind, metric=metric, renormalise=renormalise, dtype=dtype)
-    return np.asarray(jax.jit(lambda keys: jax.lax.map(lambda k: segment_fractions(make_P(k), fm), keys))(k_proj))
+    return np.asarray(
+        jax.jit(lambda keys: jax.lax.map(lambda k: segment_fractions(make_P(k), fm), keys))(k_proj)
+    )

@@ -70,7 +70,9 @@ class Spec:
         if self.top_k and not 1 <= self.top_k <= self.order:
             raise ValueError(f"need 1 <= top_k <= order, got top_k={self.top_k}, order={self.order}")
         if self.hessian_method not in curvature.METHODS:
-            raise ValueError(f"method {self.hessian_method!r} unknown; allowed: {', '.join(curvature.METHODS)}")
+            raise ValueError(
+                f"method {self.hessian_method!r} unknown; allowed: {', '.join(curvature.METHODS)}"
+            )
 
 
 def make_measure_fn(fm: flat.FlatModel, spec: Spec) -> Callable[..., dict[str, Array]]:
@@ -87,20 +89,37 @@ def make_measure_fn(fm: flat.FlatModel, spec: Spec) -> Callable[..., dict[str, A
         value, grad = jax.value_and_grad(f)(theta)
         z = flat.logits(fm, theta, x)
         norm = subspace.norm(theta)
-        out = {"loss": value, "accuracy": jnp.mean(jnp.argmax(z, -1) == y), "grad_norm": subspace.norm(grad),
-               "grad_radial": jnp.vdot(grad, theta) / norm, "radius": norm}
+        out = {
+            "loss": value,
+            "accuracy": jnp.mean(jnp.argmax(z, -1) == y),
+            "grad_norm": subspace.norm(grad),
+            "grad_radial": jnp.vdot(grad, theta) / norm,
+            "radius": norm,
+        }
         if spec.subspace:
-            h = curvature.subspace_hessian(f, theta, P, method=spec.hessian_method, chunk_size=spec.chunk_size)
+            h = curvature.subspace_hessian(
+                f, theta, P, method=spec.hessian_method, chunk_size=spec.chunk_size
+            )
             metrics = curvature.spectrum_metrics(h)
-            out.update({k: metrics[k] for k in SUBSPACE_SCALARS}, eigvals=metrics["eigvals"],
-                       n_pos=jnp.sum(metrics["eigvals"] > 0).astype(theta.dtype))
+            out.update(
+                {k: metrics[k] for k in SUBSPACE_SCALARS},
+                eigvals=metrics["eigvals"],
+                n_pos=jnp.sum(metrics["eigvals"] > 0).astype(theta.dtype),
+            )
             if spec.gn_split:
                 out.update(fullspace.subspace_split(fm, theta, x, P, h, chunk_size=spec.chunk_size))
         if spec.full is not None:
             out.update(fullspace.estimates(key, fm, theta, x, y, spec=spec.full))
         if spec.top_k:
-            eigs, vectors = spectra.extreme_eigs(key, curvature.loss_hvp(fm, theta, x, y), dim=fm.D, k=spec.top_k,
-                                                 order=spec.order, which="top", dtype=theta.dtype)
+            eigs, vectors = spectra.extreme_eigs(
+                key,
+                curvature.loss_hvp(fm, theta, x, y),
+                dim=fm.D,
+                k=spec.top_k,
+                order=spec.order,
+                which="top",
+                dtype=theta.dtype,
+            )
             out.update(top_eigs=eigs, overlap=logits.gradient_overlap(vectors, grad))
         if spec.gram is not None:
             gram = logits.logit_gradient_gram(fm, theta, xg, chunk=spec.gram.chunk)
@@ -152,18 +171,31 @@ def make_point_fn(
       point_fn(k_init, k_proj, radius, x, y) -> the `make_measure_fn` dict (without ``n_pos``).
     """
     if convention not in subspace.POINT_CONVENTIONS:
-        raise ValueError(f"point convention {convention!r} unknown; allowed: {', '.join(subspace.POINT_CONVENTIONS)}")
+        raise ValueError(
+            f"point convention {convention!r} unknown; allowed: {', '.join(subspace.POINT_CONVENTIONS)}"
+        )
     if projection not in projections.KINDS:
         raise ValueError(f"projection {projection!r} unknown; allowed: {', '.join(projections.KINDS)}")
     if not 1 <= d <= fm.D:
         raise ValueError(f"d={d} must be in [1, D={fm.D}]")
-    make_P = layer_metric.make_projection_fn(fm, d=d, kind=projection, metric=metric, renormalise=renormalise, dtype=dtype)
-    measure = make_measure_fn(fm, Spec(subspace=True, hessian_method=hessian_method, chunk_size=chunk_size,
-                                       gn_split=gn_split, full=fullspace_spec))
+    make_P = layer_metric.make_projection_fn(
+        fm, d=d, kind=projection, metric=metric, renormalise=renormalise, dtype=dtype
+    )
+    measure = make_measure_fn(
+        fm,
+        Spec(
+            subspace=True,
+            hessian_method=hessian_method,
+            chunk_size=chunk_size,
+            gn_split=gn_split,
+            full=fullspace_spec,
+        ),
+    )
 
     def point_fn(k_init, k_proj, radius, x, y):
-        theta = subspace.point_at_radius(k_init, radius, convention=convention, sample_fn=sample_fn, D=fm.D, r_x=r_x,
-                                         dtype=dtype)
+        theta = subspace.point_at_radius(
+            k_init, radius, convention=convention, sample_fn=sample_fn, D=fm.D, r_x=r_x, dtype=dtype
+        )
         key = fullspace.probe_key(k_init) if fullspace_spec is not None else None
         out = measure(key, theta, make_P(k_proj), x, y)
         out.pop("n_pos")

@@ -94,9 +94,7 @@ class PatchConv(nn.Module):
     @nn.compact
     def __call__(self, x):
         c_in = x.shape[-1]
-        kernel = self.param(
-            "kernel", nn.initializers.lecun_normal(), (*self.window, c_in, self.features)
-        )
+        kernel = self.param("kernel", nn.initializers.lecun_normal(), (*self.window, c_in, self.features))
         bias = self.param("bias", nn.initializers.zeros, (self.features,))
         spatial = "HW"[: len(self.window)] if len(self.window) <= 2 else None
         dims = (f"N{spatial}C", f"{spatial}IO", f"N{spatial}C")
@@ -105,7 +103,9 @@ class PatchConv(nn.Module):
         )  # [N, *spatial, c_in * prod(window)], channel-major
         order = (len(self.window), *range(len(self.window)), len(self.window) + 1)
         matrix = jnp.transpose(kernel, order).reshape(-1, self.features)
-        return patches @ matrix.astype(patches.dtype) + bias.astype(patches.dtype).reshape((1,) * (patches.ndim - 1) + (-1,))
+        return patches @ matrix.astype(patches.dtype) + bias.astype(patches.dtype).reshape(
+            (1,) * (patches.ndim - 1) + (-1,)
+        )
 
 
 class ConvNet(nn.Module):
@@ -165,9 +165,7 @@ def default_widths(kind: str) -> tuple[int, ...]:
 def param_shapes(module: nn.Module, input_shape: Sequence[int]) -> Any:
     """Pytree of jax.ShapeDtypeStruct for the module's params (no FLOPs, no randomness used)."""
     x = jax.ShapeDtypeStruct((1, *input_shape), jnp.float32)
-    return jax.eval_shape(lambda: module.init(jax.random.key(0), jnp.zeros(x.shape, x.dtype)))[
-        "params"
-    ]
+    return jax.eval_shape(lambda: module.init(jax.random.key(0), jnp.zeros(x.shape, x.dtype)))["params"]
 
 
 def fans(shape: Sequence[int]) -> tuple[int, int]:
@@ -236,9 +234,7 @@ def init_params(
       The params pytree (the ``'params'`` collection's contents).
     """
     if convention not in INIT_CONVENTIONS:
-        raise ValueError(
-            f"init convention {convention!r} unknown; allowed: {', '.join(INIT_CONVENTIONS)}"
-        )
+        raise ValueError(f"init convention {convention!r} unknown; allowed: {', '.join(INIT_CONVENTIONS)}")
     shapes = param_shapes(module, input_shape)
     leaves, treedef = jax.tree_util.tree_flatten_with_path(shapes)
     keys = jax.random.split(key, len(leaves))
@@ -263,9 +259,12 @@ def init_params(
 
 
 def describe(module: nn.Module) -> str:
-    """One line naming a module and its fields, e.g. ``MLP(widths=(100, 100), num_classes=10, activation='relu')``."""
+    """One line naming a module and its fields, e.g.
+    ``MLP(widths=(100, 100), num_classes=10, activation='relu')``."""
     fields = [f for f in dataclasses.fields(module) if f.name not in ("parent", "name")]
-    return f"{type(module).__name__}(" + ", ".join(f"{f.name}={getattr(module, f.name)!r}" for f in fields) + ")"
+    return (
+        f"{type(module).__name__}(" + ", ".join(f"{f.name}={getattr(module, f.name)!r}" for f in fields) + ")"
+    )
 
 
 def apply_fn(module: nn.Module) -> Callable:

@@ -37,9 +37,19 @@ class OptionError(ValueError):
         self.name, self.message = name, message
 
 
-def option(default: Any, help: str, *, kind: str | None = None, choices: Sequence[str] | None = None,
-           minimum: float | None = None, maximum: float | None = None, setting: bool = True,
-           flag: bool = True, empty: bool = False, replay: bool = True) -> Any:
+def option(
+    default: Any,
+    help: str,
+    *,
+    kind: str | None = None,
+    choices: Sequence[str] | None = None,
+    minimum: float | None = None,
+    maximum: float | None = None,
+    setting: bool = True,
+    flag: bool = True,
+    empty: bool = False,
+    replay: bool = True,
+) -> Any:
     """A dataclass field with what validation and the command line need.
 
     Args:
@@ -57,8 +67,17 @@ def option(default: Any, help: str, *, kind: str | None = None, choices: Sequenc
         kind = _infer_kind(default, choices)
     if kind not in KINDS:
         raise ValueError(f"option kind {kind!r} unknown; allowed: {', '.join(KINDS)}")
-    meta = dict(help=help, kind=kind, choices=tuple(choices) if choices else None, minimum=minimum,
-                maximum=maximum, setting=setting, flag=flag, empty=empty, replay=replay)
+    meta = dict(
+        help=help,
+        kind=kind,
+        choices=tuple(choices) if choices else None,
+        minimum=minimum,
+        maximum=maximum,
+        setting=setting,
+        flag=flag,
+        empty=empty,
+        replay=replay,
+    )
     return dataclasses.field(default=default, metadata=meta)
 
 
@@ -94,7 +113,9 @@ def _coerce(name: str, kind: str, value: Any) -> Any:
         if kind in scalar:
             if kind == "bool" and not isinstance(value, (bool, int)):
                 raise TypeError
-            if kind == "int" and (isinstance(value, bool) or (isinstance(value, float) and not value.is_integer())):
+            if kind == "int" and (
+                isinstance(value, bool) or (isinstance(value, float) and not value.is_integer())
+            ):
                 raise TypeError
             out = scalar[kind](value)
             if kind == "float" and not math.isfinite(out):
@@ -107,7 +128,9 @@ def _coerce(name: str, kind: str, value: Any) -> Any:
     except OptionError:
         raise
     except (TypeError, ValueError):
-        what = {"ints": "a list of integers", "floats": "a list of numbers", "strs": "a list of names"}.get(kind, f"a {kind}")
+        what = {"ints": "a list of integers", "floats": "a list of numbers", "strs": "a list of names"}.get(
+            kind, f"a {kind}"
+        )
         raise OptionError(name, f"expected {what}, got {value!r}") from None
 
 
@@ -141,7 +164,11 @@ def _show(value) -> str:
 
 def settings(options: Any) -> dict:
     """The fields of `options` that a resumed run must match (``setting=True``), as a dict."""
-    return {f.name: getattr(options, f.name) for f in dataclasses.fields(options) if f.metadata.get("setting", True)}
+    return {
+        f.name: getattr(options, f.name)
+        for f in dataclasses.fields(options)
+        if f.metadata.get("setting", True)
+    }
 
 
 class Group:
@@ -163,17 +190,26 @@ class Group:
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
 class Precision(Group):
-    dtype: str = option("float32", "Floating point type; float64 turns on jax_enable_x64.", choices=("float32", "float64"))
+    dtype: str = option(
+        "float32", "Floating point type; float64 turns on jax_enable_x64.", choices=("float32", "float64")
+    )
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
 class Seeds(Group):
     num_seeds: int = option(3, "Seeds S: independent points, subspaces and batch orders.", minimum=1)
     seed: int = option(0, "Root seed of the run (one jax.random.key, split into named streams).")
-    seed_mode: str = option("auto", "Seeds as vmap or lax.map (auto: by backend and workload, BENCHMARKS.md).",
-                            choices=("auto", *seeds.SEED_MODES))
-    shard_seeds: bool = option(True, "Shard the seed axis over this process's devices when there are several "
-                               "(a mesh named 'seeds'; results do not depend on it).", setting=False)
+    seed_mode: str = option(
+        "auto",
+        "Seeds as vmap or lax.map (auto: by backend and workload, BENCHMARKS.md).",
+        choices=("auto", *seeds.SEED_MODES),
+    )
+    shard_seeds: bool = option(
+        True,
+        "Shard the seed axis over this process's devices when there are several "
+        "(a mesh named 'seeds'; results do not depend on it).",
+        setting=False,
+    )
 
     @property
     def devices(self) -> list | None:
@@ -183,8 +219,12 @@ class Seeds(Group):
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
 class Points(Group):
-    convention: str = option("xavier_rescaled", "How the point at radius r is drawn.", choices=subspace.POINT_CONVENTIONS)
-    init: str = option("xavier", "Init sample used by --convention=scaled_init.", choices=models.INIT_CONVENTIONS)
+    convention: str = option(
+        "xavier_rescaled", "How the point at radius r is drawn.", choices=subspace.POINT_CONVENTIONS
+    )
+    init: str = option(
+        "xavier", "Init sample used by --convention=scaled_init.", choices=models.INIT_CONVENTIONS
+    )
 
     @property
     def sample_init(self) -> str:
@@ -200,9 +240,13 @@ class Projection(Group):
 @dataclasses.dataclass(frozen=True, kw_only=True)
 class Metric(Group):
     projection_metric: str = option(
-        "none", "Per-layer metric P -> diag(eta) P (Fort & Scherlis), eta per parameter array from its layer's Xavier "
-        "init: 1/R, R or sqrt(R) with R the layer's Xavier radius; 1/sigma or sigma with sigma the per-parameter "
-        "Xavier std. Biases take their layer's kernel value; mean eta^2 = 1 over theta.", choices=layer_metric.METRICS)
+        "none",
+        "Per-layer metric P -> diag(eta) P (Fort & Scherlis), eta per parameter array from its layer's "
+        "Xavier init: 1/R, R or sqrt(R) with R the layer's Xavier radius; 1/sigma or sigma with sigma the "
+        "per-parameter "
+        "Xavier std. Biases take their layer's kernel value; mean eta^2 = 1 over theta.",
+        choices=layer_metric.METRICS,
+    )
     metric_renormalise: bool = option(False, "Rescale every column of diag(eta) P to unit length.")
 
 
@@ -217,9 +261,15 @@ class Radii(Group):
 
     radii_required: ClassVar[bool] = True
 
-    r_over_rx: tuple[float, ...] | None = option(None, "Radii in units of r_X.", kind="floats", minimum=0, flag=False)
-    log10_r2_over_rx2: tuple[float, ...] | None = option(None, "Radii as log10(r^2/r_X^2).", kind="floats", flag=False)
-    radii: tuple[float, ...] | None = option(None, "Absolute radii |theta|.", kind="floats", minimum=0, flag=False)
+    r_over_rx: tuple[float, ...] | None = option(
+        None, "Radii in units of r_X.", kind="floats", minimum=0, flag=False
+    )
+    log10_r2_over_rx2: tuple[float, ...] | None = option(
+        None, "Radii as log10(r^2/r_X^2).", kind="floats", flag=False
+    )
+    radii: tuple[float, ...] | None = option(
+        None, "Absolute radii |theta|.", kind="floats", minimum=0, flag=False
+    )
 
     def _check(self):
         given = [n for n in ("r_over_rx", "log10_r2_over_rx2", "radii") if getattr(self, n) is not None]
@@ -249,18 +299,29 @@ class Radii(Group):
             with np.errstate(over="ignore"):
                 radii = r_x * 10.0 ** (rel / 2.0)
         else:
-            radii = np.asarray(self.radii, np.float64) if self.radii is not None else r_x * np.asarray(self.r_over_rx,
-                                                                                                        np.float64)
+            radii = (
+                np.asarray(self.radii, np.float64)
+                if self.radii is not None
+                else r_x * np.asarray(self.r_over_rx, np.float64)
+            )
             rel = 2.0 * np.log10(radii / r_x)
         if dtype is not None:
             info = np.finfo(dtype)
-            name = next(n for n in ("r_over_rx", "log10_r2_over_rx2", "radii") if getattr(self, n) is not None)
+            name = next(
+                n for n in ("r_over_rx", "log10_r2_over_rx2", "radii") if getattr(self, n) is not None
+            )
             if not np.all(np.isfinite(radii)) or radii.max() > info.max:
-                raise OptionError(name, f"radius {radii.max():.3g} is beyond what {info.dtype} holds "
-                                  f"({float(info.max):.3g}); use smaller radii or dtype float64")
+                raise OptionError(
+                    name,
+                    f"radius {radii.max():.3g} is beyond what {info.dtype} holds "
+                    f"({float(info.max):.3g}); use smaller radii or dtype float64",
+                )
             if radii.min() < info.smallest_normal:
-                raise OptionError(name, f"radius {radii.min():.3g} is below {info.dtype}'s smallest normal number "
-                                  f"({float(info.smallest_normal):.3g}); use larger radii or dtype float64")
+                raise OptionError(
+                    name,
+                    f"radius {radii.min():.3g} is below {info.dtype}'s smallest normal number "
+                    f"({float(info.smallest_normal):.3g}); use larger radii or dtype float64",
+                )
         return radii, rel
 
 
@@ -268,11 +329,19 @@ class Radii(Group):
 class Training(Group):
     optimizer: str = option("adam", "optax optimizer.", choices=train.OPTIMIZERS)
     lr: float = option(1e-3, "Learning rate.")
-    batch_size: int = option(128, "Examples per step (the last partial batch of an epoch is dropped).", minimum=1)
+    batch_size: int = option(
+        128, "Examples per step (the last partial batch of an epoch is dropped).", minimum=1
+    )
     epochs: int = option(5, "Training epochs.", minimum=1)
-    record_every: int = option(50, "Record train loss/accuracy/radius every this many steps (within each epoch).", minimum=1)
-    epochs_per_call: int = option(1, "Epochs per compiled call; a checkpoint is written after each call (resume "
-                                  "granularity).", minimum=1, setting=False)
+    record_every: int = option(
+        50, "Record train loss/accuracy/radius every this many steps (within each epoch).", minimum=1
+    )
+    epochs_per_call: int = option(
+        1,
+        "Epochs per compiled call; a checkpoint is written after each call (resume granularity).",
+        minimum=1,
+        setting=False,
+    )
 
     def _check(self):
         if not self.lr > 0:
@@ -282,8 +351,16 @@ class Training(Group):
         """The trainer's static settings for n_train examples (steps per epoch = n_train // batch_size)."""
         if self.batch_size > n_train:
             raise OptionError("batch_size", f"{self.batch_size} exceeds the {n_train} training examples")
-        return train.spec_for(n_train, **{"optimizer": self.optimizer, "lr": self.lr, "batch_size": self.batch_size,
-                                          "record_every": self.record_every, **changes})
+        return train.spec_for(
+            n_train,
+            **{
+                "optimizer": self.optimizer,
+                "lr": self.lr,
+                "batch_size": self.batch_size,
+                "record_every": self.record_every,
+                **changes,
+            },
+        )
 
 
 def resolve_seed_mode(mode: str, workload: str) -> str:

@@ -69,16 +69,24 @@ class Problem:
         """
         x, y = np.asarray(x), np.asarray(y)
         if x.ndim < 1 or x.shape[1:] != self.input_shape:
-            raise ValueError(f"{what}: inputs of shape {x.shape} do not match the model's input shape {self.input_shape}")
+            raise ValueError(
+                f"{what}: inputs of shape {x.shape} do not match the model's input shape {self.input_shape}"
+            )
         if not np.issubdtype(x.dtype, np.number) or not np.all(np.isfinite(x)):
             raise ValueError(f"{what}: inputs must be finite numbers")
         if y.ndim != 1 or y.shape[0] != x.shape[0]:
-            raise ValueError(f"{what}: labels must be 1-D with one label per input, got shape {y.shape} for {x.shape[0]} inputs")
+            raise ValueError(
+                f"{what}: labels must be 1-D with one label per input, got shape {y.shape} for "
+                f"{x.shape[0]} inputs"
+            )
         if not np.issubdtype(y.dtype, np.integer):
             raise ValueError(f"{what}: labels must be integers (class indices), got dtype {y.dtype}")
         if y.size and (y.min() < 0 or y.max() >= self.num_classes):
-            raise ValueError(f"{what}: labels must be in [0, {self.num_classes}) for a model with {self.num_classes} logits, "
-                             f"got [{y.min()}, {y.max()}]")
+            raise ValueError(
+                f"{what}: labels must be in [0, {self.num_classes}) for a model with {self.num_classes} "
+                "logits, "
+                f"got [{y.min()}, {y.max()}]"
+            )
         if x.shape[0] == 0:
             raise ValueError(f"{what}: no examples")
         return jnp.asarray(x, self.dtype), jnp.asarray(y, jnp.int32)
@@ -88,22 +96,32 @@ class Problem:
         pairs = []
         for what, pair in (("training examples", train), ("test examples", test)):
             if not isinstance(pair, (tuple, list)) or len(pair) != 2:
-                raise ValueError(f"{what}: expected a pair (x, y) of inputs and labels, got "
-                                 f"{type(pair).__name__}")
+                raise ValueError(
+                    f"{what}: expected a pair (x, y) of inputs and labels, got {type(pair).__name__}"
+                )
             pairs.extend(self.examples(*pair, what=what))
         return train_lib.Data(*pairs)
 
     def describe(self) -> dict:
         """A JSON-able summary for config.json's derived values."""
-        return {"model": models.describe(self.module), "D": self.fm.D, "r_x": self.r_x, "num_classes": self.num_classes,
-                "input_shape": list(self.input_shape), "dtype": self.dtype_name,
-                "layers": [{"name": s.name, "size": s.size} for s in self.fm.segments]}
+        return {
+            "model": models.describe(self.module),
+            "D": self.fm.D,
+            "r_x": self.r_x,
+            "num_classes": self.num_classes,
+            "input_shape": list(self.input_shape),
+            "dtype": self.dtype_name,
+            "layers": [{"name": s.name, "size": s.size} for s in self.fm.segments],
+        }
 
     def identity(self) -> dict:
         """What identifies the model in a run's settings: class, fields and parameter shapes."""
         module = type(self.module)
-        return {"class": f"{module.__module__}.{module.__qualname__}", "fields": models.describe(self.module),
-                "parameters": [[s.name, list(s.shape)] for s in self.fm.segments]}
+        return {
+            "class": f"{module.__module__}.{module.__qualname__}",
+            "fields": models.describe(self.module),
+            "parameters": [[s.name, list(s.shape)] for s in self.fm.segments],
+        }
 
 
 def build(module: Any, *, input_shape, dtype: str = "float32") -> Problem:
@@ -121,17 +139,26 @@ def build(module: Any, *, input_shape, dtype: str = "float32") -> Problem:
     jdtype = DTYPES[dtype]
     try:
         shapes = models.param_shapes(module, input_shape)
-        out = jax.eval_shape(lambda p, x: models.apply_fn(module)(p, x), shapes,
-                             jax.ShapeDtypeStruct((2, *input_shape), jnp.float32))
+        out = jax.eval_shape(
+            lambda p, x: models.apply_fn(module)(p, x),
+            shapes,
+            jax.ShapeDtypeStruct((2, *input_shape), jnp.float32),
+        )
     except Exception as err:  # a user's module can fail in any way; say which module and why
-        raise ValueError(f"{type(module).__name__} cannot be applied to inputs of shape {input_shape}: "
-                         f"{str(err).splitlines()[0] if str(err) else type(err).__name__}") from err
+        raise ValueError(
+            f"{type(module).__name__} cannot be applied to inputs of shape {input_shape}: "
+            f"{str(err).splitlines()[0] if str(err) else type(err).__name__}"
+        ) from err
     if not hasattr(out, "shape") or len(out.shape) != 2 or out.shape[0] != 2 or out.shape[1] < 2:
-        raise ValueError(f"{type(module).__name__} must return logits [N, C] with C >= 2, got {getattr(out, 'shape', out)}")
+        raise ValueError(
+            f"{type(module).__name__} must return logits [N, C] with C >= 2, got {getattr(out, 'shape', out)}"
+        )
     fm = flat.flat_model(module, input_shape, jdtype)
     if fm.D == 0:
         raise ValueError(f"{type(module).__name__} has no parameters")
-    return Problem(module, fm, input_shape, int(out.shape[1]), models.xavier_radius(module, input_shape), jdtype)
+    return Problem(
+        module, fm, input_shape, int(out.shape[1]), models.xavier_radius(module, input_shape), jdtype
+    )
 
 
 def fingerprint(*arrays) -> str:
@@ -146,5 +173,8 @@ def fingerprint(*arrays) -> str:
 
 def data_settings(data: train_lib.Data) -> dict:
     """What identifies a training run's data (`train.Data`) in its settings: counts and a `fingerprint`."""
-    return {"n_train": int(data.x_train.shape[0]), "n_test": int(data.x_test.shape[0]),
-            "fingerprint": fingerprint(*data)}
+    return {
+        "n_train": int(data.x_train.shape[0]),
+        "n_test": int(data.x_test.shape[0]),
+        "fingerprint": fingerprint(*data),
+    }

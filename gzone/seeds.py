@@ -1,11 +1,11 @@
 """Seeds: named key streams, seeds as ``vmap`` or ``lax.map``, the seed axis sharded over devices.
 
-  SeedKeys.from_seed(seed)         the run's root key split once into named streams
-  map_seeds(fn, mode, per_seed=)   a single-seed function -> the same over a leading seed axis
-  shard_seeds(fn, per_seed=, devices=)   a seed-axis function with the axis sharded over a device mesh
-  make_unit_fn(point_fn, ...)      S seeds of a scan point as one compiled computation, optionally sharded
-  default_seed_mode(workload=)     vmap or map by backend and workload (BENCHMARKS.md)
-  pick_examples(key, n_avail, n)   the fixed examples of a measurement
+SeedKeys.from_seed(seed)         the run's root key split once into named streams
+map_seeds(fn, mode, per_seed=)   a single-seed function -> the same over a leading seed axis
+shard_seeds(fn, per_seed=, devices=)   a seed-axis function with the axis sharded over a device mesh
+make_unit_fn(point_fn, ...)      S seeds of a scan point as one compiled computation, optionally sharded
+default_seed_mode(workload=)     vmap or map by backend and workload (BENCHMARKS.md)
+pick_examples(key, n_avail, n)   the fixed examples of a measurement
 """
 
 from __future__ import annotations
@@ -91,7 +91,9 @@ def shard_seeds(fn: Callable, *, per_seed: int, devices: list | None) -> Callabl
     return call
 
 
-def make_unit_fn(point_fn: Callable, *, seed_mode: str, devices: list | None = None) -> Callable[..., dict[str, Array]]:
+def make_unit_fn(
+    point_fn: Callable, *, seed_mode: str, devices: list | None = None
+) -> Callable[..., dict[str, Array]]:
     """S seeds of the radius scan's point function as one jit-compiled computation.
 
     Args:

@@ -78,7 +78,9 @@ class TrainSpec:
         if self.optimizer not in OPTIMIZERS:
             raise ValueError(f"optimizer {self.optimizer!r} unknown; allowed: {', '.join(OPTIMIZERS)}")
         if self.fixed_radius and self.mode != "full":
-            raise ValueError("fixed_radius applies to mode='full' (hypersphere mode is fixed by construction)")
+            raise ValueError(
+                "fixed_radius applies to mode='full' (hypersphere mode is fixed by construction)"
+            )
         if min(self.batch_size, self.steps_per_epoch, self.record_every) < 1 or self.lr <= 0:
             raise ValueError("batch_size, steps_per_epoch, record_every and lr must be positive")
 
@@ -236,7 +238,9 @@ def make_trainer(fm: flat.FlatModel, spec: TrainSpec, *, batch_sharding=None) ->
     def epoch_fn(state, key, data: Data, space, epoch):
         n = data.x_train.shape[0]
         steps, batch = spec.steps_per_epoch, spec.batch_size
-        order = jax.random.permutation(jax.random.fold_in(key, epoch), n)[: steps * batch].reshape(steps, batch)
+        order = jax.random.permutation(jax.random.fold_in(key, epoch), n)[: steps * batch].reshape(
+            steps, batch
+        )
         n_snap = spec.snapshots_per_epoch
         D = fm.D
         snaps0 = jnp.zeros((n_snap, D), data.x_train.dtype) if n_snap else None
@@ -252,7 +256,9 @@ def make_trainer(fm: flat.FlatModel, spec: TrainSpec, *, batch_sharding=None) ->
             if n_snap:
                 is_snap = ((t + 1) % spec.snapshot_every == 0) & ((t + 1) // spec.snapshot_every <= n_snap)
                 slot = jnp.clip((t + 1) // spec.snapshot_every - 1, 0, n_snap - 1)
-                snaps = jax.lax.cond(is_snap, lambda s: s.at[slot].set(th.astype(s.dtype)), lambda s: s, snaps)
+                snaps = jax.lax.cond(
+                    is_snap, lambda s: s.at[slot].set(th.astype(s.dtype)), lambda s: s, snaps
+                )
             return (st, snaps), metrics
 
         (state, snaps), per_step = jax.lax.scan(body, (state, snaps0), (jnp.arange(steps), order))
@@ -289,7 +295,9 @@ def make_trainer(fm: flat.FlatModel, spec: TrainSpec, *, batch_sharding=None) ->
     return Trainer(init, run, theta)
 
 
-def seed_runner(trainer: Trainer, seed_mode: str, devices: list | None = None) -> Callable[..., tuple[TrainState, dict]]:
+def seed_runner(
+    trainer: Trainer, seed_mode: str, devices: list | None = None
+) -> Callable[..., tuple[TrainState, dict]]:
     """`trainer.run` over a leading seed axis, as one jitted computation.
 
     Returns:
@@ -305,13 +313,17 @@ def seed_runner(trainer: Trainer, seed_mode: str, devices: list | None = None) -
         def one_seed(state, key, space, e0, d):
             return trainer.run(state, key, d, space, e0, num_epochs)
 
-        over = seeds.shard_seeds(seeds.map_seeds(one_seed, seed_mode, per_seed=3), per_seed=3, devices=devices)
+        over = seeds.shard_seeds(
+            seeds.map_seeds(one_seed, seed_mode, per_seed=3), per_seed=3, devices=devices
+        )
         return over(states, keys, spaces, epoch0, data)
 
     return jax.jit(run_seeds, static_argnums=5)
 
 
-def make_step_runner(fm: flat.FlatModel, spec: TrainSpec, *, batch_sharding=None) -> Callable[..., tuple[TrainState, dict]]:
+def make_step_runner(
+    fm: flat.FlatModel, spec: TrainSpec, *, batch_sharding=None
+) -> Callable[..., tuple[TrainState, dict]]:
     """A run of a given number of steps (e.g. a burn-in shorter than an epoch).
 
     Returns:

@@ -1,7 +1,7 @@
 """Experiments run as background subprocesses by the tests (shared by the experiment test modules).
 
-    run = Background(cmd, folder, environment(cache_dir))   # starts at once
-    path = finished(run, path)                              # waits; fails with the run's output
+run = Background(cmd, folder, environment(cache_dir))   # starts at once
+path = finished(run, path)                              # waits; fails with the run's output
 """
 
 from __future__ import annotations
@@ -21,8 +21,11 @@ def environment(cache_dir=None) -> dict:
     env = {**os.environ, "PYTHONPATH": ROOT, "JAX_PLATFORMS": "cpu"}
     env["XLA_FLAGS"] = conftest.XLA_FLAGS
     if cache_dir is not None:
-        env.update(JAX_COMPILATION_CACHE_DIR=str(cache_dir), JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS="0",
-                   JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES="0")
+        env.update(
+            JAX_COMPILATION_CACHE_DIR=str(cache_dir),
+            JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS="0",
+            JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES="0",
+        )
     return env
 
 
@@ -79,7 +82,12 @@ def check_bad_flags(cases, command, tmp_path, experiment: str) -> None:
     for i, (flags, expected) in enumerate(cases):
         flags = [f.format(tmp=tmp_path) for f in flags]
         workdir = tmp_path / f"w{i}"
-        runs.append((flags, expected, workdir, Background(command(workdir, *flags), str(tmp_path / f"log{i}"), environment())))
+        runs.append((
+            flags,
+            expected,
+            workdir,
+            Background(command(workdir, *flags), str(tmp_path / f"log{i}"), environment()),
+        ))
     for flags, expected, workdir, run in runs:
         rc, out, err = run.wait(timeout=300)
         lines = [line for line in err.splitlines() if line.strip()]
@@ -96,7 +104,9 @@ class PipedRun:
 
     def __init__(self, cmd, path, env):
         self.path = path
-        self.proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        self.proc = subprocess.Popen(
+            cmd, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+        )
         self.out = None
 
     def result(self) -> dict:

@@ -47,7 +47,8 @@ runpy.run_module(sys.argv[0], run_name="__main__", alter_sys=True)
 
 
 def command(wrapper: str, args: list[str]) -> list[str]:
-    """The python command running `wrapper` around ``python -m MODULE FLAGS...`` (args = ["-m", MODULE, *FLAGS];
+    """The python command running `wrapper` around ``python -m MODULE FLAGS...``
+    (args = ["-m", MODULE, *FLAGS];
     a leading sys.executable is dropped)."""
     if args and args[0] == sys.executable:
         args = args[1:]

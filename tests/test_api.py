@@ -42,8 +42,16 @@ def scan(examples, tmp_path_factory):
     empty = tmp_path_factory.mktemp("cwd")
     os.chdir(empty)
     try:
-        result = gzone.radius_scan(TinyTanhNet(), *examples, r_over_rx=[0.5, 1.0, 2.0], dims=[3, 7], num_seeds=2,
-                                   seed=4, projection="dense", log=None)
+        result = gzone.radius_scan(
+            TinyTanhNet(),
+            *examples,
+            r_over_rx=[0.5, 1.0, 2.0],
+            dims=[3, 7],
+            num_seeds=2,
+            seed=4,
+            projection="dense",
+            log=None,
+        )
     finally:
         os.chdir(cwd)
     assert os.listdir(empty) == []  # nothing written unless asked
@@ -53,7 +61,9 @@ def scan(examples, tmp_path_factory):
 def test_scan_of_a_module_defined_here_matches_jax_hessian(scan, examples):
     x, y = examples
     assert scan.D == 6 * 5 + 5 * 3 and scan.axes["frac_pos"] == ["radius", "d", "seed"]
-    assert scan.r_x == pytest.approx(np.sqrt(30 * 2 / 11 + 15 * 2 / 8))  # Xavier: sum n 2 / (fan_in + fan_out)
+    assert scan.r_x == pytest.approx(
+        np.sqrt(30 * 2 / 11 + 15 * 2 / 8)
+    )  # Xavier: sum n 2 / (fan_in + fan_out)
     np.testing.assert_allclose(scan.arrays["radii"], scan.r_x * np.array([0.5, 1.0, 2.0]), rtol=1e-12)
     assert scan.arrays["frac_pos"].shape == (3, 2, 2) and scan.arrays["eigvals_d7"].shape == (3, 2, 7)
     module = TinyTanhNet()
@@ -61,9 +71,14 @@ def test_scan_of_a_module_defined_here_matches_jax_hessian(scan, examples):
     keys = seeds.SeedKeys.from_seed(4)
     for ri, di, s in ((0, 0, 1), (2, 1, 0)):
         d = scan.dims[di]
-        theta = subspace.point_at_radius(keys.init_keys(2)[s], jnp.float32(scan.arrays["radii"][ri]),
-                                         convention="xavier_rescaled", sample_fn=flat.sample_fn(module, (6,)), D=fm.D,
-                                         r_x=scan.r_x)
+        theta = subspace.point_at_radius(
+            keys.init_keys(2)[s],
+            jnp.float32(scan.arrays["radii"][ri]),
+            convention="xavier_rescaled",
+            sample_fn=flat.sample_fn(module, (6,)),
+            D=fm.D,
+            r_x=scan.r_x,
+        )
         P = projections.make("dense", keys.proj_keys(d, 2)[s], D=fm.D, d=d).matrix
         loss = flat.loss_fn(fm, jnp.asarray(x), jnp.asarray(y))
         H = np.asarray(jax.hessian(loss)(theta), np.float64)
@@ -102,17 +117,22 @@ def test_a_run_dir_records_and_resumes(scan, examples, tmp_path):
     assert lines[0] == f"resuming: {path}  (6/6 units done)" and len(lines) == 2  # nothing recomputed
     np.testing.assert_array_equal(again.arrays["eigvals_d7"], scan.arrays["eigvals_d7"])
     x, y = examples
-    with pytest.raises(records.RunDirError, match="other settings.*data"):  # other examples: another fingerprint
+    with pytest.raises(
+        records.RunDirError, match="other settings.*data"
+    ):  # other examples: another fingerprint
         gzone.radius_scan(TinyTanhNet(), x[:20], y[:20], run_dir=path, log=None, **kwargs)
 
 
-@pytest.mark.parametrize("kwargs, match", [
-    (dict(dims=[3]), "exactly one of"),
-    (dict(r_over_rx=[1.0], dims=[3], projection="fancy"), "projection: 'fancy' unknown"),
-    (dict(r_over_rx=[1.0], dims=[100]), "dims: d=100 exceeds"),
-    (dict(r_over_rx=[1.0], dims=[3], num_seeds=0), "num_seeds: must be >= 1"),
-    (dict(r_over_rx=[1.0], dims=[3], no_such_option=1), "no_such_option"),
-])
+@pytest.mark.parametrize(
+    "kwargs, match",
+    [
+        (dict(dims=[3]), "exactly one of"),
+        (dict(r_over_rx=[1.0], dims=[3], projection="fancy"), "projection: 'fancy' unknown"),
+        (dict(r_over_rx=[1.0], dims=[100]), "dims: d=100 exceeds"),
+        (dict(r_over_rx=[1.0], dims=[3], num_seeds=0), "num_seeds: must be >= 1"),
+        (dict(r_over_rx=[1.0], dims=[3], no_such_option=1), "no_such_option"),
+    ],
+)
 def test_bad_options_raise_naming_the_option(examples, kwargs, match):
     with pytest.raises((gzone.OptionError, TypeError), match=match):
         gzone.radius_scan(TinyTanhNet(), *examples, log=None, **kwargs)
@@ -120,8 +140,13 @@ def test_bad_options_raise_naming_the_option(examples, kwargs, match):
 
 def test_bad_examples_raise_one_clear_error(examples):
     x, y = examples
-    for bad_x, bad_y, match in ((x, y.astype(np.float32), "integers"), (x, y[:, None], "1-D"), (x, y + 5, r"\[0, 3\)"),
-                                (x[:, 0], y, "cannot be applied"), (np.where(x > 2, np.nan, x), y, "finite")):
+    for bad_x, bad_y, match in (
+        (x, y.astype(np.float32), "integers"),
+        (x, y[:, None], "1-D"),
+        (x, y + 5, r"\[0, 3\)"),
+        (x[:, 0], y, "cannot be applied"),
+        (np.where(x > 2, np.nan, x), y, "finite"),
+    ):
         with pytest.raises(ValueError, match=match):
             gzone.radius_scan(TinyTanhNet(), bad_x, bad_y, r_over_rx=[1.0], dims=[3], log=None)
     with pytest.raises(TypeError, match="flax.linen Module"):
@@ -130,7 +155,7 @@ def test_bad_examples_raise_one_clear_error(examples):
 
 def test_the_readme_python_example_runs_as_is(tmp_path, monkeypatch):
     readme = (REPO / "README.md").read_text()
-    section = readme[readme.index("## From Python"):]
+    section = readme[readme.index("## From Python") :]
     code = re.search(r"```python\n(.*?)```", section, re.S).group(1)
     monkeypatch.chdir(tmp_path)
     namespace: dict = {}

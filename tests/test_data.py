@@ -98,8 +98,13 @@ def test_npz_per_channel_normalisation_matches_numpy(tmp_path):
 def test_npz_of_vectors_has_one_channel(tmp_path):
     rng = np.random.default_rng(1)
     x_train = rng.integers(0, 256, (30, 8)).astype(np.uint8)
-    np.savez(tmp_path / "vec.npz", x_train=x_train, y_train=np.arange(30) % 3,
-             x_test=x_train[:5], y_test=np.arange(5) % 3)
+    np.savez(
+        tmp_path / "vec.npz",
+        x_train=x_train,
+        y_train=np.arange(30) % 3,
+        x_test=x_train[:5],
+        y_test=np.arange(5) % 3,
+    )
     ds = data.load("vec", data_dir=str(tmp_path))
     x = x_train.astype(np.float64)
     np.testing.assert_allclose(ds.mean, [x.mean()], rtol=1e-12)
@@ -185,10 +190,17 @@ def test_a_damaged_archive_is_one_data_error_naming_the_file(tmp_path, how):
 BAD_ARRAYS = {
     "two_d_labels": (dict(y_train=lambda a: np.stack([a, a], axis=1)), "1-D integer class labels"),
     "float_labels": (dict(y_train=lambda a: a.astype(np.float32) + 0.5), "1-D integer class labels"),
-    "huge_label": (dict(y_train=lambda a: np.where(np.arange(a.size) == 0, 10**6, a)), "missing from the training split"),
+    "huge_label": (
+        dict(y_train=lambda a: np.where(np.arange(a.size) == 0, 10**6, a)),
+        "missing from the training split",
+    ),
     "negative_label": (dict(y_test=lambda a: a.astype(np.int64) - 1), "negative labels"),
-    "nan_inputs": (dict(x_train=lambda a: np.where(np.arange(a.size).reshape(a.shape) == 7, np.nan, a.astype(np.float32))),
-                   "non-finite"),
+    "nan_inputs": (
+        dict(
+            x_train=lambda a: np.where(np.arange(a.size).reshape(a.shape) == 7, np.nan, a.astype(np.float32))
+        ),
+        "non-finite",
+    ),
     "shape_mismatch": (dict(x_test=lambda a: a[:, :-1]), "differ"),
     "length_mismatch": (dict(y_train=lambda a: a[:-1]), "labels"),
 }
@@ -274,11 +286,13 @@ def test_prepare_data_writes_an_archive_that_loads(tmp_path):
 
     lines = []
     with tfds.testing.mock_data(num_examples=12):
-        path = prepare_data.run(prepare_data.config_from_argv(["--dataset=mnist", f"--out_dir={tmp_path}"]),
-                                log=lines.append)
+        path = prepare_data.run(
+            prepare_data.config_from_argv(["--dataset=mnist", f"--out_dir={tmp_path}"]), log=lines.append
+        )
     assert path == str(tmp_path / "mnist.npz") and lines[0].startswith("wrote")
     ds = data.load("mnist", data_dir=str(tmp_path), num_classes=10)
     assert ds.x_train.shape == (12, 28, 28, 1) and ds.source == path
-    again = prepare_data.run(prepare_data.config_from_argv(["--dataset=mnist", f"--out_dir={tmp_path}"]),
-                             log=lines.append)
+    again = prepare_data.run(
+        prepare_data.config_from_argv(["--dataset=mnist", f"--out_dir={tmp_path}"]), log=lines.append
+    )
     assert again == path and "exists" in lines[-1]

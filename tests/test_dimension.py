@@ -30,7 +30,9 @@ def test_binomial_intervals_match_scipy_binomtest(method, scipy_method, confiden
         low, high = dimension.binomial_interval(k, n, method=method, confidence=confidence)
         for ki in k:
             ref = stats.binomtest(int(ki), n).proportion_ci(confidence_level=confidence, method=scipy_method)
-            np.testing.assert_allclose([low[ki], high[ki]], [ref.low, ref.high], rtol=1e-7, atol=1e-10, err_msg=f"k={ki} n={n}")
+            np.testing.assert_allclose(
+                [low[ki], high[ki]], [ref.low, ref.high], rtol=1e-7, atol=1e-10, err_msg=f"k={ki} n={n}"
+            )
 
 
 def test_wilson_against_the_closed_form_and_edges():
@@ -116,7 +118,9 @@ def test_search_on_a_smooth_success_probability_matches_brute_force_and_replays(
         cache = dict(zip(result.evaluated, result.counts))
         replay = dimension.threshold_search(lambda d: cache[d], grid, delta=delta)
         assert replay == result
-    assert dimension.threshold_search(lambda d: (counts[d], n), grid, delta=0.5).threshold < brute  # delta matters
+    assert (
+        dimension.threshold_search(lambda d: (counts[d], n), grid, delta=0.5).threshold < brute
+    )  # delta matters
 
 
 def test_search_grid_validates():
@@ -145,8 +149,12 @@ def test_intrinsic_dimension_and_bootstrap():
     assert dimension.intrinsic_dimension(dims, flat_acc, base, fraction=0.8) == 100
     assert math.isnan(dimension.intrinsic_dimension(dims, flat_acc, base, fraction=0.99))
     # log-linear between d = 100 (0.86) and 300 (0.9): goal 0.882 is 55 % of the way
-    np.testing.assert_allclose(dimension.intrinsic_dimension(dims, flat_acc, base, interpolate=True), 100 * 3**0.55)
-    assert dimension.intrinsic_dimension(dims, flat_acc, base, fraction=0.2, interpolate=True) == 10  # nothing below
+    np.testing.assert_allclose(
+        dimension.intrinsic_dimension(dims, flat_acc, base, interpolate=True), 100 * 3**0.55
+    )
+    assert (
+        dimension.intrinsic_dimension(dims, flat_acc, base, fraction=0.2, interpolate=True) == 10
+    )  # nothing below
     key = jax.random.key(0)
     same = dimension.bootstrap_intrinsic_dimension(key, dims, flat_acc, np.full(4, 0.98), num_resamples=200)
     assert same == (300.0, 300.0, 300.0, 1.0)  # no spread over seeds: no spread in d_int
@@ -155,7 +163,9 @@ def test_intrinsic_dimension_and_bootstrap():
     noisy[2] = [0.80, 0.83, 0.92, 0.91]
     out = dimension.bootstrap_intrinsic_dimension(key, dims, noisy, base, num_resamples=400)
     assert out.estimate == 300 and out.low == 100 and out.high == 300 and out.found == 1.0
-    fine = dimension.bootstrap_intrinsic_dimension(key, dims, noisy, base, interpolate=True, num_resamples=400)
+    fine = dimension.bootstrap_intrinsic_dimension(
+        key, dims, noisy, base, interpolate=True, num_resamples=400
+    )
     # continuous, spanning the two brackets that resamples pick: (30, 100] and (100, 300]
     assert 30 < fine.low < 100 < fine.estimate < fine.high < 300
     # Paired: one seed resample for subspace runs and baseline (seed s shares its init). Here every
@@ -252,7 +262,9 @@ def test_measured_threshold_matches_the_geometry_of_a_k_direction_loss(x64):
     # One compile for every d: the first d columns of a Haar-random frame of d_max columns are a
     # Haar-random d-frame, so a column mask (projections.Scaled) gives the d-dimensional subspace.
     d_max = k + 8
-    frames = jax.vmap(lambda key: dimension.random_space(key, anchor, kind="dense", d=d_max))(jax.random.split(jax.random.key(4), n))
+    frames = jax.vmap(lambda key: dimension.random_space(key, anchor, kind="dense", d=d_max))(
+        jax.random.split(jax.random.key(4), n)
+    )
 
     @functools.lru_cache(maxsize=None)
     def success(d):
@@ -266,7 +278,12 @@ def test_measured_threshold_matches_the_geometry_of_a_k_direction_loss(x64):
     assert 12 <= predicted <= 20  # the geometry puts it well inside (1, k): a real test of the search
     grid = np.arange(1, D + 1)
     result = dimension.threshold_search(success, grid, delta=0.5)
-    assert abs(result.threshold - predicted) <= 2, (result.threshold, predicted, result.evaluated, result.counts)
+    assert abs(result.threshold - predicted) <= 2, (
+        result.threshold,
+        predicted,
+        result.evaluated,
+        result.counts,
+    )
     assert len(result.evaluated) <= 2 * math.ceil(math.log2(D)) + 2
     # Each evaluated P_s agrees with the prediction within a 99.9 % Clopper-Pearson interval.
     for d, (s, m) in zip(result.evaluated, result.counts):
@@ -285,7 +302,9 @@ def tiny_problem(dtype):
     x = centers[y] + rng.normal(size=(60, 6))
     module = models.build(models.ModelSpec("mlp", (5,), "tanh"), 3)
     fm = flat.flat_model(module, (6,), dtype)
-    data = train.Data(jnp.asarray(x[:40], dtype), jnp.asarray(y[:40]), jnp.asarray(x[40:], dtype), jnp.asarray(y[40:]))
+    data = train.Data(
+        jnp.asarray(x[:40], dtype), jnp.asarray(y[:40]), jnp.asarray(x[40:], dtype), jnp.asarray(y[40:])
+    )
     return fm, data, jnp.asarray(0.4 * rng.normal(size=fm.D), dtype)
 
 
@@ -303,7 +322,9 @@ def test_step_runner_splits_anywhere_and_equals_the_epoch_trainer(x64, mode):
         space = dimension.random_space(jax.random.key(1), theta0, kind="dense", d=4)
         params0 = jnp.zeros(4, jnp.float64)
     key = jax.random.key(7)
-    state_ref, hist = jax.jit(trainer.run, static_argnums=5)(trainer.init(params0, space), key, data, space, 0, 2)
+    state_ref, hist = jax.jit(trainer.run, static_argnums=5)(
+        trainer.init(params0, space), key, data, space, 0, 2
+    )
     run_steps = jax.jit(train.make_step_runner(fm, spec), static_argnums=4)
     state, losses, steps = trainer.init(params0, space), [], []
     for n in (4, 4, 4, 4):  # one compile; splits mid-epoch and at the epoch's end
@@ -329,7 +350,9 @@ LARGE_D, LARGE_d = 656_810, 10_000  # the CIFAR-10 MLP 3072-200-200-10 with d = 
 
 def check_large(kind, limit):
     """O(d sqrt(D)) / O(D) bytes, not the 26 GB of a dense P; P and P^T are adjoint."""
-    P = jax.jit(projections.make, static_argnums=0, static_argnames=("D", "d"))(kind, jax.random.key(2), D=LARGE_D, d=LARGE_d)
+    P = jax.jit(projections.make, static_argnums=0, static_argnames=("D", "d"))(
+        kind, jax.random.key(2), D=LARGE_D, d=LARGE_d
+    )
     assert projections.nbytes(P) < limit, (kind, projections.nbytes(P))
     z = jax.random.normal(jax.random.key(0), (LARGE_d,))
     v = jax.random.normal(jax.random.key(1), (LARGE_D,))
@@ -348,7 +371,9 @@ def test_cheap_projections_at_D_656810_d_10000_need_little_memory(kind):
     shapes = jax.eval_shape(lambda key: projections.make(kind, key, D=LARGE_D, d=LARGE_d), jax.random.key(0))
     size = sum(math.prod(x.shape) * x.dtype.itemsize for x in jax.tree_util.tree_leaves(shapes))
     assert 1e6 < size < LIMITS[kind], (kind, size)  # a dense P would be 2.6e10 bytes
-    dense = jax.eval_shape(lambda key: projections.make("dense", key, D=LARGE_D, d=LARGE_d), jax.random.key(0))
+    dense = jax.eval_shape(
+        lambda key: projections.make("dense", key, D=LARGE_D, d=LARGE_d), jax.random.key(0)
+    )
     assert dense.matrix.size * 4 > 2e10  # (the check above can tell the difference)
 
 
@@ -372,5 +397,6 @@ def test_fastfood_at_D_656810_d_10000_trains_the_cifar_mlp():
     trainer = train.make_trainer(fm, spec)
     space = train.Space(theta0, P)
     state, per_step = jax.jit(train.make_step_runner(fm, spec), static_argnums=4)(
-        trainer.init(jnp.zeros(LARGE_d), space), jax.random.key(4), data, space, 20)
+        trainer.init(jnp.zeros(LARGE_d), space), jax.random.key(4), data, space, 20
+    )
     assert float(per_step["loss"][-1]) < 0.5 * float(per_step["loss"][0])  # it fits the random labels

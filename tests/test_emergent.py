@@ -12,10 +12,11 @@ from gzone.curvature import spectra
 
 
 def _planted(rng, spikes, *, n=200, bulk_scale=1.0):
-    """A symmetric matrix with the given spike eigenvalues above a Marchenko-Pastur bulk (edge ~ 2.9 bulk_scale)."""
+    """A symmetric matrix with the given spike eigenvalues above a Marchenko-Pastur bulk (edge ~ 2.9
+    bulk_scale)."""
     w = rng.normal(size=(n, 2 * n))
     bulk = np.sort(np.linalg.eigvalsh(w @ w.T / (2 * n)))[::-1] * bulk_scale
-    eigs = np.concatenate([np.asarray(spikes, float), bulk[len(spikes):]])
+    eigs = np.concatenate([np.asarray(spikes, float), bulk[len(spikes) :]])
     q = np.linalg.qr(rng.normal(size=(n, n)))[0]
     return (q * eigs) @ q.T, np.sort(eigs)[::-1]
 

@@ -79,15 +79,21 @@ def test_estimates_agree_with_dense_traces_and_eigenvalues():
     @jax.jit
     def run(key, theta):  # plus item 1's Lanczos for G and R: extreme_eigs on their products
         mvs = gauss_newton.make_curvature_mvs(fm, theta, x, y)
-        extremes = {name: spectra.extreme_eigs(key, mvs[name], dim=fm.D, k=3, order=fm.D, which="both")
-                    for name in ("gauss_newton", "residual")}
+        extremes = {
+            name: spectra.extreme_eigs(key, mvs[name], dim=fm.D, k=3, order=fm.D, which="both")
+            for name in ("gauss_newton", "residual")
+        }
         return fullspace.estimates(key, fm, theta, x, y, spec=spec), extremes
 
     out, extremes = run(jax.random.key(2), theta)
     assert set(out) == set(spec.scalar_names()) | set(spec.array_names())
     for prefix, A in (("full_", H), ("full_gn_", G), ("full_res_", H - G)):
         frob = np.linalg.norm(A)
-        exact = {"trace": (np.trace(A), frob), "frob": (frob, frob), "trace_over_frob": (np.trace(A) / frob, 1.0)}
+        exact = {
+            "trace": (np.trace(A), frob),
+            "frob": (frob, frob),
+            "trace_over_frob": (np.trace(A) / frob, 1.0),
+        }
         for stat, (value, scale) in exact.items():
             est, se = float(out[prefix + stat]), float(out[prefix + stat + "_se"])
             assert 0 < se < 0.15 * scale, (prefix, stat, se, value)  # sharp enough to fail
@@ -137,18 +143,36 @@ def test_predicted_subspace_ratio_matches_gaussian_projections():
 def test_point_fn_options():
     """make_point_fn with every option against dense references at the same point."""
     module, fm, _, x, y = _problem()
-    kw = dict(projection="sparse", convention="xavier_rescaled", sample_fn=flat.sample_fn(module, (IN,), "xavier", jnp.float64),
-              r_x=models.xavier_radius(module, (IN,)), dtype=jnp.float64)
+    kw = dict(
+        projection="sparse",
+        convention="xavier_rescaled",
+        sample_fn=flat.sample_fn(module, (IN,), "xavier", jnp.float64),
+        r_x=models.xavier_radius(module, (IN,)),
+        dtype=jnp.float64,
+    )
     spec = fullspace.Spec(num_probes=4, gn=True)  # top_k: test_estimates_* and the smoke run
     keys = seeds.SeedKeys.from_seed(0)
     k_init, k_proj, radius = keys.init_keys(1)[0], keys.proj_keys(d, 1)[0], jnp.float64(5.0)
 
-    fn = jax.jit(measure.make_point_fn(fm, d=d, **kw, metric="std", renormalise=True, gn_split=True, fullspace_spec=spec))
+    fn = jax.jit(
+        measure.make_point_fn(
+            fm, d=d, **kw, metric="std", renormalise=True, gn_split=True, fullspace_spec=spec
+        )
+    )
     full = jax.tree_util.tree_map(np.asarray, fn(k_init, k_proj, radius, x, y))
     assert set(full) == set(measure.SCALAR_METRICS) | {"eigvals"} | set(fullspace.SPLIT_SCALARS) | {
-        "gn_eigvals", "res_eigvals"} | set(spec.scalar_names()) | set(spec.array_names())
-    theta = subspace.point_at_radius(k_init, radius, convention="xavier_rescaled", sample_fn=kw["sample_fn"],
-                                 D=fm.D, r_x=kw["r_x"], dtype=jnp.float64)
+        "gn_eigvals",
+        "res_eigvals",
+    } | set(spec.scalar_names()) | set(spec.array_names())
+    theta = subspace.point_at_radius(
+        k_init,
+        radius,
+        convention="xavier_rescaled",
+        sample_fn=kw["sample_fn"],
+        D=fm.D,
+        r_x=kw["r_x"],
+        dtype=jnp.float64,
+    )
     f = flat.loss_fn(fm, x, y)
     assert full["loss"] == pytest.approx(float(f(theta)), rel=1e-12)  # the point is unchanged
     assert full["radius"] == pytest.approx(5.0, rel=1e-12)
@@ -158,9 +182,13 @@ def test_point_fn_options():
     M = eta[:, None] * M0
     M /= np.linalg.norm(M, axis=0)
     np.testing.assert_allclose(full["eigvals"], np.linalg.eigvalsh(M.T @ H @ M), atol=1e-10)
-    assert not np.allclose(full["eigvals"], np.linalg.eigvalsh(M0.T @ H @ M0), atol=1e-4)  # the metric matters
+    assert not np.allclose(
+        full["eigvals"], np.linalg.eigvalsh(M0.T @ H @ M0), atol=1e-4
+    )  # the metric matters
     assert full["gn_trace"] + full["res_trace"] == pytest.approx(full["trace"], rel=1e-10)
     # The probes come from the point's key alone (the same at every d and metric).
-    direct = jax.jit(lambda k, th: fullspace.estimates(fullspace.probe_key(k), fm, th, x, y, spec=spec))(k_init, theta)
+    direct = jax.jit(lambda k, th: fullspace.estimates(fullspace.probe_key(k), fm, th, x, y, spec=spec))(
+        k_init, theta
+    )
     for k in spec.scalar_names():
         assert full[k] == pytest.approx(float(direct[k]), rel=1e-10), k

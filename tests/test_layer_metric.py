@@ -27,8 +27,16 @@ def _expected_unnormalised(module, fm, name):
     out = []
     for s in fm.segments:
         R, sigma = radii[s.layer], stds[s.layer]["kernel"]  # biases take the kernel's value
-        out.append({"none": 1.0, "inv_layer_radius": 1 / R, "layer_radius": R, "inv_std": 1 / sigma,
-                    "std": sigma, "sqrt_layer_radius": math.sqrt(R)}[name])
+        out.append(
+            {
+                "none": 1.0,
+                "inv_layer_radius": 1 / R,
+                "layer_radius": R,
+                "inv_std": 1 / sigma,
+                "std": sigma,
+                "sqrt_layer_radius": math.sqrt(R),
+            }[name]
+        )
     return np.asarray(out)
 
 
@@ -67,7 +75,9 @@ def test_unknown_metric_is_rejected(model):
         layer_metric.make_projection_fn(fm, d=2, kind="sparse", metric="nope")
 
 
-COMBOS = [(k, m, r) for k in ("sparse", "dense") for m in ("none", "inv_std", "layer_radius") for r in (False, True)]
+COMBOS = [
+    (k, m, r) for k in ("sparse", "dense") for m in ("none", "inv_std", "layer_radius") for r in (False, True)
+]
 COMBOS += [("fastfood", "inv_std", True)]  # the generic (lax.map) column norms of Scaled
 
 
@@ -120,7 +130,10 @@ def test_column_segment_fractions_match_numpy(model, projected):
         mean = np.asarray(layer_metric.segment_fractions(P, fm))
     seg = flat.segment_index(fm)
     sq = M**2
-    expected = np.stack([sq[seg == i].sum(axis=0) for i in range(len(fm.segments))], axis=1) / sq.sum(axis=0)[:, None]
+    expected = (
+        np.stack([sq[seg == i].sum(axis=0) for i in range(len(fm.segments))], axis=1)
+        / sq.sum(axis=0)[:, None]
+    )
     assert got.shape == (d, len(fm.segments))
     np.testing.assert_allclose(got.sum(axis=1), 1.0, rtol=1e-12)
     np.testing.assert_allclose(got, expected, rtol=1e-10, atol=1e-15)

@@ -74,7 +74,9 @@ def _groups_by_loop(gram, y, C):
 def test_cosine_groups_equal_a_loop_over_pairs(x64):
     rng = np.random.default_rng(0)
     y = np.asarray([0, 0, 1, 2, 2, 1, 0])
-    vectors = rng.normal(size=(len(y) * C, 11)) + 0.7 * rng.normal(size=(C, 11))[np.tile(np.arange(C), len(y))]
+    vectors = (
+        rng.normal(size=(len(y) * C, 11)) + 0.7 * rng.normal(size=(C, 11))[np.tile(np.arange(C), len(y))]
+    )
     gram = jnp.asarray(vectors @ vectors.T)
     got = logits.cosine_groups(gram, jnp.asarray(y), num_classes=C)
     pools, blocks = _groups_by_loop(gram, y, C)
@@ -100,7 +102,9 @@ def test_cosine_groups_of_perfectly_clustered_gradients(x64):
     for name, value in (("slsc", 1.0), ("sl", 1.0), ("sldc", 1.0), ("dl", 0.0)):
         assert float(got[f"q_{name}"]) == pytest.approx(value, abs=1e-12)
         assert float(got[f"q_{name}_std"]) == pytest.approx(0.0, abs=1e-6)
-    vectors[0] = (e[0] + e[C]) / np.sqrt(2)  # example 0 (class 0), logit 0 tilted: class 0 has one example only
+    vectors[0] = (e[0] + e[C]) / np.sqrt(
+        2
+    )  # example 0 (class 0), logit 0 tilted: class 0 has one example only
     got = logits.cosine_groups(jnp.asarray(vectors @ vectors.T), jnp.asarray(y), num_classes=C)
     assert float(got["q_slsc"]) == pytest.approx(1.0)  # its same-class pairs: none (the only class-0 example)
     assert float(got["q_sldc"]) < 1.0 and float(got["q_sl"]) < 1.0

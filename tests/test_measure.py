@@ -75,7 +75,8 @@ def test_full_space_statistics_are_unbiased_and_lanczos_is_exact_at_order_D(tiny
 
 def test_top_pairs_overlap_and_logit_groups_equal_dense_references(tiny):
     """Lanczos with order = D is exact: the top eigenvalues and the gradient overlap against eigh of the dense
-    Hessian; the grouped cosines against a loop over pairs of the dense Jacobian's rows; the logit variance."""
+    Hessian; the grouped cosines against a loop over pairs of the dense Jacobian's rows; the logit
+    variance."""
     _, fm, theta, x, y, _ = tiny
     spec = measure.Spec(top_k=6, order=fm.D, gram=measure.Gram(num_classes=C, chunk=4), logit_var=True)
     out = jax.jit(measure.make_measure_fn(fm, spec))(jax.random.key(3), theta, None, x, y, x, y)
@@ -83,8 +84,9 @@ def test_top_pairs_overlap_and_logit_groups_equal_dense_references(tiny):
     eigval, eigvec = np.linalg.eigh(H)
     np.testing.assert_allclose(out["top_eigs"], eigval[::-1][:6], rtol=1e-8, atol=1e-10)
     g = np.asarray(jax.grad(f)(theta))
-    np.testing.assert_allclose(out["overlap"], np.cumsum((eigvec[:, ::-1][:, :6].T @ g) ** 2) / (g @ g), rtol=1e-6,
-                               atol=1e-10)
+    np.testing.assert_allclose(
+        out["overlap"], np.cumsum((eigvec[:, ::-1][:, :6].T @ g) ** 2) / (g @ g), rtol=1e-6, atol=1e-10
+    )
     rows = J.reshape(-1, fm.D)
     unit = rows / np.linalg.norm(rows, axis=1, keepdims=True)
     pools = {"slsc": [], "sl": [], "sldc": [], "dl": []}
@@ -110,11 +112,19 @@ def test_the_scan_point_is_the_core_at_a_point_at_radius(tiny):
     sample = flat.sample_fn(module, (4,), "xavier", jnp.float64)
     r_x = models.xavier_radius(module, (4,))
     k_init, k_proj = jax.random.key(7), jax.random.key(8)
-    point_fn = measure.make_point_fn(fm, d=5, projection="sparse", convention="xavier_rescaled", sample_fn=sample,
-                                     r_x=r_x, dtype=jnp.float64)
+    point_fn = measure.make_point_fn(
+        fm,
+        d=5,
+        projection="sparse",
+        convention="xavier_rescaled",
+        sample_fn=sample,
+        r_x=r_x,
+        dtype=jnp.float64,
+    )
     got = jax.jit(point_fn)(k_init, k_proj, jnp.float64(3.0), x, y)
-    theta = subspace.point_at_radius(k_init, 3.0, convention="xavier_rescaled", sample_fn=sample, D=fm.D, r_x=r_x,
-                                     dtype=jnp.float64)
+    theta = subspace.point_at_radius(
+        k_init, 3.0, convention="xavier_rescaled", sample_fn=sample, D=fm.D, r_x=r_x, dtype=jnp.float64
+    )
     P = projections.make("sparse", k_proj, D=fm.D, d=5, dtype=jnp.float64)
     _, H, _, _ = _dense(fm, theta, x, y)
     Pm = np.asarray(projections.todense(P))

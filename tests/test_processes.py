@@ -22,14 +22,24 @@ FLAGFILES = REPO / "experiments" / "flagfiles"
 
 
 def _env(**extra):
-    env = {**os.environ, "PYTHONPATH": str(REPO), "JAX_PLATFORMS": "cpu", "JAX_COMPILATION_CACHE_DIR": conftest.CACHE_DIR,
-           "JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS": "0", "JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES": "0"}
+    env = {
+        **os.environ,
+        "PYTHONPATH": str(REPO),
+        "JAX_PLATFORMS": "cpu",
+        "JAX_COMPILATION_CACHE_DIR": conftest.CACHE_DIR,
+        "JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS": "0",
+        "JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES": "0",
+    }
     env["XLA_FLAGS"] = conftest.XLA_FLAGS
     return {**env, **extra}
 
 
 def _in_process(module, flagfile, workdir):
-    config = module.config_from_argv([f"--flagfile={FLAGFILES / flagfile}", f"--workdir={workdir}", "--noplots"])
+    config = module.config_from_argv([
+        f"--flagfile={FLAGFILES / flagfile}",
+        f"--workdir={workdir}",
+        "--noplots",
+    ])
     return records.load_arrays(module.run(config, log=lambda s: None, progress=None))
 
 
@@ -44,22 +54,41 @@ def test_assignment_is_deterministic_and_balanced():
     owners = processes.assign(units, 3)
     assert owners == processes.assign(list(reversed(units)), 3)  # order of the plan does not matter
     load = [sum(w for n, w in units if owners[n] == p) for p in range(3)]
-    assert sorted(load) == [7, 8, 9] and owners["u0"] == 0  # by hand: 9 | 4 2 1 1 | 4 2 1 (costliest first, least loaded)
+    assert (
+        sorted(load) == [7, 8, 9] and owners["u0"] == 0
+    )  # by hand: 9 | 4 2 1 1 | 4 2 1 (costliest first, least loaded)
     assert processes.assign(units, 1) == {n: 0 for n, _ in units}
     assert processes.owner("r001_d8", 2) == processes.owner("r001_d8", 2) in (0, 1)
 
 
 @pytest.mark.slow  # two Python processes with jax.distributed: ~30 s per experiment on 2 cores
-@pytest.mark.parametrize("experiment, flagfile", [(radius_scan, "smoke.flags"),
-                                                  (radius_dynamics, "radius_dynamics_smoke.flags")])
+@pytest.mark.parametrize(
+    "experiment, flagfile", [(radius_scan, "smoke.flags"), (radius_dynamics, "radius_dynamics_smoke.flags")]
+)
 def test_two_processes_on_localhost_give_one_process_arrays(experiment, flagfile, tmp_path):
     expected = _in_process(experiment, flagfile, tmp_path / "one")
     port = _free_port()
-    command = [sys.executable, "-m", experiment.__name__, f"--flagfile={FLAGFILES / flagfile}",
-               f"--workdir={tmp_path / 'two'}", "--noplots", f"--coordinator_address=127.0.0.1:{port}",
-               "--num_processes=2"]
-    procs = [subprocess.Popen([*command, f"--process_id={i}"], cwd=REPO, env=_env(), stdout=subprocess.PIPE,
-                              stderr=subprocess.PIPE, text=True) for i in range(2)]
+    command = [
+        sys.executable,
+        "-m",
+        experiment.__name__,
+        f"--flagfile={FLAGFILES / flagfile}",
+        f"--workdir={tmp_path / 'two'}",
+        "--noplots",
+        f"--coordinator_address=127.0.0.1:{port}",
+        "--num_processes=2",
+    ]
+    procs = [
+        subprocess.Popen(
+            [*command, f"--process_id={i}"],
+            cwd=REPO,
+            env=_env(),
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for i in range(2)
+    ]
     outputs = [p.communicate(timeout=600) for p in procs]
     for p, (out, err) in zip(procs, outputs):
         assert p.returncode == 0, err[-3000:]
@@ -69,7 +98,9 @@ def test_two_processes_on_localhost_give_one_process_arrays(experiment, flagfile
     for key, value in expected.items():
         np.testing.assert_array_equal(got[key], value, err_msg=key)
     lines = records.read_jsonl(path)
-    assert {line["process"] for line in lines} == {0, 1} and len({line["unit"] for line in lines}) == len(lines)
+    assert {line["process"] for line in lines} == {0, 1} and len({line["unit"] for line in lines}) == len(
+        lines
+    )
     assert "records:" in outputs[0][0] and "process 1 of 2" in outputs[1][0]
     assert records.read_config(path)["status"] == "complete"
 
@@ -93,12 +124,15 @@ def test_four_forced_host_devices_give_one_device_arrays(tmp_path):
     expected = [_in_process(m, f, tmp_path / "one") for m, f in runs]
     env = _env(XLA_FLAGS=f"{conftest.XLA_FLAGS} --xla_force_host_platform_device_count=4")
     args = [*(str(FLAGFILES / f) for _, f in runs), *(str(tmp_path / f"four_{i}") for i in range(2))]
-    proc = subprocess.run([sys.executable, "-c", SHARDED, *args], cwd=REPO, env=env, capture_output=True, text=True,
-                          timeout=600)
+    proc = subprocess.run(
+        [sys.executable, "-c", SHARDED, *args], cwd=REPO, env=env, capture_output=True, text=True, timeout=600
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     for i, ((module, _), reference) in enumerate(zip(runs, expected)):
         path = tmp_path / f"four_{i}" / module.EXPERIMENT / "smoke"
         assert records.read_config(path)["derived"].get("devices_used", 4) == 4
         got = records.load_arrays(path)
         for key, value in reference.items():
-            np.testing.assert_allclose(got[key], value, rtol=1e-4, atol=1e-5 * (np.abs(value).max() or 1), err_msg=key)
+            np.testing.assert_allclose(
+                got[key], value, rtol=1e-4, atol=1e-5 * (np.abs(value).max() or 1), err_msg=key
+            )

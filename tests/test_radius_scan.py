@@ -25,13 +25,24 @@ SMOKE = f"--flagfile={REPO}/experiments/flagfiles/smoke.flags"
 DATA = REPO / "tests" / "data"
 RADII_REL, DIMS, SEEDS = [-2.0, 0.0, 2.0], [4, 8], 2  # what smoke.flags asks for
 UNITS = {f"r{ri:03d}_d{d}" for ri in range(3) for d in DIMS}
-OPTIONS = ["--name=opts", "--gn_split", "--fullspace_probes=4", "--fullspace_top_k=2", "--projection_metric=inv_std",
-           "--noplots"]
+OPTIONS = [
+    "--name=opts",
+    "--gn_split",
+    "--fullspace_probes=4",
+    "--fullspace_top_k=2",
+    "--projection_metric=inv_std",
+    "--noplots",
+]
 
 
 def _run(workdir, *flags, plots=True):
     lines, progress = [], []
-    config = radius_scan.config_from_argv([SMOKE, f"--workdir={workdir}", *flags, *([] if plots else ["--noplots"])])
+    config = radius_scan.config_from_argv([
+        SMOKE,
+        f"--workdir={workdir}",
+        *flags,
+        *([] if plots else ["--noplots"]),
+    ])
     path = radius_scan.run(config, log=lines.append, progress=progress.append)
     return {"path": path, "log": lines, "progress": progress, "config": config}
 
@@ -64,9 +75,17 @@ def _assert_close_to_reference(arrays, reference):
 def test_records_are_complete_and_consistent(smoke):
     path = smoke["path"]
     config = records.read_config(path)
-    assert config["status"] == "complete" and config["experiment"] == "radius_scan" and config["schema"] == schema.VERSION
+    assert (
+        config["status"] == "complete"
+        and config["experiment"] == "radius_scan"
+        and config["schema"] == schema.VERSION
+    )
     settings, derived = config["settings"], config["derived"]
-    assert settings["dims"] == DIMS and settings["num_seeds"] == SEEDS and settings["log10_r2_over_rx2"] == RADII_REL
+    assert (
+        settings["dims"] == DIMS
+        and settings["num_seeds"] == SEEDS
+        and settings["log10_r2_over_rx2"] == RADII_REL
+    )
     assert settings["data"]["examples"] == 64 and settings["model"]["class"] == "gzone.models.MLP"
     assert settings["seed_mode"] in ("vmap", "map") and derived["D"] == 40 * 16 + 16 + 16 * 10 + 10
     assert derived["dataset"]["name"] == "mnist1d" and len(derived["hessian_examples"]) == 64
@@ -74,20 +93,28 @@ def test_records_are_complete_and_consistent(smoke):
     lines = records.read_jsonl(path)
     assert {line["unit"] for line in lines} == UNITS and len(lines) == len(UNITS)
     for line in lines:
-        assert line["radius"] == pytest.approx(derived["radii"][line["radius_index"]]) and line["seconds"] >= 0
+        assert (
+            line["radius"] == pytest.approx(derived["radii"][line["radius_index"]]) and line["seconds"] >= 0
+        )
     arrays = records.load_arrays(path)
     schema.check(config, arrays)
     R, n_d, S = len(RADII_REL), len(DIMS), SEEDS
     for key in schema.SCAN_SCALARS:
         assert arrays[key].shape == (R, n_d, S), key
-    np.testing.assert_allclose(arrays["radii"], derived["r_x"] * 10 ** (np.asarray(RADII_REL) / 2), rtol=1e-12)
-    np.testing.assert_allclose(arrays["radius"], np.broadcast_to(arrays["radii"][:, None, None], (R, n_d, S)), rtol=1e-5)
+    np.testing.assert_allclose(
+        arrays["radii"], derived["r_x"] * 10 ** (np.asarray(RADII_REL) / 2), rtol=1e-12
+    )
+    np.testing.assert_allclose(
+        arrays["radius"], np.broadcast_to(arrays["radii"][:, None, None], (R, n_d, S)), rtol=1e-5
+    )
     assert arrays["layer_sq_frac"].shape == (n_d, S, 4)
     np.testing.assert_allclose(arrays["layer_sq_frac"].sum(axis=-1), 1.0, rtol=1e-5)
     for line in lines:  # the per-unit means in metrics.jsonl summarise the same arrays
         ri, di = line["radius_index"], DIMS.index(line["d"])
         assert line["mean"]["loss"] == pytest.approx(float(np.mean(arrays["loss"][ri, di])), rel=1e-6)
-    np.testing.assert_array_equal(arrays["loss"][:, 0, :], arrays["loss"][:, 1, :])  # the point does not depend on d
+    np.testing.assert_array_equal(
+        arrays["loss"][:, 0, :], arrays["loss"][:, 1, :]
+    )  # the point does not depend on d
     for figure in ("goldilocks.png", "loss_accuracy.png"):
         assert Path(path, figure).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n", figure
     flags_txt = Path(path, "flags.txt").read_text()
@@ -104,8 +131,11 @@ def test_the_numbers_do_not_move(smoke, with_options):
 
 @pytest.mark.slow
 def test_the_quick_scan_numbers_do_not_move(tmp_path):
-    config = radius_scan.config_from_argv([f"--flagfile={REPO}/experiments/flagfiles/quick.flags",
-                                           f"--workdir={tmp_path}", "--noplots"])
+    config = radius_scan.config_from_argv([
+        f"--flagfile={REPO}/experiments/flagfiles/quick.flags",
+        f"--workdir={tmp_path}",
+        "--noplots",
+    ])
     path = radius_scan.run(config, log=lambda s: None, progress=None)
     _assert_close_to_reference(records.load_arrays(path), _reference("quick"))
 
@@ -119,9 +149,14 @@ def test_recorded_spectra_equal_a_dense_float64_route(smoke, with_options):
     module = smoke["config"].model.build(dataset.num_classes)
     keys, ri, d, s = seeds.SeedKeys.from_seed(0), 1, 8, 1
     fm32 = flat.flat_model(module, (40,))
-    theta32 = subspace.point_at_radius(keys.init_keys(SEEDS)[s], jnp.float32(derived["radii"][ri]),
-                                       convention="xavier_rescaled", sample_fn=flat.sample_fn(module, (40,)),
-                                       D=fm32.D, r_x=derived["r_x"])
+    theta32 = subspace.point_at_radius(
+        keys.init_keys(SEEDS)[s],
+        jnp.float32(derived["radii"][ri]),
+        convention="xavier_rescaled",
+        sample_fn=flat.sample_fn(module, (40,)),
+        D=fm32.D,
+        r_x=derived["r_x"],
+    )
     base = projections.make("sparse", keys.proj_keys(d, SEEDS)[s], D=fm32.D, d=d)
     with jax.enable_x64(True):
         fm = flat.flat_model(module, (40,), jnp.float64)
@@ -130,18 +165,26 @@ def test_recorded_spectra_equal_a_dense_float64_route(smoke, with_options):
         H = jax.jit(jax.hessian(flat.loss_fn(fm, x, y)))(theta)
         J = jax.jit(jax.jacfwd(lambda th: flat.logits(fm, th, x)))(theta)  # [N, C, D]
         p = jax.nn.softmax(flat.logits(fm, theta, x))
-        blocks = jax.vmap(lambda q: jnp.diag(q) - jnp.outer(q, q))(p) / x.shape[0]  # the softmax Hessians [N, C, C]
+        blocks = (
+            jax.vmap(lambda q: jnp.diag(q) - jnp.outer(q, q))(p) / x.shape[0]
+        )  # the softmax Hessians [N, C, C]
         G = jnp.einsum("nci,ncd,ndj->ij", J, blocks, J)
         for run, metric in ((smoke, "none"), (with_options, "inv_std")):
             arrays = records.load_arrays(run["path"])
-            P = jnp.asarray(projections.todense(layer_metric.apply(base, fm32, metric=metric, renormalise=False)),
-                            jnp.float64)
+            P = jnp.asarray(
+                projections.todense(layer_metric.apply(base, fm32, metric=metric, renormalise=False)),
+                jnp.float64,
+            )
             expected = np.linalg.eigvalsh(np.asarray(P.T @ H @ P))
             atol = 2e-4 * np.abs(expected).max()
             np.testing.assert_allclose(arrays[f"eigvals_d{d}"][ri, s], expected, rtol=2e-3, atol=atol)
             if metric != "none":
-                np.testing.assert_allclose(arrays[f"gn_eigvals_d{d}"][ri, s], np.linalg.eigvalsh(np.asarray(P.T @ G @ P)),
-                                           rtol=2e-3, atol=atol)
+                np.testing.assert_allclose(
+                    arrays[f"gn_eigvals_d{d}"][ri, s],
+                    np.linalg.eigvalsh(np.asarray(P.T @ G @ P)),
+                    rtol=2e-3,
+                    atol=atol,
+                )
         gn = gauss_newton.make_gauss_newton_mv(fm, theta, x)(P[:, 0])
         np.testing.assert_allclose(gn, G @ P[:, 0], rtol=1e-8, atol=1e-12)
 
@@ -150,8 +193,16 @@ def test_the_api_on_the_same_settings_gives_the_command_lines_arrays(smoke):
     config = smoke["config"]
     dataset = config.data.load()
     index = np.asarray(records.read_config(smoke["path"])["derived"]["hessian_examples"])
-    result = gzone.radius_scan(config.model.build(10), dataset.x_train[index], dataset.y_train[index],
-                               log10_r2_over_rx2=RADII_REL, dims=DIMS, num_seeds=SEEDS, seed=0, log=None)
+    result = gzone.radius_scan(
+        config.model.build(10),
+        dataset.x_train[index],
+        dataset.y_train[index],
+        log10_r2_over_rx2=RADII_REL,
+        dims=DIMS,
+        num_seeds=SEEDS,
+        seed=0,
+        log=None,
+    )
     cli_arrays = records.load_arrays(smoke["path"])
     assert set(result.arrays) == set(cli_arrays)
     for key, value in cli_arrays.items():
@@ -177,10 +228,16 @@ def test_resume_computes_only_the_missing_units(smoke, tmp_path):
 def test_options_are_recorded(with_options):
     config = records.read_config(with_options["path"])
     settings, derived = config["settings"], config["derived"]
-    assert settings["gn_split"] is True and settings["fullspace_probes"] == 4 and settings["projection_metric"] == "inv_std"
+    assert (
+        settings["gn_split"] is True
+        and settings["fullspace_probes"] == 4
+        and settings["projection_metric"] == "inv_std"
+    )
     assert derived["projection_metric"]["name"] == "inv_std" and derived["fullspace_order"] == 30
     arrays = records.load_arrays(with_options["path"])
-    assert arrays["full_top"].shape == (3, 2, 2, 2) and np.all(arrays["full_top"][..., 0] >= arrays["full_top"][..., 1])
+    assert arrays["full_top"].shape == (3, 2, 2, 2) and np.all(
+        arrays["full_top"][..., 0] >= arrays["full_top"][..., 1]
+    )
     assert "full H Tr/F" in "\n".join(with_options["log"])
 
 
@@ -199,8 +256,12 @@ def _main(argv, capsys):
     from experiments import cli
 
     with pytest.raises(SystemExit) as exit_:
-        cli.main(radius_scan.config_from_argv, lambda c: radius_scan.run(c, progress=None), groups=radius_scan.GROUPS,
-                 argv=argv)
+        cli.main(
+            radius_scan.config_from_argv,
+            lambda c: radius_scan.run(c, progress=None),
+            groups=radius_scan.GROUPS,
+            argv=argv,
+        )
     captured = capsys.readouterr()
     return exit_.value.code, captured.out, captured.err.strip()
 

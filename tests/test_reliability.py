@@ -27,8 +27,12 @@ SMOKE = f"--flagfile={REPO}/experiments/flagfiles/smoke.flags"
 
 def _main(argv, capsys):
     with pytest.raises(SystemExit) as exit_:
-        cli.main(radius_scan.config_from_argv, lambda c: radius_scan.run(c, log=lambda s: None, progress=None),
-                 groups=radius_scan.GROUPS, argv=argv)
+        cli.main(
+            radius_scan.config_from_argv,
+            lambda c: radius_scan.run(c, log=lambda s: None, progress=None),
+            groups=radius_scan.GROUPS,
+            argv=argv,
+        )
     captured = capsys.readouterr()
     return exit_.value.code, captured.out, captured.err.strip()
 
@@ -58,15 +62,19 @@ def _snapshot(folder):
 def _toy_data(folder, *, seed=0, **changes):
     """A small uint8 dataset <folder>/toy.npz of 40-feature vectors (MNIST-1D's input shape), 10 classes."""
     rng = np.random.default_rng(seed)
-    arrays = {"x_train": rng.integers(0, 255, (200, 40)).astype(np.uint8), "y_train": np.arange(200) % 10,
-              "x_test": rng.integers(0, 255, (50, 40)).astype(np.uint8), "y_test": np.arange(50) % 10}
+    arrays = {
+        "x_train": rng.integers(0, 255, (200, 40)).astype(np.uint8),
+        "y_train": np.arange(200) % 10,
+        "x_test": rng.integers(0, 255, (50, 40)).astype(np.uint8),
+        "y_test": np.arange(50) % 10,
+    }
     arrays.update({k: f(arrays[k]) for k, f in changes.items()})
     os.makedirs(folder, exist_ok=True)
     np.savez(os.path.join(folder, "toy.npz"), **arrays)
     return os.path.join(folder, "toy.npz")
 
 
-# --------------------------------------------------------------------------- bad input: one line, no run folder
+# ------------------------------------------------------------------ bad input: one line, no run folder
 
 
 def _data_case(tmp, **changes):
@@ -87,14 +95,25 @@ CASES = {
     "corrupt_archive": (lambda t: _archive_case(t, "corrupt"), "truncated or corrupt"),
     "two_d_labels": (lambda t: _data_case(t, y_train=lambda y: np.stack([y, y], 1)), "1-D integer"),
     "float_labels": (lambda t: _data_case(t, y_train=lambda y: y.astype(np.float32)), "1-D integer"),
-    "huge_label": (lambda t: _data_case(t, y_train=lambda y: np.where(np.arange(200) == 5, 10**6, y)), "missing"),
+    "huge_label": (
+        lambda t: _data_case(t, y_train=lambda y: np.where(np.arange(200) == 5, 10**6, y)),
+        "missing",
+    ),
     "label_beyond_num_classes": (lambda t: [*_data_case(t), "--num_classes=5"], "[0, 5)"),
-    "nan_inputs": (lambda t: _data_case(t, x_train=lambda x: np.where(x > 250, np.nan, x.astype(np.float32))),
-                   "non-finite"),
+    "nan_inputs": (
+        lambda t: _data_case(t, x_train=lambda x: np.where(x > 250, np.nan, x.astype(np.float32))),
+        "non-finite",
+    ),
     "train_test_shapes": (lambda t: _data_case(t, x_test=lambda x: x[:, :30]), "differ"),
-    "radius_beyond_float32": (lambda t: ["--log10_r2_over_rx2=", "--radii=1e39"], "beyond what float32 holds"),
+    "radius_beyond_float32": (
+        lambda t: ["--log10_r2_over_rx2=", "--radii=1e39"],
+        "beyond what float32 holds",
+    ),
     "radius_below_float32": (lambda t: ["--log10_r2_over_rx2=", "--radii=1e-40"], "smallest normal"),
-    "workdir_cannot_be_created": (lambda t: ["--workdir=/proc/gzone_cannot_be_here"], "cannot create or write"),
+    "workdir_cannot_be_created": (
+        lambda t: ["--workdir=/proc/gzone_cannot_be_here"],
+        "cannot create or write",
+    ),
     "workdir_is_a_file": (lambda t: [f"--workdir={_file(t / 'plain')}"], "cannot create or write"),
 }
 
@@ -114,7 +133,7 @@ def test_bad_input_ends_with_one_line_and_no_run_folder(case, tmp_path, capsys):
     assert not (tmp_path / "work").exists()
 
 
-# --------------------------------------------------------------------------- existing runs: refused untouched or repaired
+# ---------------------------------------------------- existing runs: refused untouched, or repaired
 
 
 def test_a_truncated_config_json_is_refused_naming_the_file_and_overwrite(finished, tmp_path, capsys):
@@ -164,8 +183,9 @@ def test_temp_files_of_dead_writers_are_removed_at_start(finished, tmp_path):
     assert not any(p.exists() for p in leftovers)
 
 
-def test_a_write_that_fails_midway_leaves_nothing_corrupt_and_the_rerun_completes(finished, tmp_path, capsys,
-                                                                                 monkeypatch):
+def test_a_write_that_fails_midway_leaves_nothing_corrupt_and_the_rerun_completes(
+    finished, tmp_path, capsys, monkeypatch
+):
     calls = []
     real = np.savez
 
@@ -178,9 +198,14 @@ def test_a_write_that_fails_midway_leaves_nothing_corrupt_and_the_rerun_complete
 
     monkeypatch.setattr(records.np, "savez", disk_full_on_the_third_unit)
     code, _, err = _main([SMOKE, f"--workdir={tmp_path}", "--noplots"], capsys)
-    assert code == 2 and len(err.splitlines()) == 1 and "No space left on device" in err and "resume" in err, err
+    assert (
+        code == 2 and len(err.splitlines()) == 1 and "No space left on device" in err and "resume" in err
+    ), err
     path = tmp_path / "radius_scan" / "smoke"
-    assert records.completed_units(path, verify=True) == records.completed_units(path) and len(records.read_jsonl(path)) == 2
+    assert (
+        records.completed_units(path, verify=True) == records.completed_units(path)
+        and len(records.read_jsonl(path)) == 2
+    )
     assert records.read_config(path)["status"] == "running"
     assert not list(path.rglob("*.tmp*"))  # the failed write removed its temp file
     monkeypatch.setattr(records.np, "savez", real)
@@ -211,7 +236,8 @@ def replace(src, dst):
 def append(path, record):
     if event():
         line = records.json.dumps(records.to_jsonable(record), sort_keys=True)
-        with open(os.path.join(path, "metrics.jsonl") if not str(path).endswith(".jsonl") else path, "a") as fh:
+        file = os.path.join(path, "metrics.jsonl") if not str(path).endswith(".jsonl") else path
+        with open(file, "a") as fh:
             fh.write(line[: len(line) // 2])
         os.kill(os.getpid(), signal.SIGKILL)
     real_append(path, record)
@@ -226,27 +252,49 @@ runpy.run_module(sys.argv[0], run_name="__main__", alter_sys=True)
 
 
 def test_kills_at_a_seeded_schedule_of_points_resume_to_the_same_arrays(finished, tmp_path):
-    env = {**os.environ, "PYTHONPATH": str(REPO), "JAX_PLATFORMS": "cpu", "JAX_COMPILATION_CACHE_DIR": conftest.CACHE_DIR,
-           "JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS": "0", "JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES": "0"}
+    env = {
+        **os.environ,
+        "PYTHONPATH": str(REPO),
+        "JAX_PLATFORMS": "cpu",
+        "JAX_COMPILATION_CACHE_DIR": conftest.CACHE_DIR,
+        "JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS": "0",
+        "JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES": "0",
+    }
     env["XLA_FLAGS"] = conftest.XLA_FLAGS
-    cmd = [sys.executable, "-c", KILLER, "experiments.radius_scan", SMOKE, f"--workdir={tmp_path}", "--noplots"]
-    # A run of the smoke flags makes 4 writes when it opens the folder and finishes, plus 2 per unit (6 units).
+    cmd = [
+        sys.executable,
+        "-c",
+        KILLER,
+        "experiments.radius_scan",
+        SMOKE,
+        f"--workdir={tmp_path}",
+        "--noplots",
+    ]
+    # A run of the smoke flags makes 4 writes when it opens the folder and finishes, plus 2 per unit
+    # (6 units).
     schedule = sorted(np.random.default_rng(20261201).choice(np.arange(1, 17), size=3, replace=False))
     killed = []
     for k in schedule:  # every run resumes the last one's folder and is killed at its k-th write event
-        proc = subprocess.run(cmd, cwd=REPO, env={**env, "GZONE_KILL_AT": str(k)}, capture_output=True, text=True,
-                              timeout=300)
+        proc = subprocess.run(
+            cmd, cwd=REPO, env={**env, "GZONE_KILL_AT": str(k)}, capture_output=True, text=True, timeout=300
+        )
         killed.append(proc.returncode)
-    final = subprocess.run(cmd, cwd=REPO, env={**env, "GZONE_KILL_AT": "0"}, capture_output=True, text=True, timeout=300)
+    final = subprocess.run(
+        cmd, cwd=REPO, env={**env, "GZONE_KILL_AT": "0"}, capture_output=True, text=True, timeout=300
+    )
     assert final.returncode == 0, final.stderr[-3000:]
     assert -9 in killed, (schedule, killed)
     path = tmp_path / "radius_scan" / "smoke"
     got = records.load_arrays(path)
     for key, value in finished["arrays"].items():
         np.testing.assert_array_equal(got[key], value, err_msg=key)
-    assert sorted({line["unit"] for line in records.read_jsonl(path)}) == sorted(f"r{r:03d}_d{d}" for r in range(3)
-                                                                                 for d in (4, 8))
-    assert not list(path.rglob("*.tmp*")) and json.loads((path / "config.json").read_text())["status"] == "complete"
+    assert sorted({line["unit"] for line in records.read_jsonl(path)}) == sorted(
+        f"r{r:03d}_d{d}" for r in range(3) for d in (4, 8)
+    )
+    assert (
+        not list(path.rglob("*.tmp*"))
+        and json.loads((path / "config.json").read_text())["status"] == "complete"
+    )
 
 
 # --------------------------------------------------------------------------- non-finite points
@@ -255,11 +303,23 @@ def test_kills_at_a_seeded_schedule_of_points_resume_to_the_same_arrays(finished
 def test_extreme_radii_record_the_radius_and_nan_where_the_logits_overflow():
     ds = data.load("mnist1d", n_train=200)
     module = models.build(models.ModelSpec("mlp", (16,), "relu"), 10)
-    result = gzone.radius_scan(module, ds.x_train[:64], ds.y_train[:64], radii=[1e-30, 1.0, 1e30], dims=[4],
-                               num_seeds=2, log=None)
+    result = gzone.radius_scan(
+        module, ds.x_train[:64], ds.y_train[:64], radii=[1e-30, 1.0, 1e30], dims=[4], num_seeds=2, log=None
+    )
     a = result.arrays
-    np.testing.assert_allclose(a["radius"][:, 0, :], np.array([[1e-30] * 2, [1.0] * 2, [1e30] * 2]), rtol=1e-5)
+    np.testing.assert_allclose(
+        a["radius"][:, 0, :], np.array([[1e-30] * 2, [1.0] * 2, [1e30] * 2]), rtol=1e-5
+    )
     assert np.all(np.isfinite(a["loss"][:2])) and np.all(np.isfinite(a["eigvals_d4"][:2]))
-    for key in ("loss", "accuracy", "grad_norm", "grad_radial", "frac_pos", "trace_over_frob", "top", "bottom"):
+    for key in (
+        "loss",
+        "accuracy",
+        "grad_norm",
+        "grad_radial",
+        "frac_pos",
+        "trace_over_frob",
+        "top",
+        "bottom",
+    ):
         assert np.all(np.isnan(a[key][2])), key  # logits overflow at 1e30: NaN, never finite garbage
     assert np.all(np.isnan(a["eigvals_d4"][2]))

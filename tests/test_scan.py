@@ -49,9 +49,9 @@ def points(problem):
     for convention in subspace.POINT_CONVENTIONS:
         fn = jax.jit(lambda key, radius, c=convention: _point(problem, key, radius, c))
         keys = jax.random.split(jax.random.key(5), 2)
-        out[convention] = np.stack(
-            [np.stack([np.asarray(fn(k, jnp.float32(r))) for k in keys]) for r in RADII]
-        )
+        out[convention] = np.stack([
+            np.stack([np.asarray(fn(k, jnp.float32(r))) for k in keys]) for r in RADII
+        ])
     return out
 
 
@@ -123,8 +123,12 @@ def test_unknown_names_are_rejected(problem):
 def unit_results(problem):
     """Results of the same S seeds by vmap, lax.map and a Python loop, plus trace counts."""
     point_fn = measure.make_point_fn(
-        problem["fm"], d=D_SUB, projection="sparse", convention="isotropic",
-        sample_fn=problem["sample"], r_x=problem["r_x"],
+        problem["fm"],
+        d=D_SUB,
+        projection="sparse",
+        convention="isotropic",
+        sample_fn=problem["sample"],
+        r_x=problem["r_x"],
     )
     traces = {"vmap": 0, "map": 0}
 
@@ -141,11 +145,15 @@ def unit_results(problem):
     out = {"traces": traces, "point_fn": point_fn}
     for mode in ("vmap", "map"):
         unit_fn = seeds.make_unit_fn(counted(mode), seed_mode=mode)
-        out[mode] = {r: jax.tree_util.tree_map(np.asarray, unit_fn(k_init, k_proj, jnp.float32(r), x, y))
-                     for r in (0.5, 2.0, 8.0)}
+        out[mode] = {
+            r: jax.tree_util.tree_map(np.asarray, unit_fn(k_init, k_proj, jnp.float32(r), x, y))
+            for r in (0.5, 2.0, 8.0)
+        }
     one = jax.jit(point_fn)
-    out["loop"] = [jax.tree_util.tree_map(np.asarray, one(k_init[s], k_proj[s], jnp.float32(2.0), x, y))
-                   for s in range(S)]
+    out["loop"] = [
+        jax.tree_util.tree_map(np.asarray, one(k_init[s], k_proj[s], jnp.float32(2.0), x, y))
+        for s in range(S)
+    ]
     return out
 
 
@@ -194,7 +202,8 @@ def test_point_fn_metrics_from_their_definitions(problem, unit_results):
     assert got["frac_pos"] == pytest.approx(np.mean(got["eigvals"] > 0))
     assert got["trace"] == pytest.approx(np.sum(eig), rel=1e-3, abs=1e-4 * np.max(np.abs(eig)))
     assert got["trace_over_frob"] == pytest.approx(
-        np.sum(got["eigvals"]) / np.sqrt(np.sum(got["eigvals"].astype(np.float64) ** 2)), rel=1e-4)
+        np.sum(got["eigvals"]) / np.sqrt(np.sum(got["eigvals"].astype(np.float64) ** 2)), rel=1e-4
+    )
     assert got["top"] == got["eigvals"][-1] and got["bottom"] == got["eigvals"][0]
 
 
@@ -230,7 +239,9 @@ SHARD_SCRIPT = textwrap.dedent(
 def test_sharded_over_4_cpu_devices_equals_one_device(tmp_path, subprocess_env, run_python):
     script = tmp_path / "shard_check.py"
     script.write_text(SHARD_SCRIPT)
-    env = dict(subprocess_env, XLA_FLAGS=f"{subprocess_env['XLA_FLAGS']} --xla_force_host_platform_device_count=4")
+    env = dict(
+        subprocess_env, XLA_FLAGS=f"{subprocess_env['XLA_FLAGS']} --xla_force_host_platform_device_count=4"
+    )
     proc = run_python([str(script)], env=env, timeout=300)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "SHARDED_OK" in proc.stdout
@@ -267,7 +278,10 @@ def test_default_seed_mode():
     assert seeds.default_seed_mode("cpu") == "map" and seeds.default_seed_mode("cpu", "train") == "map"
     assert seeds.default_seed_mode("cpu", "scan") == "vmap"
     for workload in seeds.SEED_WORKLOADS:
-        assert seeds.default_seed_mode("gpu", workload) == "vmap" and seeds.default_seed_mode("tpu", workload) == "vmap"
+        assert (
+            seeds.default_seed_mode("gpu", workload) == "vmap"
+            and seeds.default_seed_mode("tpu", workload) == "vmap"
+        )
     with pytest.raises(ValueError, match="workload"):
         seeds.default_seed_mode("cpu", "eval")
 
@@ -275,9 +289,17 @@ def test_default_seed_mode():
 def test_a_scan_unit_compiles_once_for_every_radius(problem):
     """The hot function of a scan: one trace for all radii (data), a new one only for other shapes."""
     chex.clear_trace_counter()
-    point_fn = chex.assert_max_traces(measure.make_point_fn(
-        problem["fm"], d=D_SUB, projection="sparse", convention="isotropic", sample_fn=problem["sample"],
-        r_x=problem["r_x"]), n=1)
+    point_fn = chex.assert_max_traces(
+        measure.make_point_fn(
+            problem["fm"],
+            d=D_SUB,
+            projection="sparse",
+            convention="isotropic",
+            sample_fn=problem["sample"],
+            r_x=problem["r_x"],
+        ),
+        n=1,
+    )
     unit_fn = seeds.make_unit_fn(point_fn, seed_mode="vmap")
     keys, x, y = problem["keys"], problem["x"], problem["y"]
     for r in (0.5, 2.0, 8.0):

@@ -19,7 +19,9 @@ def test_mann_whitney_separated_samples_exact():
     assert out["p_value"] == pytest.approx(0.1, rel=1e-12)
     assert (out["n_a"], out["n_b"], out["median_a"], out["median_b"]) == (3, 3, 2.0, 5.0)
     swapped = selection.mann_whitney([4.0, 5.0, 6.0], [1.0, 2.0, 3.0])
-    assert swapped["U"] == 9.0 and swapped["rank_biserial"] == 1.0 and swapped["p_value"] == pytest.approx(0.1)
+    assert (
+        swapped["U"] == 9.0 and swapped["rank_biserial"] == 1.0 and swapped["p_value"] == pytest.approx(0.1)
+    )
 
 
 def test_mann_whitney_interleaved_samples_exact():
@@ -57,8 +59,12 @@ def test_order_and_select():
     assert set(other) <= {0, 2, 3, 5} and len(set(other)) == 2
     again = selection.select(values, num=2, against="random", higher_is_better=True, key=key)[1]
     np.testing.assert_array_equal(other, again)
-    drawn = {tuple(selection.select(values, num=2, against="random", higher_is_better=True, key=jax.random.key(s))[1])
-             for s in range(20)}
+    drawn = {
+        tuple(
+            selection.select(values, num=2, against="random", higher_is_better=True, key=jax.random.key(s))[1]
+        )
+        for s in range(20)
+    }
     assert len(drawn) > 1  # the key matters
     with pytest.raises(ValueError):
         selection.select(values, num=4, against="bottom", higher_is_better=True)

@@ -359,8 +359,18 @@ def seeds_setup():
         mode: jax.jit(seeds.map_seeds(one_seed, mode, per_seed=3), static_argnums=5)
         for mode in seeds.SEED_MODES
     }
-    return types.SimpleNamespace(prob=prob, S=S, d=d, trainer=trainer, per_seed=per_seed, spaces=spaces,
-                                 states=states, k_train=k_train, runners=runners, single=run_jit(trainer))
+    return types.SimpleNamespace(
+        prob=prob,
+        S=S,
+        d=d,
+        trainer=trainer,
+        per_seed=per_seed,
+        spaces=spaces,
+        states=states,
+        k_train=k_train,
+        runners=runners,
+        single=run_jit(trainer),
+    )
 
 
 def test_seeds_vmap_and_map_equal_python_loop_over_seeds():
@@ -427,8 +437,12 @@ def data_parallel_run(request, tmp_path_factory):
     if not any("data_parallel" in item.name for item in request.session.items):
         yield None
         return
-    env = {**os.environ, "XLA_FLAGS": f"{conftest.XLA_FLAGS} --xla_force_host_platform_device_count=4", "JAX_PLATFORMS": "cpu",
-           "PYTHONPATH": ROOT}
+    env = {
+        **os.environ,
+        "XLA_FLAGS": f"{conftest.XLA_FLAGS} --xla_force_host_platform_device_count=4",
+        "JAX_PLATFORMS": "cpu",
+        "PYTHONPATH": ROOT,
+    }
     folder = tmp_path_factory.mktemp("data_parallel")
     with open(folder / "out", "w+") as out, open(folder / "err", "w+") as err:
         cmd = [sys.executable, "-c", DATA_PARALLEL_SCRIPT]
@@ -443,7 +457,7 @@ def test_data_parallel_over_four_cpu_devices_matches_one_device(data_parallel_ru
     proc, folder = data_parallel_run
     assert proc.wait(timeout=300) == 0, (folder / "err").read_text()[-3000:]
     line = [ln for ln in (folder / "out").read_text().splitlines() if ln.startswith("RESULT")][-1]
-    out = json.loads(line[len("RESULT"):])
+    out = json.loads(line[len("RESULT") :])
     one, four = out["one"], out["four"]
     assert four["all_reduce"] and not one["all_reduce"]  # the sharded run really is data-parallel
     np.testing.assert_allclose(four["params"], one["params"], rtol=1e-5, atol=1e-6)

@@ -37,8 +37,12 @@ def test_pca_recovers_a_planted_plane():
     assert result.ratio[2] < 1e-12
     U = trajectory.directions([x], result, mean=stats.mean, k=2)
     np.testing.assert_allclose(U @ U.T, np.eye(2), atol=1e-10)  # unit, orthogonal axes
-    np.testing.assert_allclose(np.linalg.svd(U @ plane.T, compute_uv=False), [1.0, 1.0], atol=1e-10)  # span the plane
-    np.testing.assert_allclose(stats.mean + result.scores[:, :2] @ U, x, atol=1e-10)  # the path is reconstructed
+    np.testing.assert_allclose(
+        np.linalg.svd(U @ plane.T, compute_uv=False), [1.0, 1.0], atol=1e-10
+    )  # span the plane
+    np.testing.assert_allclose(
+        stats.mean + result.scores[:, :2] @ U, x, atol=1e-10
+    )  # the path is reconstructed
     # Against numpy's SVD of the centred matrix: eigenvalues and scores (up to each axis' sign).
     _, s, vt = np.linalg.svd(x - x.mean(0), full_matrices=False)
     np.testing.assert_allclose(result.variance[:2], s[:2] ** 2, rtol=1e-10)
@@ -53,14 +57,16 @@ def test_pca_recovers_a_planted_plane():
 
 
 def test_pca_with_noise_and_a_random_walk_is_not_two_dimensional():
-    """Controls: the planted test can fail. Off-plane noise lowers PC1-2 below 1; a random walk spreads out."""
+    """Controls: the planted test can fail. Off-plane noise lowers PC1-2 below 1; a random walk spreads
+    out."""
     rng = np.random.default_rng(1)
     x, _, _ = planted(rng, noise=0.01)
     ratio = trajectory.pca(x).ratio
     assert 0.9 < ratio[:2].sum() < 0.999
     walk = np.cumsum(rng.normal(size=(200, 2000)), axis=0)
     ratio = trajectory.pca(walk).ratio
-    # A random walk's PCA: lambda_k ~ 1/k^2, PC1 ~ 6/pi^2 = 0.61 of the variance (Antognini & Sohl-Dickstein 2018).
+    # A random walk's PCA: lambda_k ~ 1/k^2, PC1 ~ 6/pi^2 = 0.61 of the variance (Antognini &
+    # Sohl-Dickstein 2018).
     assert 0.45 < ratio[0] < 0.8 and ratio[:2].sum() < 0.92
 
 
@@ -68,7 +74,9 @@ def test_random_walk_ratio_matches_simulated_walks_and_the_asymptote():
     rng = np.random.default_rng(5)
     steps = np.array([0, 1, 2, 3, 5, 8, 13, 21, 34, 55])  # uneven spacing
     expected = trajectory.random_walk_ratio(steps, num_components=4)
-    walk = np.cumsum(rng.normal(size=(steps[-1] + 1, 50_000)), axis=0)[steps]  # D = 50,000: close to the D -> inf limit
+    walk = np.cumsum(rng.normal(size=(steps[-1] + 1, 50_000)), axis=0)[
+        steps
+    ]  # D = 50,000: close to the D -> inf limit
     np.testing.assert_allclose(trajectory.pca(walk, num_components=4).ratio, expected, atol=0.01)
     even = trajectory.random_walk_ratio(np.arange(400), num_components=10)
     k = np.arange(1, 11)
@@ -101,8 +109,11 @@ def test_streamed_gram_equals_in_memory_and_disk(tmp_path):
     np.testing.assert_allclose(streamed.mean, ref.mean, rtol=1e-12, atol=1e-15)
     res = trajectory.pca_from_gram(streamed, centred=True, num_components=3)
     assert res.scores.shape == (T, 3) and res.ratio.shape == (3,)
-    np.testing.assert_allclose(trajectory.directions(chunks, res, mean=streamed.mean, k=3, block_bytes=small),
-                               trajectory.directions([x], res, mean=ref.mean, k=3), atol=1e-12)
+    np.testing.assert_allclose(
+        trajectory.directions(chunks, res, mean=streamed.mean, k=3, block_bytes=small),
+        trajectory.directions([x], res, mean=ref.mean, k=3),
+        atol=1e-12,
+    )
     with pytest.raises(ValueError, match="one D"):
         trajectory.gram([x, x[:, :5]])
     with pytest.raises(ValueError, match=r"\[S, n_snap, D\]"):
@@ -120,7 +131,12 @@ def test_pca_of_identical_snapshots_has_zero_ratios_and_path_length():
 
 def test_path_statistics_of_paths_inside_a_joint_gram_matrix():
     rng = np.random.default_rng(6)
-    zigzag = np.array([[0.0, 0.0], [1.0, 1.0], [2.0, 0.0], [3.0, 1.0]])  # length 3 sqrt(2), displacement sqrt(10)
+    zigzag = np.array([
+        [0.0, 0.0],
+        [1.0, 1.0],
+        [2.0, 0.0],
+        [3.0, 1.0],
+    ])  # length 3 sqrt(2), displacement sqrt(10)
     line = np.outer(np.arange(5.0), [3.0, 4.0])
     walk = np.cumsum(rng.normal(size=(7, 2)), axis=0)
     x = np.concatenate([zigzag, line, walk])
@@ -132,8 +148,14 @@ def test_path_statistics_of_paths_inside_a_joint_gram_matrix():
     for i, p in enumerate(paths):  # each path's own PCA and random-walk baseline, zero-padded to K = 3
         pad = lambda r: np.pad(r, (0, 3))[:3]  # noqa: E731
         np.testing.assert_allclose(out["ratio"][i], pad(trajectory.pca(x[p]).ratio), atol=1e-12)
-        np.testing.assert_allclose(out["random_walk"][i], pad(trajectory.random_walk_ratio(steps[p])), atol=1e-12)
-    assert out["ratio"][1, 0] == pytest.approx(1.0) and out["ratio"][3, 2] == 0.0 and out["random_walk"][3, 2] == 0.0
+        np.testing.assert_allclose(
+            out["random_walk"][i], pad(trajectory.random_walk_ratio(steps[p])), atol=1e-12
+        )
+    assert (
+        out["ratio"][1, 0] == pytest.approx(1.0)
+        and out["ratio"][3, 2] == 0.0
+        and out["random_walk"][3, 2] == 0.0
+    )
 
 
 # --------------------------------------------------------------------------- distances
@@ -147,8 +169,13 @@ def test_distances_agree_with_numpy_and_scipy():
     np.testing.assert_allclose(pw, np.linalg.norm(finals[:, None] - finals[None], axis=-1), rtol=1e-13)
     out = trajectory.distance_summary(finals, starts, inits=starts[0])
     upper = pw[np.triu_indices(5, 1)]
-    assert out["pairwise_stats"] == pytest.approx({"mean": upper.mean(), "std": upper.std(), "min": upper.min(),
-                                                   "max": upper.max(), "n": 10})
+    assert out["pairwise_stats"] == pytest.approx({
+        "mean": upper.mean(),
+        "std": upper.std(),
+        "min": upper.min(),
+        "max": upper.max(),
+        "n": 10,
+    })
     np.testing.assert_allclose(out["origin"], np.linalg.norm(finals, axis=1), rtol=1e-13)
     np.testing.assert_allclose(out["start"], np.linalg.norm(finals - starts, axis=1), rtol=1e-13)
     np.testing.assert_allclose(out["init"], np.linalg.norm(finals - starts[0], axis=1), rtol=1e-13)
@@ -174,12 +201,15 @@ def _problem(dtype):
     x = centers[y] + rng.normal(size=(y.size, 6))
     module = models.build(models.ModelSpec("mlp", (5,), "tanh"), 3)
     fm = flat.flat_model(module, (6,), dtype)
-    data = train.Data(jnp.asarray(x[:64], dtype), jnp.asarray(y[:64]), jnp.asarray(x[64:], dtype), jnp.asarray(y[64:]))
+    data = train.Data(
+        jnp.asarray(x[:64], dtype), jnp.asarray(y[:64]), jnp.asarray(x[64:], dtype), jnp.asarray(y[64:])
+    )
     return fm, data, [jnp.asarray(0.4 * rng.normal(size=fm.D), dtype) for _ in range(2)]
 
 
 def _python_loop(fm, data, theta0, key, *, lr, batch, epochs):
-    """theta after every step [epochs, steps, D] by optax Adam steps in a Python loop (batch order as documented)."""
+    """theta after every step [epochs, steps, D] by optax Adam steps in a Python loop (batch order as
+    documented)."""
     opt = optax.adam(lr)
     n = data.x_train.shape[0]
     steps = n // batch
@@ -187,7 +217,9 @@ def _python_loop(fm, data, theta0, key, *, lr, batch, epochs):
     @jax.jit
     def step(th, st, xb, yb):
         def loss(p):
-            return jnp.mean(optax.softmax_cross_entropy_with_integer_labels(fm.apply_fn(fm.unravel(p), xb), yb))
+            return jnp.mean(
+                optax.softmax_cross_entropy_with_integer_labels(fm.apply_fn(fm.unravel(p), xb), yb)
+            )
 
         g = jax.grad(loss)(th)
         u, st = opt.update(g, st, th)
@@ -195,7 +227,9 @@ def _python_loop(fm, data, theta0, key, *, lr, batch, epochs):
 
     th, st, out = theta0, opt.init(theta0), []
     for e in range(epochs):
-        order = np.asarray(jax.random.permutation(jax.random.fold_in(key, e), n))[: steps * batch].reshape(steps, batch)
+        order = np.asarray(jax.random.permutation(jax.random.fold_in(key, e), n))[: steps * batch].reshape(
+            steps, batch
+        )
         for idx in order:
             th, st = step(th, st, data.x_train[idx], data.y_train[idx])
             out.append(np.asarray(th))
@@ -208,11 +242,15 @@ def test_snapshots_recorded_in_the_scan_and_moved_to_disk_equal_a_python_loop(tm
     spec = train.spec_for(64, lr=lr, batch_size=batch, record_every=4, snapshot_every=every)
     trainer = train.make_trainer(fm, spec)
     keys = jax.random.split(jax.random.key(5), 2)
-    ref = np.stack([_python_loop(fm, data, th, k, lr=lr, batch=batch, epochs=epochs) for th, k in zip(thetas0, keys)])
+    ref = np.stack([
+        _python_loop(fm, data, th, k, lr=lr, batch=batch, epochs=epochs) for th, k in zip(thetas0, keys)
+    ])
     snap_steps = np.array([3, 6])
 
     # Two seeds (lax.map over seeds), chunks of 2 epochs: snapshots leave for the disk, one file per epoch.
-    run_seeds = jax.jit(seeds.map_seeds(lambda st, k, e0, d, n: trainer.run(st, k, d, None, e0, n), "map"), static_argnums=4)
+    run_seeds = jax.jit(
+        seeds.map_seeds(lambda st, k, e0, d, n: trainer.run(st, k, d, None, e0, n), "map"), static_argnums=4
+    )
     store = trajectory.SnapshotStore(str(tmp_path / "seeds"))
     fn = trajectory.to_store(lambda st, e0, n: run_seeds(st, keys, e0, data, n), store)
     state, hist = train.fit(fn, jax.vmap(trainer.init)(jnp.stack(thetas0)), epochs=epochs, epochs_per_call=2)
@@ -224,12 +262,20 @@ def test_snapshots_recorded_in_the_scan_and_moved_to_disk_equal_a_python_loop(tm
     assert np.ptp(got[0, :, :, 0]) > 1e-3  # the parameters do move
 
     # One model (no seed axis) continuing after epoch 1 with an epoch offset, as the clones do.
-    run1 = jax.jit(lambda st, e0, n, offset: trainer.run(st, keys[1], data, None, e0 + offset, n), static_argnums=2)
+    run1 = jax.jit(
+        lambda st, e0, n, offset: trainer.run(st, keys[1], data, None, e0 + offset, n), static_argnums=2
+    )
     st1, _ = run1(trainer.init(thetas0[1]), 0, 1, 0)
     store1 = trajectory.SnapshotStore(str(tmp_path / "one"))
-    train.fit(trajectory.to_store(lambda st, e0, n: run1(st, e0, n, 1), store1, epoch_offset=1), st1, epochs=epochs - 1)
+    train.fit(
+        trajectory.to_store(lambda st, e0, n: run1(st, e0, n, 1), store1, epoch_offset=1),
+        st1,
+        epochs=epochs - 1,
+    )
     assert store1.epochs() == list(range(1, epochs))
-    np.testing.assert_allclose(np.stack(store1.chunks(0)), ref[1, 1:][:, snap_steps - 1], rtol=1e-10, atol=1e-12)
+    np.testing.assert_allclose(
+        np.stack(store1.chunks(0)), ref[1, 1:][:, snap_steps - 1], rtol=1e-10, atol=1e-12
+    )
 
 
 # --------------------------------------------------------------------------- loss on planes and lines
@@ -257,8 +303,14 @@ def test_loss_grid_and_lines_on_a_quadratic_equal_closed_forms(x64):
     grid = fns.plane(*map(jnp.asarray, (c, u1, u2, alphas, betas)), batch)
     r = c - m
     a, b = alphas[:, None], betas[None, :]
-    closed = (0.5 * r @ A @ r + a * (u1 @ A @ r) + b * (u2 @ A @ r) + 0.5 * a**2 * (u1 @ A @ u1) + a * b * (u1 @ A @ u2)
-              + 0.5 * b**2 * (u2 @ A @ u2))
+    closed = (
+        0.5 * r @ A @ r
+        + a * (u1 @ A @ r)
+        + b * (u2 @ A @ r)
+        + 0.5 * a**2 * (u1 @ A @ u1)
+        + a * b * (u1 @ A @ u2)
+        + 0.5 * b**2 * (u2 @ A @ u2)
+    )
     assert grid["loss"].shape == (5, 4)
     np.testing.assert_allclose(grid["loss"], closed, rtol=1e-12, atol=1e-12)
     points = c + a[..., None] * u1 + b[..., None] * u2
@@ -276,7 +328,9 @@ def test_loss_grid_and_lines_on_a_quadratic_equal_closed_forms(x64):
     for direction in np.linalg.eigh(A)[1][:, [0, -1]].T:
         tb = ta + 2 * direction
         q = 4 * direction @ A @ direction
-        bar = trajectory.barrier(fine, fns.line(jnp.asarray(ta), jnp.asarray(tb), jnp.asarray(fine), batch)["loss"])
+        bar = trajectory.barrier(
+            fine, fns.line(jnp.asarray(ta), jnp.asarray(tb), jnp.asarray(fine), batch)["loss"]
+        )
         if q < 0:
             assert bar["barrier"] == pytest.approx(-q / 8, rel=1e-10) and bar["t_peak"] == pytest.approx(0.5)
         else:

@@ -24,9 +24,20 @@ def test_summarise_on_planted_scan():
     x = np.linspace(-4, 4, 17)
     rng = np.random.default_rng(0)
     S = 6
-    frac = np.stack([planted(x, 0.5, 0.8, 0.4, 0.5)] * 2, axis=1)[..., None] + 0.01 * rng.standard_normal((17, 2, S))
-    tof = np.stack([planted(x, 0.0, 1.0, 3.0, 0.0), planted(x, 0.0, 1.0, 5.0, 0.0)], axis=1)[..., None] + np.zeros((17, 2, S))
-    rows = zone.summarise({"log10_r2_over_rx2": x, "dims": np.array([10, 50]), "frac_pos": frac, "trace_over_frob": tof})
+    frac = np.stack([planted(x, 0.5, 0.8, 0.4, 0.5)] * 2, axis=1)[..., None] + 0.01 * rng.standard_normal((
+        17,
+        2,
+        S,
+    ))
+    tof = np.stack([planted(x, 0.0, 1.0, 3.0, 0.0), planted(x, 0.0, 1.0, 5.0, 0.0)], axis=1)[
+        ..., None
+    ] + np.zeros((17, 2, S))
+    rows = zone.summarise({
+        "log10_r2_over_rx2": x,
+        "dims": np.array([10, 50]),
+        "frac_pos": frac,
+        "trace_over_frob": tof,
+    })
     by = {(r["d"], r["metric"]): r for r in rows}
     r = by[(10, "frac_pos")]
     assert r["peak_x"] == 0.5 and r["peak"] == pytest.approx(frac[9, 0].mean())
@@ -44,7 +55,11 @@ def test_summarise_on_planted_scan():
 def test_loss_power_law_recovers_planted_exponent():
     x = np.linspace(-4, 4, 17)
     radii = 23.0 * 10 ** (x / 2)
-    loss = np.where(x < 0, np.log(10.0), np.log(10.0) + 0.7 * (radii / 23.0) ** 3)[:, None, None] * np.ones((17, 2, 3))
+    loss = np.where(x < 0, np.log(10.0), np.log(10.0) + 0.7 * (radii / 23.0) ** 3)[:, None, None] * np.ones((
+        17,
+        2,
+        3,
+    ))
     fit = zone.loss_power_law({"log10_r2_over_rx2": x, "radii": radii, "loss": loss}, x_min=2.0)
     assert fit["p"] == pytest.approx(3.0, abs=2e-3) and fit["n"] == 5
     assert fit["inside_mean"] == pytest.approx(np.log(10.0))

@@ -44,7 +44,9 @@ METRICS = ("test_accuracy", "train_loss")
 # --------------------------------------------------------------------------- success and intervals
 
 
-def binomial_interval(successes, trials, *, method: str = "wilson", confidence: float = 0.95) -> tuple[np.ndarray, np.ndarray]:
+def binomial_interval(
+    successes, trials, *, method: str = "wilson", confidence: float = 0.95
+) -> tuple[np.ndarray, np.ndarray]:
     """Two-sided interval of a binomial proportion k / n (elementwise over arrays).
 
     Wilson: (k + z^2/2) / (n + z^2) +- z / (n + z^2) sqrt(k (n - k) / n + z^2 / 4), z the normal
@@ -86,7 +88,9 @@ def reached(values, target: float, metric: str) -> np.ndarray:
     raise ValueError(f"metric {metric!r} unknown; allowed: {', '.join(METRICS)}")
 
 
-def success_curve(values, target: float, metric: str, *, method: str = "wilson", confidence: float = 0.95) -> dict:
+def success_curve(
+    values, target: float, metric: str, *, method: str = "wilson", confidence: float = 0.95
+) -> dict:
     """P_s over the last axis (the n trials) of values [..., n]: successes, trials, p, low, high."""
     hits = reached(values, target, metric)
     k = hits.sum(-1)
@@ -126,7 +130,9 @@ class SearchResult:
     counts: tuple[tuple[int, int], ...] = ()
 
 
-def search_grid(passes: Callable[[int], bool], grid: Sequence[int], *, start: int | None = None) -> SearchResult:
+def search_grid(
+    passes: Callable[[int], bool], grid: Sequence[int], *, start: int | None = None
+) -> SearchResult:
     """The smallest d of `grid` (ascending) with passes(d), for passes monotone in d.
 
     Gallops from `start` (default grid[0]): steps of 1, 2, 4, ... grid positions up while failing
@@ -180,7 +186,11 @@ def search_grid(passes: Callable[[int], bool], grid: Sequence[int], *, start: in
 
 
 def threshold_search(
-    success_fn: Callable[[int], tuple[int, int]], grid: Sequence[int], *, delta: float = 0.5, start: int | None = None
+    success_fn: Callable[[int], tuple[int, int]],
+    grid: Sequence[int],
+    *,
+    delta: float = 0.5,
+    start: int | None = None,
 ) -> SearchResult:
     """Threshold training dimension: the smallest grid d with P_s(d) = k/n >= 1 - delta.
 
@@ -218,7 +228,14 @@ def crossing(dims, passes) -> tuple[float, float]:
 
 
 def success_table(
-    dims, values, evaluated, *, targets: Sequence[float], metric: str, delta: float = 0.5, method: str = "wilson",
+    dims,
+    values,
+    evaluated,
+    *,
+    targets: Sequence[float],
+    metric: str,
+    delta: float = 0.5,
+    method: str = "wilson",
     confidence: float = 0.95,
 ) -> dict[str, np.ndarray]:
     """P_s and thresholds of a table of runs, for each target.
@@ -239,7 +256,12 @@ def success_table(
     out["threshold"], out["threshold_below"] = np.full(shape[:2], np.nan), np.full(shape[:2], np.nan)
     for ti, target in enumerate(targets):
         curve = success_curve(values, target, metric, method=method, confidence=confidence)
-        for key, name in (("successes", "successes"), ("p", "p_success"), ("low", "p_low"), ("high", "p_high")):
+        for key, name in (
+            ("successes", "successes"),
+            ("p", "p_success"),
+            ("low", "p_low"),
+            ("high", "p_high"),
+        ):
             out[name][ti] = np.where(evaluated, curve[key], np.nan)
         for si, ev in enumerate(evaluated):
             passes = curve["p"][si][ev] >= 1.0 - delta - 1e-9
@@ -250,7 +272,9 @@ def success_table(
 # --------------------------------------------------------------------------- intrinsic dimension
 
 
-def intrinsic_dimension(dims, accuracy, baseline, *, fraction: float = 0.9, interpolate: bool = False) -> float:
+def intrinsic_dimension(
+    dims, accuracy, baseline, *, fraction: float = 0.9, interpolate: bool = False
+) -> float:
     """d_int (Li et al.): the crossing of mean accuracy [n_d, S] over seeds >= fraction * mean baseline [S_b].
 
     With ``interpolate`` the crossing is refined log-linearly between the largest failing d under
@@ -279,7 +303,14 @@ class Interval(NamedTuple):
 
 
 def bootstrap_intrinsic_dimension(
-    key: Array, dims, accuracy, baseline, *, fraction: float = 0.9, interpolate: bool = False, num_resamples: int = 1000,
+    key: Array,
+    dims,
+    accuracy,
+    baseline,
+    *,
+    fraction: float = 0.9,
+    interpolate: bool = False,
+    num_resamples: int = 1000,
     confidence: float = 0.95,
 ) -> Interval:
     """d_int with a percentile bootstrap interval over seeds.

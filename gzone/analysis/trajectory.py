@@ -1,4 +1,5 @@
-r"""Weight-space trajectories (Lipton 2016): snapshots on disk, streamed PCA, distances, loss on planes and lines.
+r"""Weight-space trajectories (Lipton 2016): snapshots on disk, streamed PCA, distances, loss on planes
+and lines.
 
     store = trajectory.SnapshotStore(folder)                     # one .npy file per epoch: [S, n_snap, D]
     run_fn = trajectory.to_store(run_fn, store)                  # snapshots leave each chunk for the disk
@@ -18,7 +19,8 @@ PCA of T snapshots x D parameters goes through the T x T Gram matrix G = X X^T, 
 covariance. `gram` streams column blocks X[:, c] of all snapshots (float64, at most `block_bytes`
 at a time): G = sum_c X[:, c] X[:, c]^T and the mean, in ONE pass over the disk. The centred Gram
 matrix is J G J with J = I - 1 1^T / T (float64 throughout: the rounding, ~1e-16 |theta|^2 per
-entry, stays far below the variance along any component of interest). Eigenvectors V and eigenvalues lambda of G give
+entry, stays far below the variance along any component of interest). Eigenvectors V and eigenvalues
+lambda of G give
 the PCA: scores (coordinates of snapshot t on axis k) V_tk sqrt(lambda_k), explained ratios
 lambda_k / sum(lambda), unit axes u_k = X^T V_k / sqrt(lambda_k) (a second streamed pass).
 Cost: T^2 D multiply-adds and T^2 float64 numbers of memory.
@@ -207,13 +209,21 @@ def random_walk_ratio(steps: np.ndarray, *, num_components: int | None = None) -
     PC1-PC2 (curves like training paths, so a curved PC1-PC2 picture alone is no evidence of structure).
     """
     t = np.asarray(steps, np.float64)
-    return pca_from_gram(np.minimum(t[:, None], t[None, :]), centred=True, num_components=num_components).ratio
+    return pca_from_gram(
+        np.minimum(t[:, None], t[None, :]), centred=True, num_components=num_components
+    ).ratio
 
 
 def directions(
-    chunks: Sequence[np.ndarray], result: PCA, *, mean: np.ndarray | None = None, k: int = 2, block_bytes: int = 1 << 27
+    chunks: Sequence[np.ndarray],
+    result: PCA,
+    *,
+    mean: np.ndarray | None = None,
+    k: int = 2,
+    block_bytes: int = 1 << 27,
 ) -> np.ndarray:
-    """The first k principal axes u_k = (X - mean)^T V_k / sqrt(lambda_k) as unit vectors [k, D] (one streamed pass).
+    """The first k principal axes u_k = (X - mean)^T V_k / sqrt(lambda_k) as unit vectors [k, D] (one
+    streamed pass).
 
     Args:
       chunks: the snapshots the PCA was computed from.
@@ -240,7 +250,9 @@ def pca(x: np.ndarray, *, centred: bool = True, num_components: int | None = Non
     return pca_from_gram(gram([np.asarray(x)]), centred=centred, num_components=num_components)
 
 
-def path_statistics(gram_matrix: np.ndarray, paths: Sequence[np.ndarray], steps: np.ndarray, *, num_components: int) -> dict:
+def path_statistics(
+    gram_matrix: np.ndarray, paths: Sequence[np.ndarray], steps: np.ndarray, *, num_components: int
+) -> dict:
     """Each path alone, from the joint Gram matrix [T, T] of all snapshots (no pass over the data).
 
     Args:
@@ -292,10 +304,18 @@ def spread(values) -> dict[str, float]:
     v = np.asarray(values, np.float64).ravel()
     if v.size == 0:
         return {"mean": float("nan"), "std": float("nan"), "min": float("nan"), "max": float("nan"), "n": 0}
-    return {"mean": float(v.mean()), "std": float(v.std()), "min": float(v.min()), "max": float(v.max()), "n": int(v.size)}
+    return {
+        "mean": float(v.mean()),
+        "std": float(v.std()),
+        "min": float(v.min()),
+        "max": float(v.max()),
+        "n": int(v.size),
+    }
 
 
-def distance_summary(finals: np.ndarray, starts: np.ndarray, *, inits: np.ndarray | None = None) -> dict[str, Any]:
+def distance_summary(
+    finals: np.ndarray, starts: np.ndarray, *, inits: np.ndarray | None = None
+) -> dict[str, Any]:
     """Distances between S solutions and from where they came (Lipton's table).
 
     Args:
@@ -348,13 +368,17 @@ def make_surface_fns(metric_fn: Callable[[Array, Any], Any], *, batch_size: int 
     def plane(center, u1, u2, alphas, betas, batch):
         A, B = alphas.shape[0], betas.shape[0]
         ab = jnp.stack(jnp.meshgrid(alphas, betas, indexing="ij"), -1).reshape(A * B, 2).astype(center.dtype)
-        out = jax.lax.map(lambda p: metric_fn(center + p[0] * u1 + p[1] * u2, batch), ab, batch_size=min(batch_size, A * B))
+        out = jax.lax.map(
+            lambda p: metric_fn(center + p[0] * u1 + p[1] * u2, batch), ab, batch_size=min(batch_size, A * B)
+        )
         return jax.tree_util.tree_map(lambda v: v.reshape(A, B, *v.shape[1:]), out)
 
     def line(theta_a, theta_b, ts, batch):
         ts = ts.astype(theta_a.dtype)
         delta = theta_b - theta_a
-        return jax.lax.map(lambda t: metric_fn(theta_a + t * delta, batch), ts, batch_size=min(batch_size, ts.shape[0]))
+        return jax.lax.map(
+            lambda t: metric_fn(theta_a + t * delta, batch), ts, batch_size=min(batch_size, ts.shape[0])
+        )
 
     return SurfaceFns(jax.jit(plane), jax.jit(line))
 
@@ -384,8 +408,11 @@ def barrier(ts: np.ndarray, losses: np.ndarray) -> dict[str, float]:
     inside = (ts >= -1e-12) & (ts <= 1 + 1e-12)
     bump = losses[inside] - ((1 - ts[inside]) * l0 + ts[inside] * l1)
     j = int(np.argmax(bump))
-    return {"barrier": float(bump[j]), "barrier_over_max": float(losses[inside].max() - max(l0, l1)),
-            "t_peak": float(ts[inside][j])}
+    return {
+        "barrier": float(bump[j]),
+        "barrier_over_max": float(losses[inside].max() - max(l0, l1)),
+        "t_peak": float(ts[inside][j]),
+    }
 
 
 def grid_axes(scores: np.ndarray, *, num: int, margin: float) -> tuple[np.ndarray, np.ndarray]:

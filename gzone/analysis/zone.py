@@ -52,33 +52,34 @@ def summarise(arrays: dict) -> list[dict]:
                 mean = np.nanmean(values, axis=1)
                 std = np.nanstd(values, axis=1)
             peak = int(np.nanargmax(mean))
-            rows.append(
-                {
-                    "d": int(d),
-                    "metric": metric,
-                    "peak": float(mean[peak]),
-                    "peak_std": float(std[peak]),
-                    "peak_x": float(x[peak]),
-                    "at_rx": float(mean[at_rx]),
-                    "at_rx_std": float(std[at_rx]),
-                    "at_rx_x": float(x[at_rx]),
-                    "extent": extent(x, mean, baseline=baseline, threshold=threshold),
-                    "far_inside": float(mean[0]),
-                    "far_outside": float(mean[-1]),
-                }
-            )
+            rows.append({
+                "d": int(d),
+                "metric": metric,
+                "peak": float(mean[peak]),
+                "peak_std": float(std[peak]),
+                "peak_x": float(x[peak]),
+                "at_rx": float(mean[at_rx]),
+                "at_rx_std": float(std[at_rx]),
+                "at_rx_x": float(x[at_rx]),
+                "extent": extent(x, mean, baseline=baseline, threshold=threshold),
+                "far_inside": float(mean[0]),
+                "far_outside": float(mean[-1]),
+            })
     return rows
 
 
 def table(rows: list[dict]) -> str:
-    """The summary as a fixed-width text table (x[0], x[-1]: the mean at the smallest and largest radius)."""
-    head = f"{'d':>5} {'metric':<16} {'peak':>13} {'at x':>6} {'at r_X':>13} {'zone x-range':>14} {'x[0]':>7} {'x[-1]':>7}"
+    """The summary as a fixed-width text table (x[0], x[-1]: the mean at the smallest and largest
+    radius)."""
+    head = (f"{'d':>5} {'metric':<16} {'peak':>13} {'at x':>6} {'at r_X':>13} {'zone x-range':>14} "
+            f"{'x[0]':>7} {'x[-1]':>7}")
     lines = [head, "-" * len(head)]
     for r in rows:
         ext = "none" if r["extent"] is None else f"[{r['extent'][0]:+.1f}, {r['extent'][1]:+.1f}]"
         lines.append(
             f"{r['d']:>5} {r['metric']:<16} {r['peak']:>6.3f}+-{r['peak_std']:<5.3f} {r['peak_x']:>+6.1f} "
-            f"{r['at_rx']:>6.3f}+-{r['at_rx_std']:<5.3f} {ext:>14} {r['far_inside']:>7.3f} {r['far_outside']:>7.3f}"
+            f"{r['at_rx']:>6.3f}+-{r['at_rx_std']:<5.3f} {ext:>14} {r['far_inside']:>7.3f} "
+            f"{r['far_outside']:>7.3f}"
         )
     return "\n".join(lines)
 

@@ -11,13 +11,21 @@ The names most callers need are re-exported here (``curvature.subspace_hessian``
 """
 
 from gzone.curvature.hessian import (
-           METHODS,
-           default_chunk_size,
-           spectrum_metrics,
-           subspace_hessian,
-           subspace_matrix,
+    METHODS,
+    default_chunk_size,
+    spectrum_metrics,
+    subspace_hessian,
+    subspace_matrix,
 )
 from gzone.curvature.products import hvp, linearized_hvp, loss_hvp
 
-__all__ = ["METHODS", "default_chunk_size", "hvp", "linearized_hvp", "loss_hvp", "spectrum_metrics", "subspace_hessian",
-           "subspace_matrix"]
+__all__ = [
+    "METHODS",
+    "default_chunk_size",
+    "hvp",
+    "linearized_hvp",
+    "loss_hvp",
+    "spectrum_metrics",
+    "subspace_hessian",
+    "subspace_matrix",
+]

@@ -32,7 +32,9 @@ Array = jax.Array
 STREAM = 0x46554C4C  # fold_in constant of the full-space probe stream ("FULL")
 STATS = ("trace", "trace_se", "frob", "frob_se", "trace_over_frob", "trace_over_frob_se")
 SPLIT_SCALARS = tuple(
-    f"{part}_{m}" for part in ("gn", "res") for m in ("frac_pos", "trace_over_frob", "trace", "frob", "top", "bottom")
+    f"{part}_{m}"
+    for part in ("gn", "res")
+    for m in ("frac_pos", "trace_over_frob", "trace", "frob", "top", "bottom")
 )
 
 
@@ -72,7 +74,9 @@ class Spec:
         return ("full_top", "full_bottom") if self.top_k else ()
 
 
-def record_keys(*, gn_split: bool, spec: Spec | None) -> tuple[tuple[str, ...], tuple[str, ...], tuple[str, ...]]:
+def record_keys(
+    *, gn_split: bool, spec: Spec | None
+) -> tuple[tuple[str, ...], tuple[str, ...], tuple[str, ...]]:
     """Keys a scan point adds with these options: (scalars, [d]-vectors, [top_k]-vectors)."""
     scalars, per_d = (SPLIT_SCALARS, ("gn_eigvals", "res_eigvals")) if gn_split else ((), ())
     if spec is None:
@@ -108,7 +112,9 @@ def _stats(t: Array, f: Array, prefix: str) -> dict[str, Array]:
     }
 
 
-def estimates(key: Array, fm: flat.FlatModel, theta: Array, x: Array, y: Array, *, spec: Spec) -> dict[str, Array]:
+def estimates(
+    key: Array, fm: flat.FlatModel, theta: Array, x: Array, y: Array, *, spec: Spec
+) -> dict[str, Array]:
     """Full-space curvature statistics at theta on (x [N, ...], y [N]).
 
     Per probe v (Rademacher, E v v^T = I): t = v^T A v (E t = Tr A), f = |A v|^2
@@ -144,7 +150,13 @@ def estimates(key: Array, fm: flat.FlatModel, theta: Array, x: Array, y: Array, 
             out.update(_stats(samples[:, 4], samples[:, 5], "full_res_"))
     if spec.top_k:
         values, _ = spectra.extreme_eigs(
-            k_lanczos, mvs["hessian"], dim=fm.D, k=spec.top_k, order=spec.order, which="both", dtype=theta.dtype
+            k_lanczos,
+            mvs["hessian"],
+            dim=fm.D,
+            k=spec.top_k,
+            order=spec.order,
+            which="both",
+            dtype=theta.dtype,
         )
         out["full_bottom"], out["full_top"] = values[: spec.top_k], values[spec.top_k :]
     return out
@@ -168,10 +180,14 @@ def subspace_split(
       dict: ``gn_*`` and ``res_*`` for * in frac_pos, trace_over_frob, trace, frob, top, bottom
       (scalars; `SPLIT_SCALARS`) and ``gn_eigvals``, ``res_eigvals`` [d] ascending.
     """
-    g_sub = curvature.subspace_matrix(gauss_newton.make_gauss_newton_mv(fm, theta, x), P, chunk_size=chunk_size)
+    g_sub = curvature.subspace_matrix(
+        gauss_newton.make_gauss_newton_mv(fm, theta, x), P, chunk_size=chunk_size
+    )
     out = {}
     for part, m in (("gn", g_sub), ("res", h_sub - g_sub)):
         spec = curvature.spectrum_metrics(m)
-        out.update({f"{part}_{k}": spec[k] for k in ("frac_pos", "trace_over_frob", "trace", "frob", "top", "bottom")})
+        out.update({
+            f"{part}_{k}": spec[k] for k in ("frac_pos", "trace_over_frob", "trace", "frob", "top", "bottom")
+        })
         out[f"{part}_eigvals"] = spec["eigvals"]
     return out

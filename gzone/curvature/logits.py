@@ -33,8 +33,6 @@ Array = jax.Array
 GROUPS = ("slsc", "sl", "sldc", "dl")
 
 
-
-
 def logit_jacobian(fm: flat.FlatModel, theta: Array, x: Array) -> Array:
     """Per-example logit gradients J [N, C, D]: one reverse pass per (example, logit), vmapped.
 
@@ -74,7 +72,9 @@ def logit_gradient_gram(fm: flat.FlatModel, theta: Array, x: Array, *, chunk: in
         rows_i = j_i.shape[0]
 
         def col(j):
-            return jax.lax.cond(j >= i, lambda: j_i @ jac(j).T, lambda: jnp.zeros((rows_i, rows_i), j_i.dtype))
+            return jax.lax.cond(
+                j >= i, lambda: j_i @ jac(j).T, lambda: jnp.zeros((rows_i, rows_i), j_i.dtype)
+            )
 
         return jax.lax.map(col, jnp.arange(b))  # [b, rows, rows]
 
@@ -118,7 +118,12 @@ def cosine_groups(gram: Array, y: Array, *, num_classes: int) -> dict[str, Array
     c_of = jnp.arange(C * C) % C
     same_logit = k_of[:, None] == k_of[None, :]
     same_class = c_of[:, None] == c_of[None, :]
-    masks = {"slsc": same_logit & same_class, "sl": same_logit, "sldc": same_logit & ~same_class, "dl": ~same_logit}
+    masks = {
+        "slsc": same_logit & same_class,
+        "sl": same_logit,
+        "sldc": same_logit & ~same_class,
+        "dl": ~same_logit,
+    }
     out = {}
     for name, mask in masks.items():
         n = jnp.sum(jnp.where(mask, cnt, 0.0))

@@ -16,7 +16,17 @@ from gzone.plots.common import band, mark_rx, radius_axes, save, title_of
 from gzone.runs import schema
 
 DRAWERS: dict[str, Callable[..., list[str]]] = {}
-__all__ = ["DRAWERS", "band", "draw", "draw_records", "mark_rx", "radius_axes", "register", "save", "title_of"]
+__all__ = [
+    "DRAWERS",
+    "band",
+    "draw",
+    "draw_records",
+    "mark_rx",
+    "radius_axes",
+    "register",
+    "save",
+    "title_of",
+]
 
 
 def register(experiment: str):

@@ -31,7 +31,10 @@ def radius_scan_figures(run_dir: str, config: dict, arrays: dict, analysis=None)
     ax1.set_ylabel("fraction of positive eigenvalues of $P^T H P$")
     ax2.set_ylabel(r"$\mathrm{Tr}(H) / \|H\|_F$ (subspace)")
     radius_axes((ax1, ax2))
-    fig.suptitle(f"{title_of(config)}; {conv} points, {proj} subspaces; mean and min-max over {seeds} seeds", fontsize=9)
+    fig.suptitle(
+        f"{title_of(config)}; {conv} points, {proj} subspaces; mean and min-max over {seeds} seeds",
+        fontsize=9,
+    )
     out.append(save(fig, os.path.join(run_dir, "goldilocks.png")))
 
     fig = Figure(figsize=(11, 4.2))
@@ -69,16 +72,29 @@ def curvature_split_figure(run_dir: str, config: dict, arrays: dict) -> str:
                 continue
             for ax, key in ((ax1, "frac_pos"), (ax2, "trace_over_frob")):
                 values = np.nanmean(arrays[f"{prefix}{key}"][:, di, :], axis=-1)
-                ax.plot(x, values, style, marker="o", ms=3, color=f"C{di}", label=f"$P^T {name[0]} P$, d = {d}")
+                ax.plot(
+                    x, values, style, marker="o", ms=3, color=f"C{di}", label=f"$P^T {name[0]} P$, d = {d}"
+                )
     if "full_trace_over_frob" in arrays:
         full, se = arrays["full_trace_over_frob"][:, 0, :], arrays["full_trace_over_frob_se"][:, 0, :]
         n = full.shape[-1]
-        ax2.errorbar(x, np.nanmean(full, -1), yerr=np.sqrt(np.nansum(se**2, -1)) / n, color="k", marker="s", ms=3,
-                     capsize=2, label="full space $H$ (mean $\\pm$ s.e.)")
+        ax2.errorbar(
+            x,
+            np.nanmean(full, -1),
+            yerr=np.sqrt(np.nansum(se**2, -1)) / n,
+            color="k",
+            marker="s",
+            ms=3,
+            capsize=2,
+            label="full space $H$ (mean $\\pm$ s.e.)",
+        )
     ax1.set_ylabel("fraction of positive eigenvalues")
     ax2.set_ylabel(r"$\mathrm{Tr}/\|\cdot\|_F$")
     radius_axes((ax1, ax2), legend_size=7)
     metric = config.get("derived", {}).get("projection_metric", {})
-    fig.suptitle(f"{title_of(config)}; Gauss-Newton / residual split, metric {metric.get('name', 'none')}"
-                 f"{' (renormalised)' if metric.get('renormalise') else ''}", fontsize=9)
+    fig.suptitle(
+        f"{title_of(config)}; Gauss-Newton / residual split, metric {metric.get('name', 'none')}"
+        f"{' (renormalised)' if metric.get('renormalise') else ''}",
+        fontsize=9,
+    )
     return save(fig, os.path.join(run_dir, "curvature_split.png"))

@@ -10,7 +10,8 @@
 metrics line, which names the ``process`` that made it) and prints a progress line with an ETA.
 Split over several processes (`processes`: jax.distributed, one shared run folder), each planned
 unit belongs to one process; ``unit(..., wait=False)`` skips another process's unit (the compute
-loop), ``unit(...)`` waits until it is in the folder (assembly, or a unit another one needs). `fit` trains chunk by chunk with a
+loop), ``unit(...)`` waits until it is in the folder (assembly, or a unit another one needs).
+`fit` trains chunk by chunk with a
 checkpoint after each chunk (`train.fit`), resuming from the unit's checkpoint. The same code
 runs with a run folder (`FolderStore`: resumable, nothing lost on a kill) or without one
 (`MemoryStore`: nothing written), so the Python API and the command line share one path.
@@ -32,8 +33,14 @@ Compute = Callable[[], tuple[dict, dict]]
 class Engine:
     """Units of one run over a store (see module docstring)."""
 
-    def __init__(self, store, *, label: str, log: Callable[[str], None] | None = progress_lib.to_stderr,
-                 poll_seconds: float = 1.0):
+    def __init__(
+        self,
+        store,
+        *,
+        label: str,
+        log: Callable[[str], None] | None = progress_lib.to_stderr,
+        poll_seconds: float = 1.0,
+    ):
         self.store, self.label, self.log, self.poll_seconds = store, label, log, poll_seconds
         self.cache: dict[str, dict] = {}
         self.progress = progress_lib.Progress(0, label, log=log)
@@ -58,8 +65,13 @@ class Engine:
         n_done = len(units) - len(pending)
         if unplanned:
             n_done += len(done - {name for name, _ in units})
-        self.progress = progress_lib.Progress(max(len(units) + unplanned, n_done), self.label, done=n_done,
-                                              weights=None if unplanned else pending or None, log=self.log)
+        self.progress = progress_lib.Progress(
+            max(len(units) + unplanned, n_done),
+            self.label,
+            done=n_done,
+            weights=None if unplanned else pending or None,
+            log=self.log,
+        )
 
     def mine(self, name: str) -> bool:
         """Whether this process computes unit `name` (always, for a single process)."""
@@ -79,9 +91,16 @@ class Engine:
         if self.log is not None:
             self.log(line)
 
-    def unit(self, name: str, compute: Compute, *, weight: float | None = None,
-             what: Callable[[dict, dict], str] | None = None, keep_checkpoint: bool = False,
-             wait: bool = True) -> dict[str, np.ndarray] | None:
+    def unit(
+        self,
+        name: str,
+        compute: Compute,
+        *,
+        weight: float | None = None,
+        what: Callable[[dict, dict], str] | None = None,
+        keep_checkpoint: bool = False,
+        wait: bool = True,
+    ) -> dict[str, np.ndarray] | None:
         """The unit's arrays: from the store when it is there, else ``compute()`` -> (arrays, record), saved.
 
         Args:
@@ -127,12 +146,23 @@ class Engine:
                     return arrays
             if time.time() - last > 60:
                 last = time.time()
-                self.say(f"  waiting for {name} from process {self.owners.get(name, processes.owner(name, self.count))} "
-                         f"({progress_lib.duration(last - start)})")
+                self.say(
+                    f"  waiting for {name} from process "
+                    f"{self.owners.get(name, processes.owner(name, self.count))} "
+                    f"({progress_lib.duration(last - start)})"
+                )
             time.sleep(self.poll_seconds)
 
-    def fit(self, name: str, run_fn: Callable, state0: Any, *, epochs: int, epochs_per_call: int,
-            accuracy_key: str = "test_accuracy") -> tuple[Any, dict]:
+    def fit(
+        self,
+        name: str,
+        run_fn: Callable,
+        state0: Any,
+        *,
+        epochs: int,
+        epochs_per_call: int,
+        accuracy_key: str = "test_accuracy",
+    ) -> tuple[Any, dict]:
         """`train.fit` with a checkpoint of unit `name` after every call; resumes from it if there is one."""
         from gzone import train
 
@@ -147,10 +177,20 @@ class Engine:
         def on_chunk(epoch, st, hist):
             self.store.save_checkpoint(name, epoch=epoch, state=st, history=hist)
             if epoch < epochs and accuracy_key in hist:
-                self.say(f"  {name}: epoch {epoch}/{epochs}, test accuracy {float(np.mean(hist[accuracy_key][..., -1])):.4f}")
+                self.say(
+                    f"  {name}: epoch {epoch}/{epochs}, test accuracy "
+                    f"{float(np.mean(hist[accuracy_key][..., -1])):.4f}"
+                )
 
-        return train.fit(run_fn, state, epochs=epochs, epochs_per_call=epochs_per_call, start_epoch=start,
-                         history=history, on_chunk=on_chunk)
+        return train.fit(
+            run_fn,
+            state,
+            epochs=epochs,
+            epochs_per_call=epochs_per_call,
+            start_epoch=start,
+            history=history,
+            on_chunk=on_chunk,
+        )
 
     def checkpoint(self, name: str, template: Any):
         """The state saved by `fit` for unit `name` (None when there is none)."""

@@ -18,7 +18,15 @@ class Progress:
     unequal cost: the remaining weight times the measured seconds per unit of weight.
     """
 
-    def __init__(self, total: int, label: str, *, done: int = 0, weights=None, log: Callable[[str], None] | None = to_stderr):
+    def __init__(
+        self,
+        total: int,
+        label: str,
+        *,
+        done: int = 0,
+        weights=None,
+        log: Callable[[str], None] | None = to_stderr,
+    ):
         self.total, self.label, self.done, self.log = total, label, done, log
         self.start = time.time()
         self.fresh = 0
@@ -37,7 +45,10 @@ class Progress:
         else:
             eta = elapsed / self.fresh * (self.total - self.done)
         if self.log is not None:
-            self.log(f"[{self.label}] unit {self.done}/{self.total} {what} | elapsed {duration(elapsed)}, ETA {duration(eta)}")
+            self.log(
+                f"[{self.label}] unit {self.done}/{self.total} {what} | elapsed {duration(elapsed)}, "
+                f"ETA {duration(eta)}"
+            )
 
 
 def duration(seconds: float) -> str:

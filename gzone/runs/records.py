@@ -97,7 +97,10 @@ def verify_npz(path: str) -> str | None:
 def load_npz(path: str) -> dict[str, np.ndarray]:
     """All arrays of an .npz archive; `DamagedFile` when it cannot be read whole."""
     try:
-        with open(path, "rb") as fh, np.load(fh, allow_pickle=False) as archive:  # closed even if np.load fails
+        with (
+            open(path, "rb") as fh,
+            np.load(fh, allow_pickle=False) as archive,
+        ):  # closed even if np.load fails
             return {k: archive[k] for k in archive.files}
     except (OSError, ValueError, EOFError, zipfile.BadZipFile, KeyError, zlib.error) as err:
         raise DamagedFile(f"{path}: cannot be read ({type(err).__name__}: {err})") from err
@@ -166,7 +169,9 @@ def open_run(
     settings = to_jsonable(settings)
     config_path = os.path.join(path, "config.json")
     if os.path.exists(path) and not os.path.isdir(path):
-        raise RunDirError(f"cannot use {path} as a run folder: it is a file; choose another --workdir or --name")
+        raise RunDirError(
+            f"cannot use {path} as a run folder: it is a file; choose another --workdir or --name"
+        )
     if os.path.exists(path) and overwrite:
         shutil.rmtree(path)
     if os.path.isdir(path):
@@ -175,7 +180,8 @@ def open_run(
         old = read_config(path)
         if old.get("schema") != schema_version:
             raise RunDirError(
-                f"{path} holds a run of record schema {old.get('schema', 1)} (this gzone writes {schema_version}); "
+                f"{path} holds a run of record schema {old.get('schema', 1)} (this gzone writes "
+                f"{schema_version}); "
                 "pass --overwrite (overwrite=True) to replace it or choose another --name"
             )
         if old.get("settings") != settings or old.get("experiment") != experiment:
@@ -197,8 +203,9 @@ def open_run(
             fh.write(b"ok")
         os.remove(probe)
     except OSError as err:
-        raise RunDirError(f"cannot create or write the run folder {path} ({err.strerror or err}); choose another "
-                          "--workdir") from None
+        raise RunDirError(
+            f"cannot create or write the run folder {path} ({err.strerror or err}); choose another --workdir"
+        ) from None
     config = {
         "schema": schema_version,
         "experiment": experiment,
@@ -254,10 +261,14 @@ def read_config(path: str) -> dict:
         with open(file) as fh:
             config = json.load(fh)
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
-        raise DamagedFile(f"{file} cannot be read ({type(err).__name__}); pass --overwrite (overwrite=True) to "
-                          "start the run again") from err
+        raise DamagedFile(
+            f"{file} cannot be read ({type(err).__name__}); pass --overwrite (overwrite=True) to "
+            "start the run again"
+        ) from err
     if not isinstance(config, dict):
-        raise DamagedFile(f"{file} is not a run's config; pass --overwrite (overwrite=True) to start the run again")
+        raise DamagedFile(
+            f"{file} is not a run's config; pass --overwrite (overwrite=True) to start the run again"
+        )
     return config
 
 
@@ -391,15 +402,12 @@ def git_revision() -> dict | None:
         return None
 
 
-def stack_units(
-    units: Iterable[dict[str, np.ndarray]], shape: tuple[int, ...]
-) -> dict[str, np.ndarray]:
+def stack_units(units: Iterable[dict[str, np.ndarray]], shape: tuple[int, ...]) -> dict[str, np.ndarray]:
     """Stacks per-unit dicts (row-major over `shape`) into arrays [*shape, ...]."""
     units = list(units)
     keys = units[0].keys()
     return {
-        k: np.stack([np.asarray(u[k]) for u in units]).reshape(*shape, *np.shape(units[0][k]))
-        for k in keys
+        k: np.stack([np.asarray(u[k]) for u in units]).reshape(*shape, *np.shape(units[0][k])) for k in keys
     }
 
 
@@ -435,10 +443,14 @@ def load_checkpoint(path: str, unit: str, template: Any) -> tuple[int, Any, dict
     arrays = load_npz(file)
     leaves, treedef = jax.tree_util.tree_flatten(template)
     names = [f"state_{i:04d}" for i in range(len(leaves))]
-    if "epoch" not in arrays or any(n not in arrays or arrays[n].shape != np.shape(l) for n, l in zip(names, leaves)):
+    if "epoch" not in arrays or any(
+        n not in arrays or arrays[n].shape != np.shape(l) for n, l in zip(names, leaves)
+    ):
         raise DamagedFile(f"{file} does not hold a state of this run's shapes")
     loaded = [arrays[n] for n in names]
-    state = jax.tree_util.tree_unflatten(treedef, [jax.numpy.asarray(a, l.dtype) for a, l in zip(loaded, leaves)])
+    state = jax.tree_util.tree_unflatten(
+        treedef, [jax.numpy.asarray(a, l.dtype) for a, l in zip(loaded, leaves)]
+    )
     history = {k[5:]: v for k, v in arrays.items() if k.startswith("hist_")}
     return int(arrays["epoch"]), state, history
 

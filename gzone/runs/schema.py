@@ -60,7 +60,9 @@ def read(run_dir: str) -> Records:
 
     config = records.read_config(run_dir)
     if config.get("schema") != VERSION:
-        raise ValueError(f"{run_dir} holds records of schema {config.get('schema', 1)}; this gzone reads {VERSION}")
+        raise ValueError(
+            f"{run_dir} holds records of schema {config.get('schema', 1)}; this gzone reads {VERSION}"
+        )
     if config.get("status") != "complete":
         raise ValueError(f"{run_dir} holds a run that has not completed (rerun its command to finish it)")
     arrays = records.load_arrays(run_dir)
@@ -75,8 +77,19 @@ def read(run_dir: str) -> Records:
 
 # --------------------------------------------------------------------------- radius_scan
 
-SCAN_SCALARS = ("loss", "accuracy", "grad_norm", "grad_radial", "radius", "frac_pos", "trace_over_frob", "trace", "frob",
-                "top", "bottom")
+SCAN_SCALARS = (
+    "loss",
+    "accuracy",
+    "grad_norm",
+    "grad_radial",
+    "radius",
+    "frac_pos",
+    "trace_over_frob",
+    "trace",
+    "frob",
+    "top",
+    "bottom",
+)
 
 
 def radius_scan_axes(dims, *, extra_scalars=(), extra_per_d=(), extra_per_k=()) -> dict:
@@ -87,7 +100,9 @@ def radius_scan_axes(dims, *, extra_scalars=(), extra_per_d=(), extra_per_k=()) 
     axes.update({f"eigvals_d{d}": ["radius", "seed", "eigenvalue"] for d in dims})
     axes.update({f"{k}_d{d}": ["radius", "seed", "eigenvalue"] for k in extra_per_d for d in dims})
     axes.update({k: ["radius", "d", "seed", "k"] for k in extra_per_k})
-    axes.update(layer_sq_frac=["d", "seed", "segment"], radii=["radius"], log10_r2_over_rx2=["radius"], dims=["d"])
+    axes.update(
+        layer_sq_frac=["d", "seed", "segment"], radii=["radius"], log10_r2_over_rx2=["radius"], dims=["d"]
+    )
     return axes
 
 
@@ -101,11 +116,19 @@ def train_subspace_axes() -> dict:
     curves and ``radius_curve`` (|theta| at each record) [..., epoch, record], the steps and grids."""
     per_run = ["mode", "d", "radius", "seed"]
     return {
-        "final_test_accuracy": per_run, "best_test_accuracy": per_run, "final_train_loss": per_run,
-        "test_accuracy": [*per_run, "epoch"], "test_loss": [*per_run, "epoch"],
-        "train_loss": [*per_run, "epoch", "record"], "train_accuracy": [*per_run, "epoch", "record"],
-        "radius_curve": [*per_run, "epoch", "record"], "step": ["epoch", "record"],
-        "radii": ["radius"], "log10_r2_over_rx2": ["radius"], "dims": ["d"], "modes": ["mode"],
+        "final_test_accuracy": per_run,
+        "best_test_accuracy": per_run,
+        "final_train_loss": per_run,
+        "test_accuracy": [*per_run, "epoch"],
+        "test_loss": [*per_run, "epoch"],
+        "train_loss": [*per_run, "epoch", "record"],
+        "train_accuracy": [*per_run, "epoch", "record"],
+        "radius_curve": [*per_run, "epoch", "record"],
+        "step": ["epoch", "record"],
+        "radii": ["radius"],
+        "log10_r2_over_rx2": ["radius"],
+        "dims": ["d"],
+        "modes": ["mode"],
     }
 
 
@@ -120,9 +143,15 @@ def radius_dynamics_axes() -> dict:
     ``update_sq`` mean |dtheta|^2 per step, train loss and accuracy), ``layer_norms`` per parameter
     array, test loss and accuracy per epoch, the recorded steps and the grids."""
     axes = {k: ["mode", "r0", "seed", "epoch", "record"] for k in DYNAMICS_CURVES}
-    axes.update(test_accuracy=["mode", "r0", "seed", "epoch"], test_loss=["mode", "r0", "seed", "epoch"],
-                layer_norms=["mode", "r0", "seed", "epoch", "record", "layer"], step=["epoch", "record"],
-                r0=["r0"], r0_over_rx=["r0"], modes=["mode"])
+    axes.update(
+        test_accuracy=["mode", "r0", "seed", "epoch"],
+        test_loss=["mode", "r0", "seed", "epoch"],
+        layer_norms=["mode", "r0", "seed", "epoch", "record", "layer"],
+        step=["epoch", "record"],
+        r0=["r0"],
+        r0_over_rx=["r0"],
+        modes=["mode"],
+    )
     return axes
 
 
@@ -137,14 +166,28 @@ def threshold_dimension_axes() -> dict:
     per_d = ["start", "d", "seed"]
     per_target = ["target", "start", "d"]
     return {
-        "final_test_accuracy": per_d, "final_train_loss": per_d, "test_accuracy": [*per_d, "epoch"],
-        "evaluated": ["start", "d"], "successes": per_target, "p_success": per_target, "p_low": per_target,
-        "p_high": per_target, "threshold": ["target", "start"], "threshold_below": ["target", "start"],
-        "search_evaluations": ["target", "start"], "baseline_test_accuracy": ["seed", "epoch"],
-        "baseline_train_loss": ["seed"], "anchor_test_accuracy": ["t0", "seed"],
+        "final_test_accuracy": per_d,
+        "final_train_loss": per_d,
+        "test_accuracy": [*per_d, "epoch"],
+        "evaluated": ["start", "d"],
+        "successes": per_target,
+        "p_success": per_target,
+        "p_low": per_target,
+        "p_high": per_target,
+        "threshold": ["target", "start"],
+        "threshold_below": ["target", "start"],
+        "search_evaluations": ["target", "start"],
+        "baseline_test_accuracy": ["seed", "epoch"],
+        "baseline_train_loss": ["seed"],
+        "anchor_test_accuracy": ["t0", "seed"],
         "anchor_train_loss": ["t0", "seed"],
-        "d_int": ["stat"], "d_int_interp": ["stat"], "lottery_singular_values": ["seed", "rank"],
-        "targets": ["target"], "dims": ["d"], "burn_in": ["t0"], "grid": ["grid"],
+        "d_int": ["stat"],
+        "d_int_interp": ["stat"],
+        "lottery_singular_values": ["seed", "rank"],
+        "targets": ["target"],
+        "dims": ["d"],
+        "burn_in": ["t0"],
+        "grid": ["grid"],
     }
 
 
@@ -152,23 +195,46 @@ def threshold_dimension_axes() -> dict:
 
 TRAJECTORY_GROUPS = ("single", "inits", "orders", "clones")
 TRAJECTORY_AXES = {  # one group's arrays (`studies.trajectories.analyse_group` and its training curves)
-    "traj_model": ["snapshot"], "traj_step": ["snapshot"], "traj_radius": ["snapshot"],
+    "traj_model": ["snapshot"],
+    "traj_step": ["snapshot"],
+    "traj_radius": ["snapshot"],
     "offplane": ["snapshot"],
-    "radius_start": ["model"], "radius_final": ["model"], "rw_ratio": ["model"], "straightness": ["model"],
+    "radius_start": ["model"],
+    "radius_final": ["model"],
+    "rw_ratio": ["model"],
+    "straightness": ["model"],
     "path_length": ["model"],
-    "pca_variance_centred": ["component"], "pca_ratio_centred": ["component"],
-    "pca_ratio_uncentred": ["component"], "pca_ratio_centred_epochs": ["component"],
-    "pca_ratio_per_model": ["model", "component"], "random_walk_ratio": ["model", "component"],
-    "scores_centred": ["snapshot", "component"], "scores_uncentred": ["snapshot", "component"],
-    "grid_alpha": ["grid_a"], "grid_beta": ["grid_b"], "grid_loss": ["grid_a", "grid_b"],
-    "grid_accuracy": ["grid_a", "grid_b"], "interp_t": ["t"],
-    **{f"{k}_{m}": [k if k == "pair" else "model", "t"] for k in ("start", "pair")
-       for m in ("loss", "accuracy", "radius")},
-    "start_barrier": ["model"], "start_barrier_over_max": ["model"], "pair_barrier": ["pair"],
-    "pair_barrier_over_max": ["pair"], "pair_index": ["pair", "end"], "dist_pairwise": ["model", "model"],
-    "dist_origin": ["model"], "dist_start": ["model"], "dist_init": ["model"],
-    "test_accuracy": ["model", "epoch"], "train_loss": ["model", "epoch", "record"],
-    "update_sq": ["model", "epoch", "record"], "step": ["epoch", "record"],
+    "pca_variance_centred": ["component"],
+    "pca_ratio_centred": ["component"],
+    "pca_ratio_uncentred": ["component"],
+    "pca_ratio_centred_epochs": ["component"],
+    "pca_ratio_per_model": ["model", "component"],
+    "random_walk_ratio": ["model", "component"],
+    "scores_centred": ["snapshot", "component"],
+    "scores_uncentred": ["snapshot", "component"],
+    "grid_alpha": ["grid_a"],
+    "grid_beta": ["grid_b"],
+    "grid_loss": ["grid_a", "grid_b"],
+    "grid_accuracy": ["grid_a", "grid_b"],
+    "interp_t": ["t"],
+    **{
+        f"{k}_{m}": [k if k == "pair" else "model", "t"]
+        for k in ("start", "pair")
+        for m in ("loss", "accuracy", "radius")
+    },
+    "start_barrier": ["model"],
+    "start_barrier_over_max": ["model"],
+    "pair_barrier": ["pair"],
+    "pair_barrier_over_max": ["pair"],
+    "pair_index": ["pair", "end"],
+    "dist_pairwise": ["model", "model"],
+    "dist_origin": ["model"],
+    "dist_start": ["model"],
+    "dist_init": ["model"],
+    "test_accuracy": ["model", "epoch"],
+    "train_loss": ["model", "epoch", "record"],
+    "update_sq": ["model", "epoch", "record"],
+    "step": ["epoch", "record"],
 }
 
 
@@ -183,13 +249,21 @@ def trajectories_axes(groups) -> dict:
 EMERGENT_PARTS = ("training", "radius")
 EMERGENT_GROUPS = ("slsc", "sl", "sldc", "dl")  # `curvature.logits.GROUPS`
 EMERGENT_SCALARS = ("loss", "accuracy", "grad_norm", "grad_radial", "radius", "logit_var") + tuple(
-    f"q_{g}{s}" for g in EMERGENT_GROUPS for s in ("", "_std"))  # the point measurement's (`measure`)
-EMERGENT_VECTOR_AXES = {"top_eigs": ["eigen"], "overlap": ["eigen"],
-                        "block_mean": ["logit", "class", "logit2", "class2"]}
-EMERGENT_CURVES = {"train_loss_curve": ["seed", "epoch", "record"],
-                   "train_accuracy_curve": ["seed", "epoch", "record"],
-                   "radius_curve": ["seed", "epoch", "record"], "test_loss_curve": ["seed", "epoch"],
-                   "test_accuracy_curve": ["seed", "epoch"], "curve_step": ["epoch", "record"]}
+    f"q_{g}{s}" for g in EMERGENT_GROUPS for s in ("", "_std")
+)  # the point measurement's (`measure`)
+EMERGENT_VECTOR_AXES = {
+    "top_eigs": ["eigen"],
+    "overlap": ["eigen"],
+    "block_mean": ["logit", "class", "logit2", "class2"],
+}
+EMERGENT_CURVES = {
+    "train_loss_curve": ["seed", "epoch", "record"],
+    "train_accuracy_curve": ["seed", "epoch", "record"],
+    "radius_curve": ["seed", "epoch", "record"],
+    "test_loss_curve": ["seed", "epoch"],
+    "test_accuracy_curve": ["seed", "epoch"],
+    "curve_step": ["epoch", "record"],
+}
 
 
 def emergent_geometry_axes(parts) -> dict:
@@ -214,10 +288,8 @@ def emergent_geometry_axes(parts) -> dict:
 # --------------------------------------------------------------------------- init_selection
 
 SELECTION_GROUPS = ("top", "other")
-SELECTION_OUTCOMES = ("final_test_loss", "final_test_accuracy", "final_train_loss",
-                      "mean_train_loss")
-SELECTION_SCORES = ("loss", "accuracy", "radius", "trace_over_frob", "frac_pos", "trace", "frob",
-                    "n_pos")
+SELECTION_OUTCOMES = ("final_test_loss", "final_test_accuracy", "final_train_loss", "mean_train_loss")
+SELECTION_SCORES = ("loss", "accuracy", "radius", "trace_over_frob", "frac_pos", "trace", "frob", "n_pos")
 SELECTION_FULL_SCORES = ("full_trace_over_frob", "full_trace_over_frob_se", "full_trace")
 
 
@@ -232,8 +304,13 @@ def init_selection_axes(score_names) -> dict:
     [group, member, seed, ...]."""
     axes = {f"score_{k}": ["init"] for k in score_names}
     per_run = ["group", "member", "seed"]
-    axes.update(score_eigvals=["init", "eigenvalue"], selected=["group", "member"], step=["epoch", "record"],
-                test_loss=[*per_run, "epoch"], test_accuracy=[*per_run, "epoch"],
-                train_loss=[*per_run, "epoch", "record"],
-                **{k: per_run for k in SELECTION_OUTCOMES})
+    axes.update(
+        score_eigvals=["init", "eigenvalue"],
+        selected=["group", "member"],
+        step=["epoch", "record"],
+        test_loss=[*per_run, "epoch"],
+        test_accuracy=[*per_run, "epoch"],
+        train_loss=[*per_run, "epoch", "record"],
+        **{k: per_run for k in SELECTION_OUTCOMES},
+    )
     return axes

@@ -85,8 +85,16 @@ class MemoryStore:
 class FolderStore(MemoryStore):
     """Units in a run folder (`records` layout); resumes what is there."""
 
-    def __init__(self, folder: RunFolder, *, experiment: str, settings: dict, derived: dict, axes: dict,
-                 process: tuple[int, int] = (0, 1)):
+    def __init__(
+        self,
+        folder: RunFolder,
+        *,
+        experiment: str,
+        settings: dict,
+        derived: dict,
+        axes: dict,
+        process: tuple[int, int] = (0, 1),
+    ):
         super().__init__(experiment=experiment, settings=settings, derived=derived, axes=axes)
         self.path = folder.path
         self.index, count = process
@@ -94,8 +102,15 @@ class FolderStore(MemoryStore):
 
         def open_(overwrite: bool) -> bool:
             return records.open_run(
-                folder.path, experiment=experiment, settings=settings, derived={**derived, **(folder.context or {})},
-                axes=axes, flags_text=folder.flags_text, overwrite=overwrite, schema_version=schema.VERSION)
+                folder.path,
+                experiment=experiment,
+                settings=settings,
+                derived={**derived, **(folder.context or {})},
+                axes=axes,
+                flags_text=folder.flags_text,
+                overwrite=overwrite,
+                schema_version=schema.VERSION,
+            )
 
         if count == 1:
             self.resumed = open_(folder.overwrite)
@@ -171,19 +186,32 @@ class FolderStore(MemoryStore):
             records.finish(self.path, arrays)
 
 
-def open_store(run_dir: str | RunFolder | None, *, experiment: str, settings: dict, derived: dict, axes: dict):
+def open_store(
+    run_dir: str | RunFolder | None, *, experiment: str, settings: dict, derived: dict, axes: dict
+):
     """A `MemoryStore` (run_dir None) or a `FolderStore` (a path or a `RunFolder`)."""
     if run_dir is None:
         return MemoryStore(experiment=experiment, settings=settings, derived=derived, axes=axes)
     folder = run_dir if isinstance(run_dir, RunFolder) else RunFolder(os.fspath(run_dir))
-    return FolderStore(folder, experiment=experiment, settings=settings, derived=derived, axes=axes,
-                       process=processes.current())
+    return FolderStore(
+        folder,
+        experiment=experiment,
+        settings=settings,
+        derived=derived,
+        axes=axes,
+        process=processes.current(),
+    )
 
 
 def write_folder(path: str, store: MemoryStore, arrays: dict, *, overwrite: bool = False) -> str:
     """Writes a finished run (its units, metrics lines, JSON files and arrays) as a run folder."""
-    folder = FolderStore(RunFolder(path, overwrite=overwrite), experiment=store.experiment, settings=store.settings,
-                         derived=store.derived, axes=store.axes)
+    folder = FolderStore(
+        RunFolder(path, overwrite=overwrite),
+        experiment=store.experiment,
+        settings=store.settings,
+        derived=store.derived,
+        axes=store.axes,
+    )
     lines = {line["unit"]: line for line in store.records()}
     for name in sorted(store.done() - folder.done()):
         record = {k: v for k, v in lines.get(name, {}).items() if k != "unit"}

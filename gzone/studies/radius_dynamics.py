@@ -41,8 +41,11 @@ class RadiusDynamicsOptions(options.Points, options.Training, options.Seeds, opt
     """The options of radius dynamics (keyword arguments of `radius_dynamics`)."""
 
     r0_over_rx: tuple[float, ...] = option((0.01, 0.1, 1.0, 10.0, 100.0), "Initial radii r0 in units of r_X.")
-    radius_modes: tuple[str, ...] = option(schema.RADIUS_MODES, "free: ordinary training; fixed: |theta| "
-                                           "held at r0.", choices=schema.RADIUS_MODES)
+    radius_modes: tuple[str, ...] = option(
+        schema.RADIUS_MODES,
+        "free: ordinary training; fixed: |theta| held at r0.",
+        choices=schema.RADIUS_MODES,
+    )
     num_seeds: int = options.override(options.Seeds, "num_seeds", 1)
     epochs: int = options.override(options.Training, "epochs", 2)
     batch_size: int = options.override(options.Training, "batch_size", 32)
@@ -67,8 +70,10 @@ class RadiusDynamicsResult(result.Result):
 
     def table(self) -> str:
         """A row per (mode, r0): final radius, final and best test accuracy, alpha, measured / random walk."""
-        head = (f"{'mode':<6} {'r0/rX':>7} {'r_T/rX':>8} {'test acc':>8} {'best':>6} {'alpha [95% CI]':>22} "
-                f"{'meas/RW':>8}")
+        head = (
+            f"{'mode':<6} {'r0/rX':>7} {'r_T/rX':>8} {'test acc':>8} {'best':>6} {'alpha [95% CI]':>22} "
+            f"{'meas/RW':>8}"
+        )
         lines = [head, "-" * len(head)]
         for row in self.analysis["rows"]:
             alpha, ratio = "", ""
@@ -76,14 +81,17 @@ class RadiusDynamicsResult(result.Result):
                 a = row["alpha"]
                 alpha = f"{a['alpha']:.3f} [{a['ci_low']:.3f}, {a['ci_high']:.3f}]"
                 ratio = f"{row['rw_ratio_constant']:.3g}"
-            lines.append(f"{row['mode']:<6} {row['r0_over_rx']:>7g} {row['final_radius_over_rx']:>8.3g} "
-                         f"{row['final_test_accuracy']:>8.3f} {row['best_test_accuracy']:>6.3f} {alpha:>22} "
-                         f"{ratio:>8}")
+            lines.append(
+                f"{row['mode']:<6} {row['r0_over_rx']:>7g} {row['final_radius_over_rx']:>8.3g} "
+                f"{row['final_test_accuracy']:>8.3f} {row['best_test_accuracy']:>6.3f} {alpha:>22} "
+                f"{ratio:>8}"
+            )
         return "\n".join(lines)
 
 
-def radius_dynamics(model, train, test, *, run_dir: str | stores.RunFolder | None = None,
-                    log=progress.to_stderr, **kwargs) -> RadiusDynamicsResult:
+def radius_dynamics(
+    model, train, test, *, run_dir: str | stores.RunFolder | None = None, log=progress.to_stderr, **kwargs
+) -> RadiusDynamicsResult:
     """Trains `model` in the full space from points at each initial radius r0, free or at |theta| = r0.
 
     Args:
@@ -106,35 +114,65 @@ def radius_dynamics(model, train, test, *, run_dir: str | stores.RunFolder | Non
         return run(prob, prob.training_data(train, test), opts, run_dir=run_dir, log=log)
 
 
-def run(prob: problem_lib.Problem, data: train_lib.Data, opts: RadiusDynamicsOptions, *, run_dir=None,
-        log=progress.to_stderr) -> RadiusDynamicsResult:
+def run(
+    prob: problem_lib.Problem,
+    data: train_lib.Data,
+    opts: RadiusDynamicsOptions,
+    *,
+    run_dir=None,
+    log=progress.to_stderr,
+) -> RadiusDynamicsResult:
     """Radius dynamics of a built problem on validated data (what `radius_dynamics` calls)."""
     fm, r_x, dtype, S = prob.fm, prob.r_x, prob.dtype, opts.num_seeds
     spec = opts.train_spec(int(data.x_train.shape[0]))
     r0s = r_x * np.asarray(opts.r0_over_rx, np.float64)
     seed_mode = options.resolve_seed_mode(opts.seed_mode, "train")
-    settings = {**options.settings(opts), "seed_mode": seed_mode, "model": prob.identity(),
-                "data": problem_lib.data_settings(data)}
-    derived = {**prob.describe(), "r0": r0s, "mode_names": list(opts.radius_modes), "seed_mode": seed_mode,
-               "steps_per_epoch": spec.steps_per_epoch}
-    store = stores.open_store(run_dir, experiment=EXPERIMENT, settings=settings, derived=derived,
-                              axes=schema.radius_dynamics_axes())
+    settings = {
+        **options.settings(opts),
+        "seed_mode": seed_mode,
+        "model": prob.identity(),
+        "data": problem_lib.data_settings(data),
+    }
+    derived = {
+        **prob.describe(),
+        "r0": r0s,
+        "mode_names": list(opts.radius_modes),
+        "seed_mode": seed_mode,
+        "steps_per_epoch": spec.steps_per_epoch,
+    }
+    store = stores.open_store(
+        run_dir, experiment=EXPERIMENT, settings=settings, derived=derived, axes=schema.radius_dynamics_axes()
+    )
     engine = engine_lib.Engine(store, label=EXPERIMENT, log=log)
     names = [unit_name(m, i) for m in opts.radius_modes for i in range(len(r0s))]
     engine.plan([(name, 1.0) for name in names])
     if store.path:
-        engine.say(f"{'resuming' if store.resumed else 'new run'}: {store.path}  "
-                   f"({len(store.done())}/{len(names)} units done)")
-    engine.say(f"{derived['model']}: D = {fm.D}, r_X = {r_x:.4g}; r0/r_X in {list(opts.r0_over_rx)}; "
-               f"{opts.epochs} epochs x {spec.steps_per_epoch} steps, {S} seeds; seed mode {seed_mode}")
+        engine.say(
+            f"{'resuming' if store.resumed else 'new run'}: {store.path}  "
+            f"({len(store.done())}/{len(names)} units done)"
+        )
+    engine.say(
+        f"{derived['model']}: D = {fm.D}, r_X = {r_x:.4g}; r0/r_X in {list(opts.r0_over_rx)}; "
+        f"{opts.epochs} epochs x {spec.steps_per_epoch} steps, {S} seeds; seed mode {seed_mode}"
+    )
 
     keys = seeds.SeedKeys.from_seed(opts.seed)
     k_init, k_train = keys.init_keys(S), keys.train_keys(S)
     sample = prob.sample_fn(opts.sample_init)
-    point = jax.jit(jax.vmap(lambda k, r: subspace.point_at_radius(
-        k, r, convention=opts.convention, sample_fn=sample, D=fm.D, r_x=r_x, dtype=dtype), in_axes=(0, None)))
+    point = jax.jit(
+        jax.vmap(
+            lambda k, r: subspace.point_at_radius(
+                k, r, convention=opts.convention, sample_fn=sample, D=fm.D, r_x=r_x, dtype=dtype
+            ),
+            in_axes=(0, None),
+        )
+    )
     for mode in opts.radius_modes:
-        pending = [i for i in range(len(r0s)) if not engine.has(unit_name(mode, i)) and engine.mine(unit_name(mode, i))]
+        pending = [
+            i
+            for i in range(len(r0s))
+            if not engine.has(unit_name(mode, i)) and engine.mine(unit_name(mode, i))
+        ]
         if not pending:
             continue
         trainer = train_lib.make_trainer(fm, dataclasses.replace(spec, fixed_radius=(mode == "fixed")))
@@ -145,20 +183,38 @@ def run(prob: problem_lib.Problem, data: train_lib.Data, opts: RadiusDynamicsOpt
 
             def compute(name=name, i=i, mode=mode, init=init, run_seeds=run_seeds):
                 state0 = init(point(k_init, jnp.asarray(r0s[i], dtype)))
-                _, hist = engine.fit(name, lambda st, e0, n: run_seeds(st, k_train, None, e0, data, n),
-                                     state0, epochs=opts.epochs, epochs_per_call=opts.epochs_per_call)
+                _, hist = engine.fit(
+                    name,
+                    lambda st, e0, n: run_seeds(st, k_train, None, e0, data, n),
+                    state0,
+                    epochs=opts.epochs,
+                    epochs_per_call=opts.epochs_per_call,
+                )
                 out = unit_arrays(hist)
-                return out, {"mode": mode, "r0_over_rx": opts.r0_over_rx[i], "r0": r0s[i],
-                             "final_test_accuracy": out["test_accuracy"][:, -1],
-                             "final_radius": out["radius"][:, -1, -1]}
+                return out, {
+                    "mode": mode,
+                    "r0_over_rx": opts.r0_over_rx[i],
+                    "r0": r0s[i],
+                    "final_test_accuracy": out["test_accuracy"][:, -1],
+                    "final_radius": out["radius"][:, -1, -1],
+                }
 
             engine.unit(name, compute, weight=1.0, what=lambda a, r: _progress_line(a, r, r_x), wait=False)
 
     units = {name: engine.unit(name, _missing) for name in names}
-    arrays = {k: np.stack([np.stack([units[unit_name(m, i)][k] for i in range(len(r0s))])
-                           for m in opts.radius_modes]) for k in units[names[0]] if k != "step"}
-    arrays.update(step=units[names[0]]["step"], r0=r0s, r0_over_rx=np.asarray(opts.r0_over_rx, np.float64),
-                  modes=np.arange(len(opts.radius_modes)))
+    arrays = {
+        k: np.stack([
+            np.stack([units[unit_name(m, i)][k] for i in range(len(r0s))]) for m in opts.radius_modes
+        ])
+        for k in units[names[0]]
+        if k != "step"
+    }
+    arrays.update(
+        step=units[names[0]]["step"],
+        r0=r0s,
+        r0_over_rx=np.asarray(opts.r0_over_rx, np.float64),
+        modes=np.arange(len(opts.radius_modes)),
+    )
     analysis = dynamics.summarise(arrays, modes=opts.radius_modes, r_x=r_x)
     store.write_json("analysis.json", analysis)
     store.finish(arrays)
@@ -171,14 +227,23 @@ def unit_name(mode: str, i: int) -> str:
 
 def unit_arrays(hist: dict) -> dict[str, np.ndarray]:
     """A unit's records from the seeds' training history (`train.fit`, arrays [S, epoch, ...])."""
-    return {"radius": hist["radius"], "update_sq": hist["update_sq"], "train_loss": hist["loss"],
-            "train_accuracy": hist["accuracy"], "test_accuracy": hist["test_accuracy"],
-            "test_loss": hist["test_loss"], "layer_norms": hist["layer_norms"], "step": hist["step"][0]}
+    return {
+        "radius": hist["radius"],
+        "update_sq": hist["update_sq"],
+        "train_loss": hist["loss"],
+        "train_accuracy": hist["accuracy"],
+        "test_accuracy": hist["test_accuracy"],
+        "test_loss": hist["test_loss"],
+        "layer_norms": hist["layer_norms"],
+        "step": hist["step"][0],
+    }
 
 
 def _progress_line(arrays: dict, record: dict, r_x: float) -> str:
-    return (f"radius {np.mean(arrays['radius'][:, -1, -1]) / r_x:.3g} r_X, "
-            f"test acc {np.mean(arrays['test_accuracy'][:, -1]):.3f}")
+    return (
+        f"radius {np.mean(arrays['radius'][:, -1, -1]) / r_x:.3g} r_X, "
+        f"test acc {np.mean(arrays['test_accuracy'][:, -1]):.3f}"
+    )
 
 
 def _missing():

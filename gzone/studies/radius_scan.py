@@ -34,31 +34,52 @@ EXPERIMENT = "radius_scan"
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
-class ScanOptions(options.Radii, options.Points, options.Projection, options.Metric, options.Seeds, options.Precision):
+class ScanOptions(
+    options.Radii, options.Points, options.Projection, options.Metric, options.Seeds, options.Precision
+):
     """The options of a radius scan (keyword arguments of `radius_scan`)."""
 
     dims: tuple[int, ...] = option((10, 50), "Subspace dimensions d.", minimum=1)
-    hessian_method: str = option("linearize_map", "Exact subspace Hessian strategy.", choices=curvature.METHODS)
-    chunk_size: int = option(0, "Columns per chunk of the linearize_map Hessian (0: measured default per projection).",
-                             minimum=0)
-    gn_split: bool = option(False, "Also the Gauss-Newton part P^T G P (G = J^T H_CE J) and the residual P^T (H - G) P "
-                            "of the subspace Hessian.")
-    fullspace_probes: int = option(0, "Rademacher probes for full-space Tr(H), ||H||_F and Tr(H)/||H||_F with standard "
-                                   "errors at each point (0: off; with --gn_split also for G and H - G).", minimum=0)
-    fullspace_top_k: int = option(0, "Largest and smallest k eigenvalues of the full Hessian at each point by Lanczos "
-                                  "(0: off).", minimum=0)
-    fullspace_order: int = option(0, "Lanczos steps for --fullspace_top_k (0: max(30, 4k), at most D).", minimum=0)
+    hessian_method: str = option(
+        "linearize_map", "Exact subspace Hessian strategy.", choices=curvature.METHODS
+    )
+    chunk_size: int = option(
+        0, "Columns per chunk of the linearize_map Hessian (0: measured default per projection).", minimum=0
+    )
+    gn_split: bool = option(
+        False,
+        "Also the Gauss-Newton part P^T G P (G = J^T H_CE J) and the residual P^T (H - G) P "
+        "of the subspace Hessian.",
+    )
+    fullspace_probes: int = option(
+        0,
+        "Rademacher probes for full-space Tr(H), ||H||_F and Tr(H)/||H||_F with standard "
+        "errors at each point (0: off; with --gn_split also for G and H - G).",
+        minimum=0,
+    )
+    fullspace_top_k: int = option(
+        0,
+        "Largest and smallest k eigenvalues of the full Hessian at each point by Lanczos (0: off).",
+        minimum=0,
+    )
+    fullspace_order: int = option(
+        0, "Lanczos steps for --fullspace_top_k (0: max(30, 4k), at most D).", minimum=0
+    )
 
     def _check(self):
         if len(set(self.dims)) != len(self.dims):
             raise OptionError("dims", f"repeated values in {','.join(map(str, self.dims))}")
         if self.fullspace_probes == 1:
-            raise OptionError("fullspace_probes", "must be 0 (off) or >= 2 (a standard error needs two probes), got 1")
+            raise OptionError(
+                "fullspace_probes", "must be 0 (off) or >= 2 (a standard error needs two probes), got 1"
+            )
         if self.fullspace_order and not self.fullspace_top_k:
             raise OptionError("fullspace_order", "only used with --fullspace_top_k > 0")
         if self.fullspace_top_k and self.fullspace_order and self.fullspace_order < 2 * self.fullspace_top_k:
-            raise OptionError("fullspace_order", f"must be >= 2 * --fullspace_top_k = {2 * self.fullspace_top_k}, "
-                              f"got {self.fullspace_order}")
+            raise OptionError(
+                "fullspace_order",
+                f"must be >= 2 * --fullspace_top_k = {2 * self.fullspace_top_k}, got {self.fullspace_order}",
+            )
 
 
 class ScanResult(result.Result):
@@ -69,7 +90,8 @@ class ScanResult(result.Result):
         return tuple(int(d) for d in self.arrays["dims"])
 
     def zone(self) -> list[dict]:
-        """The zone read off the scan (`analysis.zone.summarise`): peak, value at r_X, extent per d and metric."""
+        """The zone read off the scan (`analysis.zone.summarise`): peak, value at r_X, extent per d and
+        metric."""
         from gzone.analysis import zone
 
         return zone.summarise(self.arrays)
@@ -80,13 +102,16 @@ class ScanResult(result.Result):
             lines.append(extra_table(self.arrays, self.dims))
         names = [layer["name"] for layer in self.derived["layers"]]
         for di, d in enumerate(self.dims):
-            shares = ", ".join(f"{n} {v:.3f}" for n, v in zip(names, self.arrays["layer_sq_frac"][di].mean(axis=0)))
+            shares = ", ".join(
+                f"{n} {v:.3f}" for n, v in zip(names, self.arrays["layer_sq_frac"][di].mean(axis=0))
+            )
             lines.append(f"d={d}: mean share of |P e_j|^2 per parameter array: {shares}")
         return "\n".join(lines)
 
 
-def radius_scan(model, x, y, *, run_dir: str | stores.RunFolder | None = None, log=progress.to_stderr,
-                **kwargs) -> ScanResult:
+def radius_scan(
+    model, x, y, *, run_dir: str | stores.RunFolder | None = None, log=progress.to_stderr, **kwargs
+) -> ScanResult:
     """Scans the subspace Hessian of `model` on the fixed examples (x, y) over radii, dimensions and seeds.
 
     Args:
@@ -109,7 +134,9 @@ def radius_scan(model, x, y, *, run_dir: str | stores.RunFolder | None = None, l
         return run(prob, *prob.examples(x, y), opts, run_dir=run_dir, log=log)
 
 
-def run(prob: problem_lib.Problem, x, y, opts: ScanOptions, *, run_dir=None, log=progress.to_stderr) -> ScanResult:
+def run(
+    prob: problem_lib.Problem, x, y, opts: ScanOptions, *, run_dir=None, log=progress.to_stderr
+) -> ScanResult:
     """The scan of a built problem on validated examples (what `radius_scan` calls)."""
     fm, r_x, dtype = prob.fm, prob.r_x, prob.dtype
     too_big = [d for d in opts.dims if d > fm.D]
@@ -118,11 +145,14 @@ def run(prob: problem_lib.Problem, x, y, opts: ScanOptions, *, run_dir=None, log
     order = opts.fullspace_order or fullspace.default_order(opts.fullspace_top_k, fm.D)
     if opts.fullspace_top_k and not 2 * opts.fullspace_top_k <= order <= fm.D:
         name = "fullspace_order" if opts.fullspace_order else "fullspace_top_k"
-        raise OptionError(name, f"Lanczos order {order} must be in [2 * top_k = {2 * opts.fullspace_top_k}, D = {fm.D}]")
+        raise OptionError(
+            name, f"Lanczos order {order} must be in [2 * top_k = {2 * opts.fullspace_top_k}, D = {fm.D}]"
+        )
     full_spec = None
     if opts.fullspace_probes or opts.fullspace_top_k:
-        full_spec = fullspace.Spec(opts.fullspace_probes, opts.fullspace_top_k, order if opts.fullspace_top_k else 0,
-                                   opts.gn_split)
+        full_spec = fullspace.Spec(
+            opts.fullspace_probes, opts.fullspace_top_k, order if opts.fullspace_top_k else 0, opts.gn_split
+        )
     try:
         metric_scales = layer_metric.segment_scales(fm, opts.projection_metric)
     except ValueError as err:
@@ -131,22 +161,40 @@ def run(prob: problem_lib.Problem, x, y, opts: ScanOptions, *, run_dir=None, log
     seed_mode = options.resolve_seed_mode(opts.seed_mode, "scan")
     devices = opts.devices
     scalars, per_d, per_k = fullspace.record_keys(gn_split=opts.gn_split, spec=full_spec)
-    settings = {**options.settings(opts), "seed_mode": seed_mode, "model": prob.identity(),
-                "data": {"examples": int(x.shape[0]), "fingerprint": problem_lib.fingerprint(x, y)}}
-    derived = {**prob.describe(), "radii": radii, "log10_r2_over_rx2": log10_rel, "seed_mode": seed_mode,
-               "chunk_size": opts.chunk_size or None, "devices_used": len(devices) if devices else 1,
-               "projection_metric": {"name": opts.projection_metric, "renormalise": opts.metric_renormalise,
-                                     "segment_scales": {s.name: v for s, v in zip(fm.segments, metric_scales)}},
-               "fullspace_order": order if opts.fullspace_top_k else None}
+    settings = {
+        **options.settings(opts),
+        "seed_mode": seed_mode,
+        "model": prob.identity(),
+        "data": {"examples": int(x.shape[0]), "fingerprint": problem_lib.fingerprint(x, y)},
+    }
+    derived = {
+        **prob.describe(),
+        "radii": radii,
+        "log10_r2_over_rx2": log10_rel,
+        "seed_mode": seed_mode,
+        "chunk_size": opts.chunk_size or None,
+        "devices_used": len(devices) if devices else 1,
+        "projection_metric": {
+            "name": opts.projection_metric,
+            "renormalise": opts.metric_renormalise,
+            "segment_scales": {s.name: v for s, v in zip(fm.segments, metric_scales)},
+        },
+        "fullspace_order": order if opts.fullspace_top_k else None,
+    }
     axes = schema.radius_scan_axes(opts.dims, extra_scalars=scalars, extra_per_d=per_d, extra_per_k=per_k)
     store = stores.open_store(run_dir, experiment=EXPERIMENT, settings=settings, derived=derived, axes=axes)
     engine = engine_lib.Engine(store, label=EXPERIMENT, log=log)
     units = [(unit_name(ri, d), d + 2) for d in opts.dims for ri in range(len(radii))]
     engine.plan(units)
     if store.path:
-        engine.say(f"{'resuming' if store.resumed else 'new run'}: {store.path}  ({len(store.done())}/{len(units)} units done)")
-    engine.say(f"{derived['model']}: D = {fm.D}, r_X = {r_x:.4g}; {len(radii)} radii x d in {list(opts.dims)} x "
-               f"{opts.num_seeds} seeds on {x.shape[0]} examples; seed mode {seed_mode}")
+        engine.say(
+            f"{'resuming' if store.resumed else 'new run'}: {store.path}  "
+            f"({len(store.done())}/{len(units)} units done)"
+        )
+    engine.say(
+        f"{derived['model']}: D = {fm.D}, r_X = {r_x:.4g}; {len(radii)} radii x d in {list(opts.dims)} x "
+        f"{opts.num_seeds} seeds on {x.shape[0]} examples; seed mode {seed_mode}"
+    )
 
     keys = seeds.SeedKeys.from_seed(opts.seed)
     k_init = keys.init_keys(opts.num_seeds)
@@ -155,27 +203,53 @@ def run(prob: problem_lib.Problem, x, y, opts: ScanOptions, *, run_dir=None, log
         if all(engine.has(unit_name(ri, d)) or not engine.mine(unit_name(ri, d)) for ri in range(len(radii))):
             continue  # nothing for this process to compute at this d
         point_fn = measure.make_point_fn(
-            fm, d=d, projection=opts.projection, convention=opts.convention, sample_fn=sample, r_x=r_x, dtype=dtype,
-            hessian_method=opts.hessian_method, chunk_size=opts.chunk_size or None, metric=opts.projection_metric,
-            renormalise=opts.metric_renormalise, gn_split=opts.gn_split, fullspace_spec=full_spec)
+            fm,
+            d=d,
+            projection=opts.projection,
+            convention=opts.convention,
+            sample_fn=sample,
+            r_x=r_x,
+            dtype=dtype,
+            hessian_method=opts.hessian_method,
+            chunk_size=opts.chunk_size or None,
+            metric=opts.projection_metric,
+            renormalise=opts.metric_renormalise,
+            gn_split=opts.gn_split,
+            fullspace_spec=full_spec,
+        )
         unit_fn = seeds.make_unit_fn(point_fn, seed_mode=seed_mode, devices=devices)
         k_proj = keys.proj_keys(d, opts.num_seeds)
         for ri in range(len(radii)):
+
             def compute(ri=ri, d=d):
                 out = unit_fn(k_init, k_proj, jnp.asarray(radii[ri], dtype), x, y)
                 out = jax.tree_util.tree_map(np.asarray, jax.block_until_ready(out))
-                mean = {k: float(np.nanmean(out[k])) if np.isfinite(out[k]).any() else None
-                        for k in (*schema.SCAN_SCALARS, *scalars)}
-                return out, {"radius_index": ri, "radius": radii[ri], "log10_r2_over_rx2": log10_rel[ri], "d": d,
-                             "mean": mean}
+                mean = {
+                    k: float(np.nanmean(out[k])) if np.isfinite(out[k]).any() else None
+                    for k in (*schema.SCAN_SCALARS, *scalars)
+                }
+                return out, {
+                    "radius_index": ri,
+                    "radius": radii[ri],
+                    "log10_r2_over_rx2": log10_rel[ri],
+                    "d": d,
+                    "mean": mean,
+                }
 
-            engine.unit(unit_name(ri, d), compute, weight=d + 2, what=lambda a, r: _progress_line(r), wait=False)
+            engine.unit(
+                unit_name(ri, d), compute, weight=d + 2, what=lambda a, r: _progress_line(r), wait=False
+            )
 
     arrays = assemble(engine, opts.dims, radii, log10_rel, scalars, per_d, per_k)
-    split = {"kind": opts.projection, "metric": opts.projection_metric, "renormalise": opts.metric_renormalise,
-             "dtype": dtype}
-    arrays["layer_sq_frac"] = np.stack([layer_metric.seed_fractions(keys.proj_keys(d, opts.num_seeds), fm, d=d, **split)
-                                        for d in opts.dims])
+    split = {
+        "kind": opts.projection,
+        "metric": opts.projection_metric,
+        "renormalise": opts.metric_renormalise,
+        "dtype": dtype,
+    }
+    arrays["layer_sq_frac"] = np.stack([
+        layer_metric.seed_fractions(keys.proj_keys(d, opts.num_seeds), fm, d=d, **split) for d in opts.dims
+    ])
     store.finish(arrays)
     return ScanResult(store, arrays)
 
@@ -187,8 +261,10 @@ def unit_name(ri: int, d: int) -> str:
 def assemble(engine: engine_lib.Engine, dims, radii, log10_rel, scalars=(), per_d=(), per_k=()) -> dict:
     """The units stacked into the schema's arrays."""
     units = {(ri, d): engine.unit(unit_name(ri, d), _missing) for ri in range(len(radii)) for d in dims}
-    arrays = {k: np.stack([np.stack([units[ri, d][k] for d in dims]) for ri in range(len(radii))])
-              for k in (*schema.SCAN_SCALARS, *scalars, *per_k)}
+    arrays = {
+        k: np.stack([np.stack([units[ri, d][k] for d in dims]) for ri in range(len(radii))])
+        for k in (*schema.SCAN_SCALARS, *scalars, *per_k)
+    }
     for d in dims:
         arrays[f"eigvals_d{d}"] = np.stack([units[ri, d]["eigvals"] for ri in range(len(radii))])
         for k in per_d:
@@ -203,11 +279,15 @@ def _missing():
 
 def _progress_line(record: dict) -> str:
     m = record["mean"]
-    line = (f"d={record['d']} log10(r^2/r_X^2)={record['log10_r2_over_rx2']:+.2f}: frac+ {_fmt(m['frac_pos'])}, "
-            f"Tr/||H|| {_fmt(m['trace_over_frob'])}")
+    line = (
+        f"d={record['d']} log10(r^2/r_X^2)={record['log10_r2_over_rx2']:+.2f}: frac+ {_fmt(m['frac_pos'])}, "
+        f"Tr/||H|| {_fmt(m['trace_over_frob'])}"
+    )
     if "gn_trace_over_frob" in m:
-        line += (f", G Tr/||G|| {_fmt(m['gn_trace_over_frob'])}, R frac+ {_fmt(m['res_frac_pos'])} "
-                 f"Tr/||R|| {_fmt(m['res_trace_over_frob'])}")
+        line += (
+            f", G Tr/||G|| {_fmt(m['gn_trace_over_frob'])}, R frac+ {_fmt(m['res_frac_pos'])} "
+            f"Tr/||R|| {_fmt(m['res_trace_over_frob'])}"
+        )
     if "full_trace_over_frob" in m:
         line += f", full Tr/||H|| {_fmt(m['full_trace_over_frob'])}"
     return line
@@ -225,25 +305,40 @@ def summary_table(arrays: dict, dims) -> str:
     lines = [head, "-" * len(head)]
     with np.errstate(all="ignore"):
         for ri, rel in enumerate(arrays["log10_r2_over_rx2"]):
-            row = (f"{rel:>12.2f} {arrays['radii'][ri]:>10.4g} {np.nanmean(arrays['loss'][ri]):>10.4g} "
-                   f"{np.nanmean(arrays['accuracy'][ri]):>6.3f}")
+            row = (
+                f"{rel:>12.2f} {arrays['radii'][ri]:>10.4g} {np.nanmean(arrays['loss'][ri]):>10.4g} "
+                f"{np.nanmean(arrays['accuracy'][ri]):>6.3f}"
+            )
             for di, _ in enumerate(dims):
-                row += (f" | {'':6} {_fmt(np.nanmean(arrays['frac_pos'][ri, di])):>6} "
-                        f"{_fmt(np.nanmean(arrays['trace_over_frob'][ri, di])):>7}")
+                row += (
+                    f" | {'':6} {_fmt(np.nanmean(arrays['frac_pos'][ri, di])):>6} "
+                    f"{_fmt(np.nanmean(arrays['trace_over_frob'][ri, di])):>7}"
+                )
             lines.append(row)
     return "\n".join(lines)
 
 
 def extra_table(arrays: dict, dims) -> str:
     """Per radius and d, means over seeds: subspace H, G, R = H - G (frac+, Tr/||.||_F) and full space."""
-    labels = {"frac_pos": "H frac+", "trace_over_frob": "H Tr/F", "gn_trace_over_frob": "G Tr/F", "res_frac_pos": "R frac+",
-              "res_trace_over_frob": "R Tr/F", "full_trace_over_frob": "full H Tr/F", "full_trace_over_frob_se": "+- se",
-              "full_gn_trace_over_frob": "full G Tr/F", "full_res_trace_over_frob": "full R Tr/F"}
+    labels = {
+        "frac_pos": "H frac+",
+        "trace_over_frob": "H Tr/F",
+        "gn_trace_over_frob": "G Tr/F",
+        "res_frac_pos": "R frac+",
+        "res_trace_over_frob": "R Tr/F",
+        "full_trace_over_frob": "full H Tr/F",
+        "full_trace_over_frob_se": "+- se",
+        "full_gn_trace_over_frob": "full G Tr/F",
+        "full_res_trace_over_frob": "full R Tr/F",
+    }
     cols = [(k, label) for k, label in labels.items() if k in arrays]
     head = f"{'log10 r2/rX2':>12} {'d':>5} " + " ".join(f"{label:>11}" for _, label in cols)
     lines = [head, "-" * len(head)]
     with np.errstate(all="ignore"):
         for ri, rel in enumerate(arrays["log10_r2_over_rx2"]):
             for di, d in enumerate(dims):
-                lines.append(f"{rel:>12.2f} {d:>5} " + " ".join(f"{_fmt(np.nanmean(arrays[k][ri, di])):>11}" for k, _ in cols))
+                lines.append(
+                    f"{rel:>12.2f} {d:>5} "
+                    + " ".join(f"{_fmt(np.nanmean(arrays[k][ri, di])):>11}" for k, _ in cols)
+                )
     return "\n".join(lines)

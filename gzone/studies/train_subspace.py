@@ -33,12 +33,16 @@ EXPERIMENT = "train_subspace"
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
-class TrainSubspaceOptions(options.Radii, options.Points, options.Projection, options.Training, options.Seeds,
-                           options.Precision):
+class TrainSubspaceOptions(
+    options.Radii, options.Points, options.Projection, options.Training, options.Seeds, options.Precision
+):
     """The options of subspace training (keyword arguments of `train_subspace`)."""
 
-    modes: tuple[str, ...] = option(schema.SUBSPACE_MODES, "Subspace kinds to train in: hyperplane, "
-                                    "hypersphere.", choices=schema.SUBSPACE_MODES)
+    modes: tuple[str, ...] = option(
+        schema.SUBSPACE_MODES,
+        "Subspace kinds to train in: hyperplane, hypersphere.",
+        choices=schema.SUBSPACE_MODES,
+    )
     dims: tuple[int, ...] = option((10, 100), "Subspace dimensions d.", minimum=1)
     num_seeds: int = options.override(options.Seeds, "num_seeds", 2)
     epochs: int = options.override(options.Training, "epochs", 3)
@@ -73,8 +77,9 @@ class TrainSubspaceResult(result.Result):
         return "\n".join(lines)
 
 
-def train_subspace(model, train, test, *, run_dir: str | stores.RunFolder | None = None,
-                   log=progress.to_stderr, **kwargs) -> TrainSubspaceResult:
+def train_subspace(
+    model, train, test, *, run_dir: str | stores.RunFolder | None = None, log=progress.to_stderr, **kwargs
+) -> TrainSubspaceResult:
     """Trains `model` within random subspaces through points at each radius, for each mode, d and seed.
 
     Args:
@@ -97,8 +102,14 @@ def train_subspace(model, train, test, *, run_dir: str | stores.RunFolder | None
         return run(prob, prob.training_data(train, test), opts, run_dir=run_dir, log=log)
 
 
-def run(prob: problem_lib.Problem, data: train_lib.Data, opts: TrainSubspaceOptions, *, run_dir=None,
-        log=progress.to_stderr) -> TrainSubspaceResult:
+def run(
+    prob: problem_lib.Problem,
+    data: train_lib.Data,
+    opts: TrainSubspaceOptions,
+    *,
+    run_dir=None,
+    log=progress.to_stderr,
+) -> TrainSubspaceResult:
     """Subspace training of a built problem on validated data (what `train_subspace` calls)."""
     fm, r_x, dtype, S = prob.fm, prob.r_x, prob.dtype, opts.num_seeds
     too_big = [d for d in opts.dims if d > fm.D]
@@ -107,28 +118,46 @@ def run(prob: problem_lib.Problem, data: train_lib.Data, opts: TrainSubspaceOpti
     spec = opts.train_spec(int(data.x_train.shape[0]), mode="hyperplane")
     radii, log10_rel = opts.resolve(r_x, dtype)
     seed_mode = options.resolve_seed_mode(opts.seed_mode, "train")
-    settings = {**options.settings(opts), "seed_mode": seed_mode, "model": prob.identity(),
-                "data": problem_lib.data_settings(data)}
-    derived = {**prob.describe(), "radii": radii, "log10_r2_over_rx2": log10_rel, "seed_mode": seed_mode,
-               "mode_names": list(opts.modes), "steps_per_epoch": spec.steps_per_epoch}
-    store = stores.open_store(run_dir, experiment=EXPERIMENT, settings=settings, derived=derived,
-                              axes=schema.train_subspace_axes())
+    settings = {
+        **options.settings(opts),
+        "seed_mode": seed_mode,
+        "model": prob.identity(),
+        "data": problem_lib.data_settings(data),
+    }
+    derived = {
+        **prob.describe(),
+        "radii": radii,
+        "log10_r2_over_rx2": log10_rel,
+        "seed_mode": seed_mode,
+        "mode_names": list(opts.modes),
+        "steps_per_epoch": spec.steps_per_epoch,
+    }
+    store = stores.open_store(
+        run_dir, experiment=EXPERIMENT, settings=settings, derived=derived, axes=schema.train_subspace_axes()
+    )
     engine = engine_lib.Engine(store, label=EXPERIMENT, log=log)
     names = [unit_name(m, d, ri) for m in opts.modes for d in opts.dims for ri in range(len(radii))]
     engine.plan([(name, 1.0) for name in names])
     if store.path:
-        engine.say(f"{'resuming' if store.resumed else 'new run'}: {store.path}  "
-                   f"({len(store.done())}/{len(names)} units done)")
-    engine.say(f"{derived['model']}: D = {fm.D}, r_X = {r_x:.4g}; modes {list(opts.modes)}, "
-               f"d in {list(opts.dims)}, {len(radii)} radii, {S} seeds, {opts.epochs} epochs of "
-               f"{spec.steps_per_epoch} steps; seed mode {seed_mode}")
+        engine.say(
+            f"{'resuming' if store.resumed else 'new run'}: {store.path}  "
+            f"({len(store.done())}/{len(names)} units done)"
+        )
+    engine.say(
+        f"{derived['model']}: D = {fm.D}, r_X = {r_x:.4g}; modes {list(opts.modes)}, "
+        f"d in {list(opts.dims)}, {len(radii)} radii, {S} seeds, {opts.epochs} epochs of "
+        f"{spec.steps_per_epoch} steps; seed mode {seed_mode}"
+    )
 
     keys = seeds.SeedKeys.from_seed(opts.seed)
     k_init, k_train = keys.init_keys(S), keys.train_keys(S)
     builders = {}  # the subspaces do not depend on the mode: one compile per d
     for mode in opts.modes:
         trainer = train_lib.make_trainer(fm, dataclasses.replace(spec, mode=mode))
-        init, run_seeds = jax.jit(jax.vmap(trainer.init)), train_lib.seed_runner(trainer, seed_mode, opts.devices)
+        init, run_seeds = (
+            jax.jit(jax.vmap(trainer.init)),
+            train_lib.seed_runner(trainer, seed_mode, opts.devices),
+        )
         for d, ri in ((d, ri) for d in opts.dims for ri in range(len(radii))):
             name = unit_name(mode, d, ri)
             if engine.has(name) or not engine.mine(name):
@@ -139,21 +168,43 @@ def run(prob: problem_lib.Problem, data: train_lib.Data, opts: TrainSubspaceOpti
             def compute(name=name, mode=mode, d=d, ri=ri, init=init, run_seeds=run_seeds):
                 spaces = builders[d](k_init, keys.proj_keys(d, S), jnp.asarray(radii[ri], dtype))
                 state0 = init(jnp.zeros((S, d), dtype), spaces)
-                _, hist = engine.fit(name, lambda st, e0, n: run_seeds(st, k_train, spaces, e0, data, n),
-                                     state0, epochs=opts.epochs, epochs_per_call=opts.epochs_per_call)
+                _, hist = engine.fit(
+                    name,
+                    lambda st, e0, n: run_seeds(st, k_train, spaces, e0, data, n),
+                    state0,
+                    epochs=opts.epochs,
+                    epochs_per_call=opts.epochs_per_call,
+                )
                 out = unit_arrays(hist)
-                return out, {"mode": mode, "d": d, "radius_index": ri, "radius": radii[ri],
-                             "log10_r2_over_rx2": log10_rel[ri],
-                             "final_test_accuracy": out["final_test_accuracy"]}
+                return out, {
+                    "mode": mode,
+                    "d": d,
+                    "radius_index": ri,
+                    "radius": radii[ri],
+                    "log10_r2_over_rx2": log10_rel[ri],
+                    "final_test_accuracy": out["final_test_accuracy"],
+                }
 
             engine.unit(name, compute, weight=1.0, what=_progress_line, wait=False)
 
     units = {name: engine.unit(name, _missing) for name in names}
-    arrays = {k: np.stack([np.stack([np.stack([units[unit_name(m, d, ri)][k] for ri in range(len(radii))])
-                                     for d in opts.dims]) for m in opts.modes])
-              for k in units[names[0]] if k != "step"}
-    arrays.update(step=units[names[0]]["step"], radii=radii, log10_r2_over_rx2=log10_rel,
-                  dims=np.asarray(opts.dims), modes=np.arange(len(opts.modes)))
+    arrays = {
+        k: np.stack([
+            np.stack([
+                np.stack([units[unit_name(m, d, ri)][k] for ri in range(len(radii))]) for d in opts.dims
+            ])
+            for m in opts.modes
+        ])
+        for k in units[names[0]]
+        if k != "step"
+    }
+    arrays.update(
+        step=units[names[0]]["step"],
+        radii=radii,
+        log10_r2_over_rx2=log10_rel,
+        dims=np.asarray(opts.dims),
+        modes=np.arange(len(opts.modes)),
+    )
     store.finish(arrays)
     return TrainSubspaceResult(store, arrays)
 
@@ -164,8 +215,9 @@ def space_builder(prob: problem_lib.Problem, opts: TrainSubspaceOptions, d: int)
     fm, sample = prob.fm, prob.sample_fn(opts.sample_init)
 
     def make_space(k_a, k_p, radius):
-        a = subspace.point_at_radius(k_a, radius, convention=opts.convention, sample_fn=sample, D=fm.D,
-                                     r_x=prob.r_x, dtype=prob.dtype)
+        a = subspace.point_at_radius(
+            k_a, radius, convention=opts.convention, sample_fn=sample, D=fm.D, r_x=prob.r_x, dtype=prob.dtype
+        )
         return train_lib.Space(a, projections.make(opts.projection, k_p, D=fm.D, d=d, dtype=prob.dtype))
 
     return jax.jit(seeds.map_seeds(make_space, "vmap"))
@@ -180,9 +232,13 @@ def unit_arrays(hist: dict) -> dict[str, np.ndarray]:
     return {
         "final_test_accuracy": hist["test_accuracy"][:, -1],
         "best_test_accuracy": hist["test_accuracy"].max(axis=1),
-        "final_train_loss": hist["loss"][:, -1, -1], "test_accuracy": hist["test_accuracy"],
-        "test_loss": hist["test_loss"], "train_loss": hist["loss"], "train_accuracy": hist["accuracy"],
-        "radius_curve": hist["radius"], "step": hist["step"][0],
+        "final_train_loss": hist["loss"][:, -1, -1],
+        "test_accuracy": hist["test_accuracy"],
+        "test_loss": hist["test_loss"],
+        "train_loss": hist["loss"],
+        "train_accuracy": hist["accuracy"],
+        "radius_curve": hist["radius"],
+        "step": hist["step"][0],
     }
 
 
