@@ -15,7 +15,7 @@ import pytest
 from scipy import stats
 
 from gzone import flat, models, projections, train
-from gzone.analysis import dimension
+from gzone.analysis import dimension, subspaces
 
 # --------------------------------------------------------------------------- binomial intervals
 
@@ -196,7 +196,7 @@ def test_lottery_subspace_of_a_planar_trajectory_is_that_plane():
     coords = np.hstack([3 * np.sqrt(t), np.sin(5 * t)])  # a curved path inside the plane
     theta0 = rng.normal(size=D)
     snapshots = (theta0 + coords @ plane.T).astype(np.float32)
-    basis = dimension.lottery_basis(snapshots - theta0.astype(np.float32), block=256)  # 3 column blocks
+    basis = subspaces.lottery_basis(snapshots - theta0.astype(np.float32), block=256)  # 3 column blocks
     assert basis.directions.shape == (D, 2)  # rank found: the plane is all there is
     np.testing.assert_allclose(basis.directions.T @ basis.directions, np.eye(2), atol=1e-6)
     np.testing.assert_allclose(principal_cosines(basis.directions, plane), 1.0, atol=1e-5)
@@ -204,24 +204,24 @@ def test_lottery_subspace_of_a_planar_trajectory_is_that_plane():
     svd = np.linalg.svd((coords @ plane.T).astype(np.float64), compute_uv=False)
     np.testing.assert_allclose(basis.singular_values, svd[:2], rtol=1e-5)
     # The projection pytree trains like any other: a Dense with the top d columns.
-    space = dimension.lottery_space(jnp.asarray(theta0, jnp.float32), jnp.asarray(basis.directions), 1)
+    space = subspaces.lottery_space(jnp.asarray(theta0, jnp.float32), jnp.asarray(basis.directions), 1)
     assert isinstance(space.P, projections.Dense) and space.P.shape == (D, 1)
     with pytest.raises(ValueError):
-        dimension.lottery_space(space.anchor, jnp.asarray(basis.directions), 3)
+        subspaces.lottery_space(space.anchor, jnp.asarray(basis.directions), 3)
 
 
 def test_lottery_basis_equals_svd_and_centred_option():
     rng = np.random.default_rng(2)
     X = rng.normal(size=(12, 300)) * np.geomspace(10, 0.5, 12)[:, None]
-    basis = dimension.lottery_basis(X, rank=5)
+    basis = subspaces.lottery_basis(X, rank=5)
     _, s, vt = np.linalg.svd(X, full_matrices=False)
     np.testing.assert_allclose(basis.singular_values, s[:5], rtol=1e-10)
     np.testing.assert_allclose(np.abs(np.sum(basis.directions * vt[:5].T, axis=0)), 1.0, atol=1e-8)
     # A jump m, then motion along u: uncentred SVD's top axis is mostly m, centred PCA's is u.
     u, m = np.eye(300)[0], 20 * np.eye(300)[1]
     traj = np.array([m + a * u for a in np.linspace(-1, 1, 30)])
-    top_unc = dimension.lottery_basis(traj, rank=1).directions[:, 0]
-    top_cen = dimension.lottery_basis(traj, rank=1, centred=True).directions[:, 0]
+    top_unc = subspaces.lottery_basis(traj, rank=1).directions[:, 0]
+    top_cen = subspaces.lottery_basis(traj, rank=1, centred=True).directions[:, 0]
     assert abs(top_unc @ m) / 20 > 0.99 and abs(top_cen @ u) > 0.999
 
 
@@ -232,7 +232,7 @@ def test_lottery_basis_is_orthonormal_for_an_ill_conditioned_trajectory():
     u, _ = np.linalg.qr(rng.normal(size=(20, 20)))
     v, _ = np.linalg.qr(rng.normal(size=(400, 20)))
     X = (u * np.geomspace(1, 1e-5, 20)) @ v.T
-    basis = dimension.lottery_basis(X)
+    basis = subspaces.lottery_basis(X)
     assert basis.directions.shape == (400, 20)
     np.testing.assert_allclose(basis.directions.T @ basis.directions, np.eye(20), atol=1e-12)
     np.testing.assert_allclose(np.abs(np.sum(basis.directions[:, :5] * v[:, :5], axis=0)), 1.0, atol=1e-9)
@@ -258,11 +258,11 @@ def test_measured_threshold_matches_the_geometry_of_a_k_direction_loss(x64):
     U, c, anchor = jnp.asarray(U), jnp.asarray(c), jnp.asarray(anchor)
     loss_fn = lambda th: 0.5 * jnp.sum((U.T @ th - c) ** 2)  # noqa: E731
     target = q * float(loss_fn(anchor))
-    fit = jax.jit(jax.vmap(dimension.make_subspace_minimizer(loss_fn, optimizer="sgd", lr=0.8, steps=1500)))
+    fit = jax.jit(jax.vmap(subspaces.make_subspace_minimizer(loss_fn, optimizer="sgd", lr=0.8, steps=1500)))
     # One compile for every d: the first d columns of a Haar-random frame of d_max columns are a
     # Haar-random d-frame, so a column mask (projections.Scaled) gives the d-dimensional subspace.
     d_max = k + 8
-    frames = jax.vmap(lambda key: dimension.random_space(key, anchor, kind="dense", d=d_max))(
+    frames = jax.vmap(lambda key: subspaces.random_space(key, anchor, kind="dense", d=d_max))(
         jax.random.split(jax.random.key(4), n)
     )
 
@@ -319,7 +319,7 @@ def test_step_runner_splits_anywhere_and_equals_the_epoch_trainer(x64, mode):
     space = None
     params0 = theta0
     if mode == "hyperplane":
-        space = dimension.random_space(jax.random.key(1), theta0, kind="dense", d=4)
+        space = subspaces.random_space(jax.random.key(1), theta0, kind="dense", d=4)
         params0 = jnp.zeros(4, jnp.float64)
     key = jax.random.key(7)
     state_ref, hist = jax.jit(trainer.run, static_argnums=5)(

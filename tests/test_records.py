@@ -155,12 +155,9 @@ def test_open_run_refuses_other_settings_unless_overwrite(tmp_path):
     assert records.completed_units(str(path)) == set() and os.listdir(path / "units") == []
 
 
-def test_finish_and_stack_units(tmp_path):
+def test_finish(tmp_path):
     _open(tmp_path)
-    units = [{"loss": np.full(3, i, np.float32), "eig": np.full((3, 2), i)} for i in range(4)]
-    stacked = records.stack_units(units, (2, 2))
-    assert stacked["loss"].shape == (2, 2, 3) and stacked["eig"].shape == (2, 2, 3, 2)
-    assert stacked["loss"][1, 0, 0] == 2  # row-major over the unit grid
+    stacked = {"loss": np.arange(12, dtype=np.float32).reshape(2, 2, 3), "eig": np.ones((2, 2, 3, 2))}
     records.finish(str(tmp_path), stacked, extra_field=7)
     config = records.read_config(str(tmp_path))
     assert config["status"] == "complete" and config["extra_field"] == 7 and "finished" in config

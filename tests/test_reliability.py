@@ -223,9 +223,9 @@ def test_a_write_that_fails_midway_leaves_nothing_corrupt_and_the_rerun_complete
 # middle of a metrics line (half of it on disk). Drawn per test from a seeded schedule.
 KILLER = """
 import os, runpy, signal, sys
-from gzone.runs import records
+from gzone.runs import files, records
 target, count = int(os.environ["GZONE_KILL_AT"]), [0]
-real_replace, real_append = records.os.replace, records.append_jsonl
+real_replace, real_append = os.replace, records.append_jsonl
 def event():
     count[0] += 1
     return count[0] == target
@@ -244,7 +244,7 @@ def append(path, record):
 class Os:
     def __getattr__(self, name):
         return replace if name == "replace" else getattr(os, name)
-records.os = Os()
+files.os = Os()
 records.append_jsonl = append
 sys.argv = sys.argv[1:]
 runpy.run_module(sys.argv[0], run_name="__main__", alter_sys=True)

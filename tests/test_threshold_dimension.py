@@ -216,7 +216,7 @@ def test_the_analysis_of_synthetic_units_finds_the_planted_thresholds():
     assert arrays["d_int_interp"][0] == pytest.approx(100 * 10**weight, rel=1e-12)
     assert arrays["lottery_singular_values"].shape == (4, 0) and arrays["evaluated"].all()
     assert analysis["d_int"]["goal"] == pytest.approx(0.9) and analysis["thresholds"][0]["threshold"] == 100
-    assert "d_int90 = 1000 on the grid" in study.summary_table(analysis)
+    assert "d_int90 = 1000 on the grid" in dimension.table(analysis)
 
 
 def test_resume_computes_only_the_missing_units(smoke, tmp_path):

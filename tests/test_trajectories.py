@@ -21,8 +21,7 @@ from shared_data import generated_once
 
 import gzone
 from experiments import trajectories
-from gzone.analysis import trajectory
-from gzone.runs import records, schema
+from gzone.runs import records, schema, snapshots
 
 REPO = Path(__file__).resolve().parents[1]
 SMOKE = f"--flagfile={REPO}/experiments/flagfiles/trajectories_smoke.flags"
@@ -50,7 +49,7 @@ def smoke(tmp_path_factory):
 
 
 def _snapshots(path, unit):
-    return trajectory.SnapshotStore(os.path.join(path, "snapshots", unit))
+    return snapshots.SnapshotStore(os.path.join(path, "snapshots", unit))
 
 
 def test_records_are_complete_and_consistent(smoke):

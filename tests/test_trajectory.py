@@ -13,6 +13,7 @@ from scipy.spatial import distance
 
 from gzone import flat, models, seeds, train
 from gzone.analysis import trajectory
+from gzone.runs import snapshots
 
 
 def planted(rng, *, T=40, D=300, center_norm=5.0, noise=0.0):
@@ -89,7 +90,7 @@ def test_streamed_gram_equals_in_memory_and_disk(tmp_path):
     rng = np.random.default_rng(2)
     S, D = 2, 257
     epochs = [rng.normal(size=(S, 3 + e % 2, D)).astype(np.float32) for e in range(5)]  # uneven chunks
-    store = trajectory.SnapshotStore(str(tmp_path / "snaps"))
+    store = snapshots.SnapshotStore(str(tmp_path / "snaps"))
     for e, arr in enumerate(epochs):
         store.write(e, arr)
     assert store.epochs() == list(range(5))
@@ -251,8 +252,8 @@ def test_snapshots_recorded_in_the_scan_and_moved_to_disk_equal_a_python_loop(tm
     run_seeds = jax.jit(
         seeds.map_seeds(lambda st, k, e0, d, n: trainer.run(st, k, d, None, e0, n), "map"), static_argnums=4
     )
-    store = trajectory.SnapshotStore(str(tmp_path / "seeds"))
-    fn = trajectory.to_store(lambda st, e0, n: run_seeds(st, keys, e0, data, n), store)
+    store = snapshots.SnapshotStore(str(tmp_path / "seeds"))
+    fn = snapshots.to_store(lambda st, e0, n: run_seeds(st, keys, e0, data, n), store)
     state, hist = train.fit(fn, jax.vmap(trainer.init)(jnp.stack(thetas0)), epochs=epochs, epochs_per_call=2)
     assert "snapshots" not in hist and hist["loss"].shape[:2] == (2, epochs)  # the history holds no snapshots
     assert store.epochs() == list(range(epochs))
@@ -266,9 +267,9 @@ def test_snapshots_recorded_in_the_scan_and_moved_to_disk_equal_a_python_loop(tm
         lambda st, e0, n, offset: trainer.run(st, keys[1], data, None, e0 + offset, n), static_argnums=2
     )
     st1, _ = run1(trainer.init(thetas0[1]), 0, 1, 0)
-    store1 = trajectory.SnapshotStore(str(tmp_path / "one"))
+    store1 = snapshots.SnapshotStore(str(tmp_path / "one"))
     train.fit(
-        trajectory.to_store(lambda st, e0, n: run1(st, e0, n, 1), store1, epoch_offset=1),
+        snapshots.to_store(lambda st, e0, n: run1(st, e0, n, 1), store1, epoch_offset=1),
         st1,
         epochs=epochs - 1,
     )

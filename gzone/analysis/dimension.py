@@ -18,8 +18,8 @@ Training in a d-dimensional affine subspace theta = a + P z through a start poin
 Both thresholds are read off the evaluated points by one rule, `crossing`: the smallest evaluated d
 such that every evaluated d' >= d passes. For the points a search evaluates this is exactly the
 search's answer (it ends on an adjacent failing/passing pair with only passes above), and extra
-sweep points can only make it more conservative. The numpy functions here are analysis on
-recorded arrays; `random_space`, `lottery_space` and `make_subspace_minimizer` are jax.
+sweep points can only make it more conservative. Everything here is numpy analysis on recorded
+arrays; the subspaces themselves (random, lottery) are in `analysis.subspaces`.
 """
 
 from __future__ import annotations
@@ -29,12 +29,8 @@ import math
 from typing import Callable, NamedTuple, Sequence
 
 import jax
-import jax.numpy as jnp
 import numpy as np
-import optax
 from scipy import stats
-
-from gzone import projections, train
 
 Array = jax.Array
 INTERVALS = ("wilson", "clopper_pearson")
@@ -336,89 +332,21 @@ def bootstrap_intrinsic_dimension(
     return Interval(estimate, float(low), float(high), float(np.mean(np.isfinite(samples))))
 
 
-# --------------------------------------------------------------------------- subspaces
-
-
-def random_space(key: Array, anchor: Array, *, kind: str, d: int) -> train.Space:
-    """A random d-dimensional affine subspace anchor + P z (P of a projections.KINDS kind)."""
-    return train.Space(anchor, projections.make(kind, key, D=anchor.shape[-1], d=d, dtype=anchor.dtype))
-
-
-class LotteryBasis(NamedTuple):
-    """directions: [D, r] orthonormal columns, by decreasing singular value; singular_values: [r]."""
-
-    directions: np.ndarray
-    singular_values: np.ndarray
-
-
-def lottery_basis(
-    displacements, *, rank: int | None = None, centred: bool = False, rtol: float = 1e-6, block: int = 1 << 16
-) -> LotteryBasis:
-    """Top right singular vectors of a trajectory's displacements X [T, D] (rows theta_t - theta_0).
-
-    Larsen et al.'s lottery subspace is the span of the top d of them (uncentred SVD); ``centred``
-    subtracts the mean displacement first (PCA). Computed through the T x T Gram matrix in float64
-    (exact products of float32 inputs), G = X X^T = U S^2 U^T, then V = X^T U S^-1 in column
-    blocks of D and one Cholesky re-orthonormalisation. Directions whose singular value is below
-    rtol * the largest are dropped (the returned r can be smaller than `rank`). Cost T^2 D + D r^2
-    multiply-adds; memory D r float64 (1.3 GB at D = 656,810, r = 256) beyond X.
-    """
-    x = np.asarray(displacements)
-    if x.ndim != 2:
-        raise ValueError(f"displacements must be [T, D], got shape {x.shape}")
-    T, D = x.shape
-    mean = x.mean(axis=0, dtype=np.float64) if centred else None
-    rows = lambda c: x[:, c].astype(np.float64) - (mean[c] if centred else 0.0)  # noqa: E731
-    gram = np.zeros((T, T))
-    for start in range(0, D, block):
-        xb = rows(slice(start, start + block))
-        gram += xb @ xb.T
-    lam, u = np.linalg.eigh(gram)
-    lam, u = lam[::-1], u[:, ::-1]
-    s = np.sqrt(np.clip(lam, 0.0, None))
-    keep = int(np.sum(s > rtol * s[0])) if s[0] > 0 else 0
-    r = keep if rank is None else min(int(rank), keep)
-    w = u[:, :r] / s[:r]
-    v = np.empty((D, r), np.float64)
-    for start in range(0, D, block):
-        c = slice(start, start + block)
-        v[c] = rows(c).T @ w
-    chol = np.linalg.cholesky(v.T @ v)
-    v = np.linalg.solve(chol, v.T).T  # V L^-T: exactly orthonormal in float64, same column order
-    return LotteryBasis(v.astype(x.dtype if x.dtype.kind == "f" else np.float64), s[:r])
-
-
-def lottery_space(anchor: Array, directions: Array, d: int) -> train.Space:
-    """The lottery subspace of dimension d through `anchor`: Dense(directions[:, :d])."""
-    if not 1 <= d <= directions.shape[-1]:
-        raise ValueError(f"lottery dimension d={d} must be in [1, {directions.shape[-1]}] (the basis rank)")
-    return train.Space(anchor, projections.Dense(directions[..., :d]))
-
-
-# --------------------------------------------------------------------------- any differentiable loss
-
-
-def make_subspace_minimizer(
-    loss_fn: Callable[[Array], Array], *, optimizer: str = "adam", lr: float = 1e-2, steps: int = 1000
-) -> Callable[[train.Space], tuple[Array, Array]]:
-    """Full-batch training of z in theta = a + P z for any loss_fn(theta) (one lax.scan, vmappable).
-
-    Returns:
-      fit(space) -> (final loss, z [d]), starting from z = 0 (theta = the anchor).
-    """
-    opt = train.make_optimizer(optimizer, lr)
-
-    def fit(space: train.Space):
-        d = space.P.shape[1]
-        f = lambda z: loss_fn(space.anchor + projections.apply(space.P, z))  # noqa: E731
-        z0 = jnp.zeros(d, space.anchor.dtype)
-
-        def body(carry, _):
-            z, opt_state = carry
-            updates, opt_state = opt.update(jax.grad(f)(z), opt_state, z)
-            return (optax.apply_updates(z, updates), opt_state), None
-
-        (z, _), _ = jax.lax.scan(body, (z0, opt.init(z0)), None, length=steps)
-        return f(z), z
-
-    return fit
+def table(analysis: dict) -> str:
+    """A threshold_dimension run's summary (its analysis.json): rows of start point and target with d*,
+    its bracket and the search's units; then d_int."""
+    lines = [f"threshold training dimension d* (P_s >= {analysis['level']:.2f}, {analysis['metric']}); "
+             f"full-space baseline test accuracy {analysis['baseline_test_accuracy']:.4f}",
+             f"{'start':<10} {'target':>8} {'d*':>8} {'bracket':>16} {'units':>6}", "-" * 52]
+    for row in analysis["thresholds"]:
+        bracket = f"({row['below']:g}, {row['threshold']:g}]"
+        units = len(row["search"]["evaluated"]) if row["search"] else 0
+        lines.append(f"{row['start']:<10} {row['target']:>8g} {row['threshold']:>8g} {bracket:>16} "
+                     f"{units:>6}")
+    if "d_int" in analysis:
+        di, grid, interp = analysis["d_int"], analysis["d_int"]["grid"], analysis["d_int"]["interpolated"]
+        lines.append(f"d_int{round(100 * di['fraction'])} = {grid['estimate']:g} on the grid (bootstrap "
+                     f"[{grid['low']:g}, {grid['high']:g}]), {interp['estimate']:.4g} interpolated "
+                     f"(bootstrap [{interp['low']:.4g}, {interp['high']:.4g}]); goal test accuracy "
+                     f"{di['goal']:.4f}")
+    return "\n".join(lines)

@@ -1,8 +1,8 @@
 r"""Weight-space trajectories (Lipton 2016): snapshots on disk, streamed PCA, distances, loss on planes
 and lines.
 
-    store = trajectory.SnapshotStore(folder)                     # one .npy file per epoch: [S, n_snap, D]
-    run_fn = trajectory.to_store(run_fn, store)                  # snapshots leave each chunk for the disk
+    store = snapshots.SnapshotStore(folder)                      # gzone.runs.snapshots: one .npy per epoch
+    run_fn = snapshots.to_store(run_fn, store)                   # snapshots leave each chunk for the disk
     state, hist = train.fit(run_fn, state, epochs=E)             # hist holds no snapshots
     stats = trajectory.gram(store.chunks(0))                     # T x T Gram matrix, one streamed pass
     centred = trajectory.pca_from_gram(stats, centred=True)      # (centred=False: uncentred PCA)
@@ -32,8 +32,6 @@ first axis mostly points at the trajectory's mean.
 from __future__ import annotations
 
 import dataclasses
-import os
-import re
 from typing import Any, Callable, NamedTuple, Sequence
 
 import jax
@@ -41,74 +39,9 @@ import jax.numpy as jnp
 import numpy as np
 
 Array = jax.Array
-_EPOCH_FILE = re.compile(r"^e(\d{5,})\.npy$")
 
 
 # --------------------------------------------------------------------------- snapshots on disk
-
-
-class SnapshotStore:
-    """A folder of snapshot chunks: ``e<epoch>.npy`` holds [S, n_snap, D] (S models, one epoch).
-
-    Writes are atomic (temp file, fsync, rename), so a run killed midway leaves whole files only;
-    rewriting an epoch (a resumed run redoing it) replaces the file.
-    """
-
-    def __init__(self, folder: str):
-        self.folder = folder
-
-    def write(self, epoch: int, snapshots: np.ndarray) -> None:
-        """Stores the snapshots [S, n_snap, D] taken during `epoch`."""
-        snapshots = np.asarray(snapshots)
-        if snapshots.ndim != 3:
-            raise ValueError(f"snapshots must be [S, n_snap, D], got shape {snapshots.shape}")
-        os.makedirs(self.folder, exist_ok=True)
-        path = os.path.join(self.folder, f"e{epoch:05d}.npy")
-        tmp = f"{path}.tmp{os.getpid()}"
-        with open(tmp, "wb") as fh:
-            np.save(fh, snapshots, allow_pickle=False)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-
-    def epochs(self) -> list[int]:
-        """The stored epochs, ascending."""
-        if not os.path.isdir(self.folder):
-            return []
-        found = (_EPOCH_FILE.match(name) for name in os.listdir(self.folder))
-        return sorted(int(m.group(1)) for m in found if m)
-
-    def read(self, epoch: int) -> np.ndarray:
-        """The memory-mapped [S, n_snap, D] array of one epoch (nothing is read until indexed)."""
-        return np.load(os.path.join(self.folder, f"e{epoch:05d}.npy"), mmap_mode="r", allow_pickle=False)
-
-    def chunks(self, model: int, epochs: Sequence[int] | None = None) -> list[np.ndarray]:
-        """Model `model`'s trajectory as memory-mapped chunks [n_snap, D], one per epoch in order."""
-        return [self.read(e)[model] for e in (self.epochs() if epochs is None else epochs)]
-
-
-def to_store(run_fn: Callable, store: SnapshotStore, *, epoch_offset: int = 0) -> Callable:
-    """Wraps ``run_fn(state, epoch0, num_epochs) -> (state, hist)`` for `train.fit`.
-
-    Each call's ``hist['snapshots']`` ([n, n_snap, D], or [S, n, n_snap, D] when the state carries
-    a seed axis) is written to `store` as one file per epoch (epoch number ``epoch_offset + epoch0
-    + i``) and dropped from the history `train.fit` accumulates and checkpoints.
-    """
-
-    def wrapped(state, epoch0, num_epochs):
-        state, hist = run_fn(state, epoch0, num_epochs)
-        hist = dict(hist)
-        snaps = np.asarray(hist.pop("snapshots"))
-        if state.step.ndim == 0:  # no seed axis: [n, n_snap, D] -> [1, n, n_snap, D]
-            snaps = snaps[None]
-        for i in range(snaps.shape[1]):
-            store.write(epoch_offset + int(epoch0) + i, snaps[:, i])
-        return state, hist
-
-    return wrapped
-
-
-# --------------------------------------------------------------------------- streamed Gram matrix and PCA
 
 
 class GramStats(NamedTuple):

@@ -24,105 +24,27 @@ from __future__ import annotations
 
 import datetime
 import json
-import math
 import os
-import platform
-import re
 import shutil
-import subprocess
-import sys
-import zipfile
-import zlib
-from typing import Any, Iterable
+from typing import Any
 
 import numpy as np
+
+from gzone.runs import environment
+from gzone.runs.files import (  # noqa: F401  (the run folder's file primitives, used as records.*)
+    DamagedFile,
+    atomic_save_npz,
+    atomic_write_bytes,
+    atomic_write_json,
+    load_npz,
+    remove_stale_temp_files,
+    to_jsonable,
+    verify_npz,
+)
 
 
 class RunDirError(RuntimeError):
     """The run folder exists with other settings (or cannot be used)."""
-
-
-class DamagedFile(RuntimeError):
-    """A file of a run folder cannot be read back (truncated, corrupt, or not what it should be)."""
-
-
-# --------------------------------------------------------------------------- atomic files
-
-
-def _write_then_rename(path: str, tmp: str, write) -> None:
-    """write(fh) into `tmp`, fsync, rename onto `path`; on any failure the temp file is removed and the
-    old `path` (if any) is left as it was."""
-    try:
-        with open(tmp, "wb") as fh:
-            write(fh)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.remove(tmp)
-        except OSError:
-            pass
-        raise
-
-
-def atomic_write_bytes(path: str, data: bytes) -> None:
-    _write_then_rename(path, f"{path}.tmp{os.getpid()}", lambda fh: fh.write(data))
-
-
-def atomic_write_json(path: str, obj: Any) -> None:
-    atomic_write_bytes(path, (json.dumps(to_jsonable(obj), indent=2, sort_keys=True) + "\n").encode())
-
-
-def atomic_save_npz(path: str, arrays: dict[str, np.ndarray]) -> None:
-    """np.savez of numeric arrays (no object arrays, so never a pickle), atomically."""
-    tmp = f"{path}.tmp{os.getpid()}.npz"
-    clean = {k: np.asarray(v) for k, v in arrays.items()}
-    for k, v in clean.items():
-        if v.dtype == object:
-            raise TypeError(f"array {k!r} has dtype object; records hold numeric arrays only")
-    _write_then_rename(path, tmp, lambda fh: np.savez(fh, **clean))
-
-
-def verify_npz(path: str) -> str | None:
-    """None when the archive at `path` reads whole (every member's CRC checks), else what is wrong."""
-    try:
-        with zipfile.ZipFile(path) as archive:
-            bad = archive.testzip()
-        return None if bad is None else f"member {bad} fails its CRC check"
-    except (OSError, zipfile.BadZipFile, EOFError, ValueError, zlib.error) as err:
-        return f"{type(err).__name__}: {err}"
-
-
-def load_npz(path: str) -> dict[str, np.ndarray]:
-    """All arrays of an .npz archive; `DamagedFile` when it cannot be read whole."""
-    try:
-        with (
-            open(path, "rb") as fh,
-            np.load(fh, allow_pickle=False) as archive,
-        ):  # closed even if np.load fails
-            return {k: archive[k] for k in archive.files}
-    except (OSError, ValueError, EOFError, zipfile.BadZipFile, KeyError, zlib.error) as err:
-        raise DamagedFile(f"{path}: cannot be read ({type(err).__name__}: {err})") from err
-
-
-def to_jsonable(obj: Any) -> Any:
-    """Plain JSON types; non-finite floats become None (JSON has no NaN)."""
-    if isinstance(obj, dict):
-        return {str(k): to_jsonable(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [to_jsonable(v) for v in obj]
-    if isinstance(obj, np.ndarray):
-        return to_jsonable(obj.tolist())
-    if isinstance(obj, (np.integer,)):
-        return int(obj)
-    if isinstance(obj, (float, np.floating)):
-        return float(obj) if math.isfinite(float(obj)) else None
-    if isinstance(obj, (bool, np.bool_)):
-        return bool(obj)
-    if hasattr(obj, "tolist") and hasattr(obj, "shape"):  # jax arrays
-        return to_jsonable(np.asarray(obj))
-    return obj
 
 
 # --------------------------------------------------------------------------- run folder
@@ -212,7 +134,7 @@ def open_run(
         "settings": settings,
         "derived": derived,
         "axes": axes,
-        "environment": environment(),
+        "environment": environment.describe(),
         "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
         "status": "running",
     }
@@ -220,38 +142,6 @@ def open_run(
         atomic_write_bytes(os.path.join(path, "flags.txt"), flags_text.encode())
     atomic_write_json(config_path, config)
     return False
-
-
-def remove_stale_temp_files(path: str) -> list[str]:
-    """Removes ``*.tmp<pid>*`` files under the run folder whose writing process is gone; returns them."""
-    removed = []
-    for folder in (path, os.path.join(path, "units")):
-        if not os.path.isdir(folder):
-            continue
-        for name in os.listdir(folder):
-            m = _TEMP.search(name)
-            if m and not _alive(int(m.group(1))):
-                try:
-                    os.remove(os.path.join(folder, name))
-                    removed.append(os.path.join(folder, name))
-                except OSError:
-                    pass
-    return removed
-
-
-_TEMP = re.compile(r"\.tmp(\d+)")
-
-
-def _alive(pid: int) -> bool:
-    if pid == os.getpid():
-        return True
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 def read_config(path: str) -> dict:
@@ -361,54 +251,6 @@ def finish(path: str, arrays: dict[str, np.ndarray], **extra) -> None:
 
 def load_arrays(path: str) -> dict[str, np.ndarray]:
     return load_npz(os.path.join(path, "arrays.npz"))
-
-
-# --------------------------------------------------------------------------- environment
-
-
-def environment() -> dict:
-    """Versions, devices and the git revision, for config.json."""
-    import jax
-
-    versions = {"python": sys.version.split()[0], "platform": platform.platform()}
-    for module in ("jax", "jaxlib", "flax", "optax", "numpy", "scipy"):
-        try:
-            versions[module] = __import__(module).__version__
-        except Exception:  # a missing optional package is recorded as absent
-            versions[module] = None
-    return {
-        "versions": versions,
-        "backend": jax.default_backend(),
-        "devices": [str(d) for d in jax.devices()],
-        "x64": bool(jax.config.jax_enable_x64),
-        "git": git_revision(),
-        "argv": sys.argv,
-    }
-
-
-def git_revision() -> dict | None:
-    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-    try:
-        rev = subprocess.run(
-            ["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True, timeout=10
-        )
-        if rev.returncode != 0:
-            return None
-        dirty = subprocess.run(
-            ["git", "status", "--porcelain"], cwd=root, capture_output=True, text=True, timeout=10
-        )
-        return {"commit": rev.stdout.strip(), "dirty": bool(dirty.stdout.strip())}
-    except (OSError, subprocess.SubprocessError):
-        return None
-
-
-def stack_units(units: Iterable[dict[str, np.ndarray]], shape: tuple[int, ...]) -> dict[str, np.ndarray]:
-    """Stacks per-unit dicts (row-major over `shape`) into arrays [*shape, ...]."""
-    units = list(units)
-    keys = units[0].keys()
-    return {
-        k: np.stack([np.asarray(u[k]) for u in units]).reshape(*shape, *np.shape(units[0][k])) for k in keys
-    }
 
 
 # --------------------------------------------------------------------------- checkpoints

@@ -6,7 +6,7 @@ r"""Degrees of freedom of training (Li et al. 2018; Larsen, Fort, Becker & Gangu
 S seeds train in d-dimensional affine subspaces a + P z through a start point (one compile per d):
 the initialisation theta_0 (``burn_in`` 0), burn-in points theta_{t0} (the first t0 steps of the
 full-space baseline, trained with ``baseline_lr``) and, with ``lottery``, the span of the top-d
-right singular vectors of the baseline trajectory's displacements (`dimension.lottery_basis`).
+right singular vectors of the baseline trajectory's displacements (`subspaces.lottery_basis`).
 Units, each computed once on demand (`Engine.unit`): ``baseline``, ``lottery_basis``,
 ``burnin_t<t0>`` and ``<start>_d<d>``. Which d are trained: the sweep ``dims`` plus, with
 ``search``, the adaptive search on a log grid (`dimension.threshold_search`) per start point and
@@ -29,7 +29,7 @@ import numpy as np
 
 from gzone import options, projections, seeds, train
 from gzone import problem as problem_lib
-from gzone.analysis import dimension
+from gzone.analysis import dimension, subspaces
 from gzone.options import OptionError, option
 from gzone.runs import engine as engine_lib
 from gzone.runs import progress, result, schema, stores
@@ -103,7 +103,7 @@ class ThresholdResult(result.Result):
     """A threshold-dimension run's records (`result.Result`): P_s, thresholds d*, d_int."""
 
     def table(self) -> str:
-        return summary_table(self.analysis)
+        return dimension.table(self.analysis)
 
 
 def threshold_dimension(model, train_set, test_set, *, run_dir: str | stores.RunFolder | None = None,
@@ -242,7 +242,7 @@ class Units:
         self.sub_theta = jax.jit(jax.vmap(sub.theta))
         kind = opts.projection
         self.random_spaces = jax.jit(
-            lambda anchors, k_proj, d: jax.vmap(lambda a, k: dimension.random_space(k, a, kind=kind, d=d))(
+            lambda anchors, k_proj, d: jax.vmap(lambda a, k: subspaces.random_space(k, a, kind=kind, d=d))(
                 anchors, k_proj), static_argnums=2)
         self._trained = None
 
@@ -279,7 +279,7 @@ class Units:
     def _lottery_basis(self):
         snaps = self._train_baseline()[1]["snapshots"]  # [S, epochs, n_snap, D]
         moves = snaps.reshape(snaps.shape[0], -1, snaps.shape[-1]) - np.asarray(self.theta0)[:, None]
-        bases = [dimension.lottery_basis(m, centred=self.opts.lottery_pca == "centred") for m in moves]
+        bases = [subspaces.lottery_basis(m, centred=self.opts.lottery_pca == "centred") for m in moves]
         rank = min(b.directions.shape[1] for b in bases)
         return ({"directions": np.stack([b.directions[:, :rank] for b in bases]),
                  "singular_values": np.stack([b.singular_values[:rank] for b in bases])},
@@ -384,22 +384,3 @@ def analyse(opts: ThresholdOptions, grid, base: dict, subspace_units: dict, anch
         targets=np.asarray(opts.targets), dims=dims, burn_in=np.asarray(opts.burn_in), grid=np.asarray(grid),
     )
     return arrays, analysis
-
-
-def summary_table(analysis: dict) -> str:
-    """Rows: start point and target with d*, its bracket and the search's units; then d_int."""
-    lines = [f"threshold training dimension d* (P_s >= {analysis['level']:.2f}, {analysis['metric']}); "
-             f"full-space baseline test accuracy {analysis['baseline_test_accuracy']:.4f}",
-             f"{'start':<10} {'target':>8} {'d*':>8} {'bracket':>16} {'units':>6}", "-" * 52]
-    for row in analysis["thresholds"]:
-        bracket = f"({row['below']:g}, {row['threshold']:g}]"
-        units = len(row["search"]["evaluated"]) if row["search"] else 0
-        lines.append(f"{row['start']:<10} {row['target']:>8g} {row['threshold']:>8g} {bracket:>16} "
-                     f"{units:>6}")
-    if "d_int" in analysis:
-        di, grid, interp = analysis["d_int"], analysis["d_int"]["grid"], analysis["d_int"]["interpolated"]
-        lines.append(f"d_int{round(100 * di['fraction'])} = {grid['estimate']:g} on the grid (bootstrap "
-                     f"[{grid['low']:g}, {grid['high']:g}]), {interp['estimate']:.4g} interpolated "
-                     f"(bootstrap [{interp['low']:.4g}, {interp['high']:.4g}]); goal test accuracy "
-                     f"{di['goal']:.4f}")
-    return "\n".join(lines)

@@ -17,7 +17,7 @@ of these, and the link to the radius-dynamics experiment (rw_ratio, straightness
 
 Units: ``train_<group>`` (``train_clones_parent`` and ``train_clones`` for the clones; epoch
 checkpoints inside), then ``analysis_<group>``. Snapshots ([S, n_snap, D] floats per epoch, too
-large for arrays.npz) live in a `trajectory.SnapshotStore` per training unit: under
+large for arrays.npz) live in a `snapshot_lib.SnapshotStore` per training unit: under
 ``<run_dir>/snapshots/<unit>/`` with a run folder (kept: an interrupted run resumes its analysis
 from them); without one in a temporary folder (``tempfile``, under $TMPDIR) removed when the call
 returns or fails, so nothing is left on disk and the result holds the analysis, not the snapshots.
@@ -45,6 +45,7 @@ from gzone.analysis import dynamics, trajectory
 from gzone.options import OptionError, option
 from gzone.runs import engine as engine_lib
 from gzone.runs import progress, records, result, schema, stores
+from gzone.runs import snapshots as snapshot_lib
 
 EXPERIMENT = "trajectories"
 GROUPS = schema.TRAJECTORY_GROUPS
@@ -191,8 +192,8 @@ def run(prob: problem_lib.Problem, data: train_lib.Data, opts: TrajectoryOptions
             state0 = init(sample(fold(keys.k_init, jnp.asarray(inits))))
         k_order = fold(keys.k_train, jnp.asarray(orders))
         run_fn = lambda st, e0, n: run_seeds(st, k_order, e0 + first, data, n)  # noqa: E731
-        snapshots = trajectory.SnapshotStore(os.path.join(root, unit))
-        run_fn = trajectory.to_store(run_fn, snapshots, epoch_offset=first)
+        snapshots = snapshot_lib.SnapshotStore(os.path.join(root, unit))
+        run_fn = snapshot_lib.to_store(run_fn, snapshots, epoch_offset=first)
         state, hist = engine.fit(unit, run_fn, state0, epochs=last - first,
                                  epochs_per_call=opts.epochs_per_call)
         if unit == "train_clones_parent":
@@ -274,7 +275,7 @@ def group_snapshots(engine: engine_lib.Engine, root: str, group: str, opts: Traj
 
 def _snapshot_chunks(root: str, name: str, unit: dict, model: int) -> list[np.ndarray]:
     """Model `model`'s snapshots of training unit `name` ([n_snap, D] per epoch), checked against the unit."""
-    store = trajectory.SnapshotStore(os.path.join(root, name))
+    store = snapshot_lib.SnapshotStore(os.path.join(root, name))
     chunks = store.chunks(model)
     if sum(len(c) for c in chunks) != unit["snapshot_step"].size:
         raise records.DamagedFile(f"{store.folder}: the snapshots of {name} are incomplete; pass --overwrite "
