@@ -376,9 +376,9 @@ def _fmt(v) -> str:
 def environment(b: Bench) -> dict:
     import jax
 
-    from gzone.runs import records
+    from gzone.runs import environment
 
-    env = records.environment()
+    env = environment.describe()
     cpu = next((l.split(":", 1)[1].strip() for l in open("/proc/cpuinfo") if l.startswith("model name")), "?") \
         if os.path.exists("/proc/cpuinfo") else os.uname().machine
     versions = {k: v for k, v in env["versions"].items() if k != "platform"}
