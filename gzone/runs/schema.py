@@ -158,14 +158,15 @@ def radius_dynamics_axes() -> dict:
 # --------------------------------------------------------------------------- threshold_dimension
 
 
-def threshold_dimension_axes() -> dict:
+def threshold_dimension_axes(*, gordon: bool = False) -> dict:
     """Axes of a threshold-dimension run: per-seed results [start, d, seed] over the union of the evaluated
     d, P_s [target, start, d], thresholds [target, start], the baseline [seed, ...], the burn-in start
     points [t0, seed], d_int [stat] (estimate, bootstrap low and high), the lottery basis's singular
-    values [seed, rank] and the grids."""
+    values [seed, rank] and the grids; with the quadratic-well prediction (``--gordon_seeds``),
+    ``gordon_epsilon``, ``gordon_cone``, ``gordon_larsen`` [target, t0, seed]."""
     per_d = ["start", "d", "seed"]
     per_target = ["target", "start", "d"]
-    return {
+    axes = {
         "final_test_accuracy": per_d,
         "final_train_loss": per_d,
         "test_accuracy": [*per_d, "epoch"],
@@ -189,6 +190,9 @@ def threshold_dimension_axes() -> dict:
         "burn_in": ["t0"],
         "grid": ["grid"],
     }
+    if gordon:
+        axes.update({f"gordon_{k}": ["target", "t0", "seed"] for k in ("epsilon", "cone", "larsen")})
+    return axes
 
 
 # --------------------------------------------------------------------------- trajectories

@@ -21,21 +21,19 @@ the evaluated d (NaN where not trained), P_s [target, start, d], thresholds [tar
 from __future__ import annotations
 
 import dataclasses
-import re
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 
-from gzone import options, projections, seeds, train
+from gzone import options, train
 from gzone import problem as problem_lib
-from gzone.analysis import dimension, subspaces
+from gzone.analysis import dimension
 from gzone.options import OptionError, option
 from gzone.runs import engine as engine_lib
 from gzone.runs import progress, result, schema, stores
+from gzone.studies.threshold_units import UNIT, Units, _missing, unit_name
 
 EXPERIMENT = "threshold_dimension"
-UNIT = re.compile(r"^(t\d+|lottery)_d(\d+)$")  # the subspace units' names
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
@@ -71,6 +69,13 @@ class ThresholdOptions(options.Training, options.Projection, options.Seeds, opti
                                   "(Li et al.: 0.9).")
     bootstrap: int = option(1000, "Bootstrap resamples over seeds for the d_int interval.", minimum=0)
     n_train_eval: int = option(10000, "Training examples for the final training loss (0: all).", minimum=0)
+    gordon_seeds: int = option(0, "Predict d* from the Hessian at the baseline's solutions (Gordon's escape "
+                               "theorem, analysis.gordon) for this many seeds (0: off; needs "
+                               "--target_metric=train_loss).",
+                               minimum=0)
+    gordon_top_k: int = option(20, "Top Hessian eigenvalues by Lanczos for the prediction.", minimum=1)
+    gordon_order: int = option(80, "Lanczos steps of the prediction's spectra.", minimum=2)
+    gordon_probes: int = option(8, "SLQ probes of the prediction's spectral density.", minimum=1)
 
     def _check(self):
         shown = ",".join(f"{t:g}" for t in self.targets)
@@ -89,6 +94,12 @@ class ThresholdOptions(options.Training, options.Projection, options.Seeds, opti
             raise OptionError("baseline_lr", f"must be > 0, got {self.baseline_lr}")
         if not self.search and not self.dims:
             raise OptionError("dims", "give a sweep --dims=d1,d2,... or keep --search")
+        if self.gordon_seeds and self.target_metric != "train_loss":
+            raise OptionError("gordon_seeds", "the quadratic-well prediction needs "
+                              "--target_metric=train_loss")
+        if self.gordon_seeds > self.num_seeds or self.gordon_top_k > self.gordon_order:
+            raise OptionError("gordon_seeds", "needs --gordon_seeds <= --num_seeds and --gordon_top_k <= "
+                              "--gordon_order")
         object.__setattr__(self, "targets", tuple(dict.fromkeys(self.targets)))  # one curve per target
         object.__setattr__(self, "dims", tuple(sorted(set(self.dims))))
         object.__setattr__(self, "burn_in", tuple(dict.fromkeys(self.burn_in)))
@@ -151,7 +162,7 @@ def run(prob: problem_lib.Problem, data: train.Data, opts: ThresholdOptions, *, 
     derived = {**prob.describe(), "grid": grid, "start_names": list(opts.starts), "seed_mode": seed_mode,
                "steps_per_epoch": full_spec.steps_per_epoch}
     store = stores.open_store(run_dir, experiment=EXPERIMENT, settings=settings, derived=derived,
-                              axes=schema.threshold_dimension_axes())
+                              axes=schema.threshold_dimension_axes(gordon=bool(opts.gordon_seeds)))
     engine = engine_lib.Engine(store, label=EXPERIMENT, log=log)
     starts = opts.starts
     known = [("baseline", 1), *([("lottery_basis", 1)] if opts.lottery else []),
@@ -199,133 +210,11 @@ def run(prob: problem_lib.Problem, data: train.Data, opts: ThresholdOptions, *, 
     lottery = engine.unit("lottery_basis", _missing) if opts.lottery else None
     arrays, analysis = analyse(opts, grid, base, subspace_units, anchors, lottery, searches, dint_search,
                                key=jax.random.fold_in(units.keys.k_data, 1))
+    if opts.gordon_seeds:
+        arrays.update(units.gordon(prob, anchors, analysis))
     store.write_json("analysis.json", analysis)
     store.finish(arrays)
     return ThresholdResult(store, arrays, analysis)
-
-
-def unit_name(start: str, d: int) -> str:
-    return f"{start}_d{d}"
-
-
-def _missing():
-    raise RuntimeError("a unit of the threshold-dimension run is missing at assembly")
-
-
-class Units:
-    """The run's units on demand (`Engine.unit`): baseline, lottery basis, burn-in anchors and subspace
-    runs, with the jitted functions they share."""
-
-    def __init__(self, engine: engine_lib.Engine, prob: problem_lib.Problem, data: train.Data,
-                 opts: ThresholdOptions, *, full_spec: train.TrainSpec, seed_mode: str):
-        self.engine, self.data, self.opts = engine, data, opts
-        fm, S, N = prob.fm, opts.num_seeds, data.x_train.shape[0]
-        self.keys = keys = seeds.SeedKeys.from_seed(opts.seed)
-        self.k_train = keys.train_keys(S)
-        self.theta0 = jax.jit(jax.vmap(prob.sample_fn(opts.init)))(keys.init_keys(S))
-        index = seeds.pick_examples(keys.k_data, N, min(opts.n_train_eval or N, N))
-        self.x_eval, self.y_eval = data.x_train[index], data.y_train[index]
-        sub_spec = opts.train_spec(N, mode="hyperplane")
-        full, sub = train.make_trainer(fm, full_spec), train.make_trainer(fm, sub_spec)
-        mode = seed_mode
-        self.full_init = jax.jit(jax.vmap(full.init))
-        self.full_run = jax.jit(seeds.map_seeds(lambda st, k, e0, data, n: full.run(st, k, data, None, e0, n),
-                                                mode), static_argnums=4)
-        steps = train.make_step_runner(fm, full_spec)
-        self.burn = jax.jit(seeds.map_seeds(lambda st, k, data, n: steps(st, k, data, None, n), mode),
-                            static_argnums=3)
-        evaluate = lambda th, x, y: train.evaluate(fm, th, x, y, full_spec.eval_chunk)  # noqa: E731
-        self.eval_theta = jax.jit(jax.vmap(evaluate, in_axes=(0, None, None)))
-        self.sub_init = jax.jit(jax.vmap(sub.init))
-        self.sub_run = jax.jit(seeds.map_seeds(lambda st, k, sp, e0, data, n: sub.run(st, k, data, sp, e0, n),
-                                               mode, per_seed=3), static_argnums=5)
-        self.sub_theta = jax.jit(jax.vmap(sub.theta))
-        kind = opts.projection
-        self.random_spaces = jax.jit(
-            lambda anchors, k_proj, d: jax.vmap(lambda a, k: subspaces.random_space(k, a, kind=kind, d=d))(
-                anchors, k_proj), static_argnums=2)
-        self._trained = None
-
-    def fit(self, name: str, run_fn, state0):
-        return self.engine.fit(name, run_fn, state0, epochs=self.opts.epochs,
-                               epochs_per_call=self.opts.epochs_per_call)
-
-    def evaluate(self, thetas) -> dict:
-        loss, acc = self.eval_theta(thetas, self.x_eval, self.y_eval)
-        return {"train_loss": np.asarray(loss), "train_accuracy": np.asarray(acc)}
-
-    def _train_baseline(self):
-        if self._trained is None:
-            run_fn = lambda st, e0, n: self.full_run(st, self.k_train, e0, self.data, n)  # noqa: E731
-            self._trained = self.fit("baseline", run_fn, self.full_init(self.theta0))
-        return self._trained
-
-    def baseline(self) -> dict:
-        """Full-space training of every seed from theta_0 (with ``lottery``, its basis unit first)."""
-        if self.opts.lottery:
-            self.engine.unit("lottery_basis", self._lottery_basis,
-                             what=lambda a, r: f"rank {r['rank']} from {r['snapshots']} snapshots")
-
-        def compute():
-            state, hist = self._train_baseline()
-            out = {"test_accuracy": hist["test_accuracy"], "train_loss_curve": hist["loss"],
-                   **{f"final_{k}": v for k, v in self.evaluate(state.params).items()}}
-            out["final_test_accuracy"] = hist["test_accuracy"][:, -1]
-            return out, {"final_test_accuracy": out["final_test_accuracy"]}
-
-        return self.engine.unit("baseline", compute, what=lambda a, r: "full-space test accuracy "
-                                f"{np.mean(a['final_test_accuracy']):.4f}")
-
-    def _lottery_basis(self):
-        snaps = self._train_baseline()[1]["snapshots"]  # [S, epochs, n_snap, D]
-        moves = snaps.reshape(snaps.shape[0], -1, snaps.shape[-1]) - np.asarray(self.theta0)[:, None]
-        bases = [subspaces.lottery_basis(m, centred=self.opts.lottery_pca == "centred") for m in moves]
-        rank = min(b.directions.shape[1] for b in bases)
-        return ({"directions": np.stack([b.directions[:, :rank] for b in bases]),
-                 "singular_values": np.stack([b.singular_values[:rank] for b in bases])},
-                {"rank": rank, "snapshots": moves.shape[1]})
-
-    def anchors(self, t0: int) -> dict:
-        """theta after t0 full-space steps (the baseline's first t0 steps), with its metrics."""
-
-        def compute():
-            state = self.full_init(self.theta0)
-            if t0 > 0:
-                state, _ = self.burn(state, self.k_train, self.data, t0)
-            _, test_acc = self.eval_theta(state.params, self.data.x_test, self.data.y_test)
-            out = {"anchor": np.asarray(state.params), "test_accuracy": np.asarray(test_acc),
-                   **self.evaluate(state.params)}
-            return out, {"t0": t0, "test_accuracy": out["test_accuracy"]}
-
-        return self.engine.unit(f"burnin_t{t0}", compute,
-                                what=lambda a, r: f"test accuracy {np.mean(a['test_accuracy']):.4f}")
-
-    def subspace(self, start: str, d: int, *, wait: bool = True) -> dict | None:
-        """S seeds trained in d-dimensional subspaces through a start point (one unit; None when it is
-        another process's and not `wait`)."""
-        name = unit_name(start, d)
-
-        def compute():
-            S, dtype = self.opts.num_seeds, self.theta0.dtype
-            if start == "lottery":
-                basis = self.engine.unit("lottery_basis", _missing)["directions"][:, :, :d]
-                spaces = train.Space(self.theta0, projections.Dense(jnp.asarray(basis, dtype)))
-            else:
-                anchors = jnp.asarray(self.anchors(int(start[1:]))["anchor"])
-                spaces = self.random_spaces(anchors, self.keys.proj_keys(d, S), d)
-            state0 = self.sub_init(jnp.zeros((S, d), dtype), spaces)
-            run_fn = lambda st, e0, n: self.sub_run(st, self.k_train, spaces, e0, self.data, n)  # noqa: E731
-            state, hist = self.fit(name, run_fn, state0)
-            final = self.evaluate(self.sub_theta(state, spaces))
-            acc = hist["test_accuracy"]
-            out = {"final_test_accuracy": acc[:, -1], "test_accuracy": acc, "train_loss_curve": hist["loss"],
-                   **{f"final_{k}": v for k, v in final.items()}}
-            return out, {"start": start, "d": d, "final_test_accuracy": out["final_test_accuracy"],
-                         "final_train_loss": out["final_train_loss"]}
-
-        return self.engine.unit(name, compute, what=lambda a, r: "test accuracy "
-                                f"{np.mean(a['final_test_accuracy']):.4f}, train loss "
-                                f"{np.mean(a['final_train_loss']):.4f}", wait=wait)
 
 
 def analyse(opts: ThresholdOptions, grid, base: dict, subspace_units: dict, anchors: list[dict],
