@@ -420,12 +420,16 @@ def test_derivative_in_the_projections_values_equals_autodiff(x64, p64, kind):
 # --------------------------------------------------------------------------- fwht
 
 
-@pytest.mark.parametrize("L", [1, 2, 8, 32, 64, 512])
+@pytest.mark.parametrize("L", [1, 2, 8, 32, 64, 512, 2048])
 def test_fwht_equals_the_hadamard_matrix(x64, L):
+    from gzone import projection_kernels
+
     x = np.random.default_rng(L).standard_normal((3, L))
     H = scipy.linalg.hadamard(L)
     np.testing.assert_allclose(fwht(jnp.asarray(x)), x @ H.T, rtol=1e-12, atol=1e-12)
     np.testing.assert_allclose(fwht(jnp.asarray(x[0])), H @ x[0], rtol=1e-12, atol=1e-12)
+    by_products = jax.jit(projection_kernels._fwht_by_products)  # Fastfood's small transforms
+    np.testing.assert_allclose(by_products(jnp.asarray(x[1])), H @ x[1], rtol=1e-12, atol=1e-11)
 
 
 def test_hadamard_is_orthogonal_up_to_L():
