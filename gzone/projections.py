@@ -235,64 +235,16 @@ def make_sparse_fixed(
     return _sparse_from_columns(rows, signs / jnp.sqrt(jnp.asarray(k, dtype)), D=D, p_row=1.0 / (D // k))
 
 
-# A row gets ELL slots up to the 90 % quantile of its nonzero count: one more slot costs a gather
-# for every row, and saves a scatter-add (about 10x a gather on XLA:CPU) for the rows beyond it.
-ROW_TAIL = 0.1
-
-
-def row_slots(*, D: int, d: int, p_row: float) -> tuple[int, int]:
-    """(Kr, C): row-major slots per row and overflow capacity when each of the d columns hits a row
-    with probability p_row (independently: the count X of a row is Binomial(d, p_row)).
-
-    Kr is the smallest k with P(X > k) <= ROW_TAIL (0: no row layout; P z is then a scatter-add,
-    the faster choice when rows are nearly empty). C = mean + 8 std + 8 of the nonzeros beyond
-    Kr summed over the D rows (a shortfall has probability below 1e-14).
-    """
-    from scipy import stats
-
-    p = min(1.0, max(0.0, float(p_row)))
-    X = stats.binom(d, p)
-    Kr = int(X.ppf(1.0 - ROW_TAIL))  # the smallest k with P(X <= k) >= 1 - ROW_TAIL
-    if Kr == 0:
-        return 0, 0
-    k = np.arange(Kr + 1, min(d, int(X.isf(1e-16)) + 2) + 1)
-    pmf = X.pmf(k)
-    excess = k - Kr
-    m1, m2 = float(np.sum(pmf * excess)), float(np.sum(pmf * excess**2))
-    mean, var = D * m1, D * max(0.0, m2 - m1 * m1)
-    return Kr, int(math.ceil(mean + 8.0 * math.sqrt(var) + 8))
-
-
 def _sparse_from_columns(rows: jax.Array, values: jax.Array, *, D: int, p_row: float) -> Sparse:
-    """rows, values: [d, K] (column j's slots, value 0 where unused) -> Sparse with both layouts.
-
-    The row-major layout comes from one stable sort of the nonzeros by row (at construction).
-    """
+    """rows, values: [d, K] (column j's slots, value 0 where unused) -> Sparse with both layouts."""
     d, K = rows.shape
     rows = rows.T.reshape(-1).astype(jnp.int32)  # slot-major
     values = values.T.reshape(-1)
-    Kr, C = row_slots(D=D, d=d, p_row=p_row)
+    Kr, C = kernels.row_slots(D=D, d=d, p_row=p_row)
     if Kr == 0:
         return Sparse(values, rows, D, d, K)
-    n = K * d
-    cols = jnp.broadcast_to(jnp.arange(d, dtype=jnp.int32)[None, :], (K, d)).reshape(-1)
-    valid = values != 0
-    key = jnp.where(valid, rows, D)  # unused slots sort last
-    order = jnp.argsort(key, stable=True)
-    r, c, v, ok = key[order], cols[order], values[order], valid[order]
-    count = jnp.zeros(D + 1, jnp.int32).at[r].add(1)
-    first = jnp.cumsum(count) - count
-    pos = jnp.arange(n, dtype=jnp.int32) - first[r]  # rank of the entry within its row
-    in_ell = ok & (pos < Kr)
-    slot = jnp.where(in_ell, pos * D + jnp.minimum(r, D - 1), Kr * D)
-    row_cols = jnp.zeros(Kr * D, jnp.int32).at[slot].set(c, mode="drop")
-    row_data = jnp.zeros(Kr * D, values.dtype).at[slot].set(v, mode="drop")
-    over = ok & (pos >= Kr)
-    at = jnp.where(over, jnp.cumsum(over) - 1, C)
-    over_rows = jnp.full(C, D - 1, jnp.int32).at[at].set(r, mode="drop")
-    over_cols = jnp.zeros(C, jnp.int32).at[at].set(c, mode="drop")
-    over_data = jnp.zeros(C, values.dtype).at[at].set(v, mode="drop")
-    return Sparse(values, rows, D, d, K, row_cols, row_data, over_rows, over_cols, over_data, Kr, C)
+    layout = kernels.row_layout(rows, values, D=D, d=d, K=K, Kr=Kr, C=C)
+    return Sparse(values, rows, D, d, K, *layout, Kr, C)
 
 
 def make_fastfood(key: jax.Array, *, D: int, d: int, dtype=jnp.float32) -> Fastfood:
@@ -310,6 +262,8 @@ def make_fastfood(key: jax.Array, *, D: int, d: int, dtype=jnp.float32) -> Fastf
 # --------------------------------------------------------------------------- products
 
 
+ROW_TAIL = kernels.ROW_TAIL
+row_slots = kernels.row_slots
 IMPLS = ("auto", "rows", "columns", "jnp", "bcoo")
 fwht = kernels.fwht
 hadamard = kernels.hadamard
