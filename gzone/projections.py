@@ -5,21 +5,28 @@ as an argument to jitted functions, never closed over as a compiled-in constant)
 
   * `Dense`: a Gaussian [D, d] matrix with orthonormalised columns (reduced QR).
     Memory O(D d): 25 GB at D = 656,810, d = 10^4 in float32; use it for small d.
-  * `Sparse`: in `jax.experimental.sparse.BCOO` layout [D, d] (``P.mat`` is the BCOO). ``make_sparse``: each entry
-    is nonzero with probability 1/sqrt(D) (the Chang / Li et al. convention), value +-1, then
-    each column divided by its norm (exactly unit columns). ``make_sparse_fixed``: exactly k
-    nonzeros per column. Memory O(d sqrt(D)).
+  * `Sparse`: each entry nonzero with probability 1/sqrt(D) (``make_sparse``: the Chang / Li et
+    al. convention), value +-1, then each column divided by its norm (exactly unit columns), or
+    exactly k nonzeros per column (``make_sparse_fixed``). Stored twice: column-major (for P^T v,
+    a gather from v) and, where a row holds nonzeros often enough to pay, row-major (for P z, a
+    gather from z); ``P.mat`` is the `jax.experimental.sparse.BCOO` view. Memory O(d sqrt(D)).
   * `Fastfood`: P = scale * S H G Pi H B (Le et al.; Li et al. 2018) with H the Walsh-Hadamard
-    transform (O(L log L), jnp ops), B random signs, Pi a permutation, G Gaussian, inputs
-    zero-padded to L = 2^ceil(log2 D) and outputs truncated to D rows (S). Columns have unit
-    norm in expectation. Memory O(D).
+    transform (O(L log L)), B random signs, Pi a permutation, G Gaussian, inputs zero-padded to
+    L = 2^ceil(log2 D) and outputs truncated to D rows (S). Columns have unit norm in
+    expectation. Memory O(D).
 
 `apply(P, z)` computes P z ([d] -> [D]); `apply_T(P, v)` computes P^T v ([D] -> [d]).
 `Scaled` wraps any of them as diag(row_scale) P diag(col_scale) (per-layer metrics).
 
-`jax.experimental.sparse` is experimental and no longer actively developed; it stays behind
-this module. The sparse products are computed from the BCOO's own index/data arrays by a
-gather (P^T v) and a scatter-add (P z), which `BCOO @` is tested against (`impl='bcoo'`).
+Derivatives: for sparse and Fastfood P both products are one primitive (`gzone.linear_op`) whose
+transpose is the other product's own fast form, so grad, vjp and `jax.linear_transpose` of P z
+use the gather of P^T v (and the inverse permutation), never the scatter that autodiff of a
+gather would give; jvp, jax.hessian and vmap work as for any JAX function. ``impl`` picks the
+kernels: 'auto' (the fastest layout held), 'rows' / 'columns' (P z from the row-major layout /
+by a scatter-add from the column-major one), 'jnp' (the same column kernels as plain jnp, with
+autodiff's transposes: the reference the explicit transposes are tested against), 'bcoo'
+(`BCOO @`). `jax.experimental.sparse` is experimental; it stays behind this module.
+Measured speeds of each: BENCHMARKS.md (projections and steps).
 """
 
 from __future__ import annotations
@@ -32,6 +39,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 from jax.experimental import sparse
+
+from gzone import linear_op
+from gzone import projection_kernels as kernels
 
 KINDS = ("sparse", "sparse_fixed", "dense", "fastfood")
 # Signs and rows are drawn in float32 whatever jax_enable_x64 says, so a key gives the same sparse
@@ -54,28 +64,47 @@ class Dense:
 @jax.tree_util.register_dataclass
 @dataclasses.dataclass(frozen=True)
 class Sparse:
-    """P in BCOO layout [D, d]: nonzeros stored column by column, K slots per column.
+    """P [D, d] with few nonzeros, in two layouts of the same entries.
 
-    Slot k of column j is entry ``j*K + k`` of ``data``/``rows``; unused slots hold the value 0
-    (at a valid row), so the matrix is exact as it stands. ``mat`` gives the
-    `jax.experimental.sparse.BCOO` view. The arrays are stored rather than a BCOO object
-    because a BCOO's shape is static metadata that includes vmapped batch dimensions: a BCOO
-    built under `vmap` cannot be sliced back per seed by `lax.map` or a second `vmap`.
+    Column-major, slot-major order (for P^T v): K slots per column, slot k of column j is entry
+    ``k*d + j`` of ``data``/``rows``; unused slots hold the value 0 (at a valid row), so the
+    matrix is exact as it stands. Reading slot k of every column at once walks v in row order
+    (the k-th nonzero of each column lies near row k sqrt(D)), which keeps the gather cached.
+
+    Row-major (for P z; None when ``Kr == 0``): ``Kr`` slots per row, slot k of row r is entry
+    ``k*D + r`` of ``row_cols``/``row_data`` (value 0 where unused), so P z gathers from z, a
+    vector that stays in cache; the nonzeros of rows holding more than Kr (few, by the choice of
+    Kr: `row_slots`) are listed in ``over_*`` (sorted by row, C slots, padded with value 0).
+
+    The arrays are stored rather than a BCOO object because a BCOO's shape is static metadata
+    that includes vmapped batch dimensions: a BCOO built under `vmap` cannot be sliced back per
+    seed by `lax.map` or a second `vmap`. ``mat`` gives the `jax.experimental.sparse.BCOO` view.
     """
 
-    data: jax.Array  # [d*K] values
-    rows: jax.Array  # [d*K] int32 row of each value
+    data: jax.Array  # [K*d] values, slot-major
+    rows: jax.Array  # [K*d] int32 row of each value
     D: int = dataclasses.field(metadata=dict(static=True))
     d: int = dataclasses.field(metadata=dict(static=True))
     K: int = dataclasses.field(metadata=dict(static=True))
+    row_cols: jax.Array | None = None  # [Kr*D] int32 column of each row-major value
+    row_data: jax.Array | None = None  # [Kr*D] row-major values
+    over_rows: jax.Array | None = None  # [C] int32, ascending
+    over_cols: jax.Array | None = None  # [C] int32
+    over_data: jax.Array | None = None  # [C]
+    Kr: int = dataclasses.field(default=0, metadata=dict(static=True))
+    C: int = dataclasses.field(default=0, metadata=dict(static=True))
 
     @property
     def shape(self):
         return (self.D, self.d)
 
+    def by_column(self) -> tuple[jax.Array, jax.Array]:
+        """(rows [d, K], values [d, K]): the column-major layout, column by column."""
+        return self.rows.reshape(self.K, self.d).T, self.data.reshape(self.K, self.d).T
+
     @property
     def mat(self) -> sparse.BCOO:
-        cols = jnp.repeat(jnp.arange(self.d, dtype=jnp.int32), self.K)
+        cols = jnp.broadcast_to(jnp.arange(self.d, dtype=jnp.int32)[None, :], (self.K, self.d)).reshape(-1)
         return sparse.BCOO((self.data, jnp.stack([self.rows, cols], axis=-1)), shape=(self.D, self.d))
 
 
@@ -180,7 +209,7 @@ def make_sparse(
     count = jnp.sum(valid, axis=1, keepdims=True)
     signs = jnp.where(jax.random.bernoulli(k_sign, SIGN_P, (d, K)), 1.0, -1.0).astype(dtype)
     values = jnp.where(valid, signs / jnp.sqrt(jnp.maximum(count, 1)).astype(dtype), 0.0)
-    return _sparse_from_columns(jnp.where(valid, rows, D - 1), values, D=D)
+    return _sparse_from_columns(jnp.where(valid, rows, D - 1), values, D=D, p_row=p)
 
 
 def make_sparse_fixed(
@@ -202,13 +231,20 @@ def make_sparse_fixed(
     u = jax.random.uniform(k_row, (d, k), jnp.float32)
     rows = jnp.minimum(lo[None, :] + jnp.floor(u * width[None, :]).astype(jnp.int32), D - 1)
     signs = jnp.where(jax.random.bernoulli(k_sign, SIGN_P, (d, k)), 1.0, -1.0).astype(dtype)
-    return _sparse_from_columns(rows, signs / jnp.sqrt(jnp.asarray(k, dtype)), D=D)
+    # Row r lies in a block of width >= D // k rows, so a column hits it with probability <= 1/(D // k).
+    return _sparse_from_columns(rows, signs / jnp.sqrt(jnp.asarray(k, dtype)), D=D, p_row=1.0 / (D // k))
 
 
-def _sparse_from_columns(rows: jax.Array, values: jax.Array, *, D: int) -> Sparse:
-    """rows, values: [d, K] -> Sparse with a column-major BCOO."""
+def _sparse_from_columns(rows: jax.Array, values: jax.Array, *, D: int, p_row: float) -> Sparse:
+    """rows, values: [d, K] (column j's slots, value 0 where unused) -> Sparse with both layouts."""
     d, K = rows.shape
-    return Sparse(values.reshape(-1), rows.reshape(-1).astype(jnp.int32), D, d, K)
+    rows = rows.T.reshape(-1).astype(jnp.int32)  # slot-major
+    values = values.T.reshape(-1)
+    Kr, C = kernels.row_slots(D=D, d=d, p_row=p_row)
+    if Kr == 0:
+        return Sparse(values, rows, D, d, K)
+    layout = kernels.row_layout(rows, values, D=D, d=d, K=K, Kr=Kr, C=C)
+    return Sparse(values, rows, D, d, K, *layout, Kr, C)
 
 
 def make_fastfood(key: jax.Array, *, D: int, d: int, dtype=jnp.float32) -> Fastfood:
@@ -226,58 +262,57 @@ def make_fastfood(key: jax.Array, *, D: int, d: int, dtype=jnp.float32) -> Fastf
 # --------------------------------------------------------------------------- products
 
 
-def fwht(x: jax.Array) -> jax.Array:
-    """Unnormalised Walsh-Hadamard transform along the last axis (length a power of two).
-
-    H is symmetric with H H = L I. log2(L) butterfly stages, each O(L).
-    """
-    L = x.shape[-1]
-    if L & (L - 1):
-        raise ValueError(f"fwht needs a power-of-two length, got {L}")
-    batch = x.shape[:-1]
-    h = 1
-    while h < L:
-        y = x.reshape(*batch, L // (2 * h), 2, h)
-        a, b = y[..., 0, :], y[..., 1, :]
-        x = jnp.stack([a + b, a - b], axis=-2).reshape(*batch, L)
-        h *= 2
-    return x
+ROW_TAIL = kernels.ROW_TAIL
+row_slots = kernels.row_slots
+IMPLS = ("auto", "rows", "columns", "jnp", "bcoo")
+fwht = kernels.fwht
+hadamard = kernels.hadamard
 
 
-def apply(P: Projection, z: jax.Array, *, impl: str = "gather") -> jax.Array:
-    """P z. z: [d] -> [D]. ``impl`` ('gather' | 'bcoo') picks the sparse kernel."""
+def _op(P: Union[Sparse, Fastfood], impl: str) -> linear_op.LinearOp | None:
+    """The primitive's op for P under ``impl`` (None: plain jnp)."""
+    if impl not in IMPLS:
+        raise ValueError(f"impl {impl!r} unknown; allowed: {', '.join(IMPLS)}")
+    if impl == "jnp":
+        return None
+    if isinstance(P, Fastfood):
+        return kernels.FASTFOOD
+    if impl == "rows" and P.Kr == 0:
+        raise ValueError(f"impl='rows': this sparse P (D={P.D}, d={P.d}) has no row-major layout "
+                         "(too few nonzeros per row)")
+    return kernels.SPARSE_COLUMNS if impl == "columns" or P.Kr == 0 else kernels.SPARSE_ROWS
+
+
+# --------------------------------------------------------------------------- products
+
+
+def apply(P: Projection, z: jax.Array, *, impl: str = "auto") -> jax.Array:
+    """P z. z: [d] -> [D]. ``impl`` picks the sparse / Fastfood kernels (module docstring)."""
     if isinstance(P, Dense):
         return P.matrix @ z
-    if isinstance(P, Sparse):
-        if impl == "bcoo":
-            return P.mat @ z
-        values = P.data.reshape(P.d, P.K) * z[:, None]
-        return jnp.zeros(P.D, values.dtype).at[P.rows].add(values.reshape(-1))
-    if isinstance(P, Fastfood):
-        L = P.signs.shape[0]
-        x = jnp.zeros(L, z.dtype).at[: P.d].set(z) * P.signs
-        x = fwht(x)[P.perm] * P.gauss
-        return fwht(x)[: P.D] * P.scale
+    if isinstance(P, Sparse) and impl == "bcoo":
+        return P.mat @ z
+    if isinstance(P, (Sparse, Fastfood)):
+        op = _op(P, impl)
+        if op is None:
+            return kernels.sparse_pz_columns(P, z) if isinstance(P, Sparse) else kernels.fastfood_pz(P, z)
+        return linear_op.apply(op, P, z)
     if isinstance(P, Scaled):
         return P.row_scale * apply(P.base, P.col_scale * z, impl=impl)
     raise TypeError(f"not a projection: {type(P).__name__}")
 
 
-def apply_T(P: Projection, v: jax.Array, *, impl: str = "gather") -> jax.Array:
+def apply_T(P: Projection, v: jax.Array, *, impl: str = "auto") -> jax.Array:
     """P^T v. v: [D] -> [d]."""
     if isinstance(P, Dense):
         return P.matrix.T @ v
-    if isinstance(P, Sparse):
-        if impl == "bcoo":
-            return P.mat.T @ v
-        rows = P.rows.reshape(P.d, P.K)
-        return jnp.sum(P.data.reshape(P.d, P.K) * v[rows], axis=1)
-    if isinstance(P, Fastfood):
-        L = P.signs.shape[0]
-        x = jnp.zeros(L, v.dtype).at[: P.D].set(v)
-        x = fwht(x) * P.gauss
-        x = fwht(x[P.inv_perm]) * P.signs
-        return x[: P.d] * P.scale
+    if isinstance(P, Sparse) and impl == "bcoo":
+        return P.mat.T @ v
+    if isinstance(P, (Sparse, Fastfood)):
+        op = _op(P, impl)
+        if op is None:
+            return kernels.sparse_ptv(P, v) if isinstance(P, Sparse) else kernels.fastfood_ptv(P, v)
+        return linear_op.apply(op.adjoint, P, v)
     if isinstance(P, Scaled):
         return P.col_scale * apply_T(P.base, P.row_scale * v, impl=impl)
     raise TypeError(f"not a projection: {type(P).__name__}")
@@ -288,9 +323,8 @@ def column(P: Projection, j: jax.Array) -> jax.Array:
     if isinstance(P, Dense):
         return jax.lax.dynamic_index_in_dim(P.matrix, j, axis=1, keepdims=False)
     if isinstance(P, Sparse):
-        start = j * P.K
-        rows = jax.lax.dynamic_slice_in_dim(P.rows, start, P.K)
-        values = jax.lax.dynamic_slice_in_dim(P.data, start, P.K)
+        rows = jax.lax.dynamic_index_in_dim(P.rows.reshape(P.K, P.d), j, axis=1, keepdims=False)
+        values = jax.lax.dynamic_index_in_dim(P.data.reshape(P.K, P.d), j, axis=1, keepdims=False)
         return jnp.zeros(P.D, values.dtype).at[rows].add(values)
     if isinstance(P, Scaled):
         return P.row_scale * column(P.base, j) * P.col_scale[j]
@@ -314,13 +348,13 @@ def column_sq_norms(P: Projection) -> jax.Array:
     if isinstance(P, Dense):
         return jnp.sum(P.matrix**2, axis=0)
     if isinstance(P, Sparse):
-        return jnp.sum(P.data.reshape(P.d, P.K) ** 2, axis=1)
+        return jnp.sum(P.data.reshape(P.K, P.d) ** 2, axis=0)
     if isinstance(P, Scaled) and isinstance(P.base, Dense):
         return jnp.sum((P.row_scale[:, None] * P.base.matrix) ** 2, axis=0) * P.col_scale**2
     if isinstance(P, Scaled) and isinstance(P.base, Sparse):
         B = P.base
-        values = B.data.reshape(B.d, B.K) * P.row_scale[B.rows.reshape(B.d, B.K)]
-        return jnp.sum(values**2, axis=1) * P.col_scale**2
+        values = B.data * P.row_scale[B.rows]
+        return jnp.sum(values.reshape(B.K, B.d) ** 2, axis=0) * P.col_scale**2
     d = P.shape[1]
     eye = jnp.eye(d, dtype=_dtype(P))
     return jax.lax.map(lambda e: jnp.sum(apply(P, e) ** 2), eye)

@@ -78,9 +78,8 @@ class TrainSpec:
         if self.optimizer not in OPTIMIZERS:
             raise ValueError(f"optimizer {self.optimizer!r} unknown; allowed: {', '.join(OPTIMIZERS)}")
         if self.fixed_radius and self.mode != "full":
-            raise ValueError(
-                "fixed_radius applies to mode='full' (hypersphere mode is fixed by construction)"
-            )
+            raise ValueError("fixed_radius applies to mode='full' (hypersphere mode is fixed by "
+                             "construction)")
         if min(self.batch_size, self.steps_per_epoch, self.record_every) < 1 or self.lr <= 0:
             raise ValueError("batch_size, steps_per_epoch, record_every and lr must be positive")
 
@@ -180,18 +179,35 @@ def _theta_fn(spec: TrainSpec) -> Callable[[Array, Space | None, Array], Array]:
 
 
 def _step_fn(fm: flat.FlatModel, spec: TrainSpec, opt: optax.GradientTransformation) -> Callable:
-    """One optimiser step: (state, (xb, yb), space) -> (state, metrics, theta after the step)."""
+    """One optimiser step: (state, (xb, yb), space, theta) -> (state, metrics, theta after the step).
+
+    ``theta`` is theta of ``state`` (the previous step's ``theta after``, carried by the scan; see
+    `_carries_theta`): in a hyperplane the step then does one P^T g and one P z, the gradient
+    being grad_z = P^T grad_theta at theta = a + P z (what autodiff through a + P z computes),
+    instead of recomputing a + P z for the loss. Other modes recompute theta (``theta`` is None).
+    """
     theta_of = _theta_fn(spec)
 
-    def step_fn(state: TrainState, batch, space):
+    def step_fn(state: TrainState, batch, space, theta=None):
         xb, yb = batch
 
-        def loss_of(params):
-            th = theta_of(params, space, state.r0)
-            logits = flat.logits(fm, th, xb)
-            return jnp.mean(flat.cross_entropy(logits, yb)), (logits, th)
+        if theta is not None:  # hyperplane: theta = a + P z given
 
-        (value, (logits, th_old)), grad = jax.value_and_grad(loss_of, has_aux=True)(state.params)
+            def loss_theta(th):
+                logits = flat.logits(fm, th, xb)
+                return jnp.mean(flat.cross_entropy(logits, yb)), logits
+
+            (value, logits), grad_theta = jax.value_and_grad(loss_theta, has_aux=True)(theta)
+            grad = projections.apply_T(space.P, grad_theta).astype(state.params.dtype)
+            th_old = theta
+        else:
+
+            def loss_of(params):
+                th = theta_of(params, space, state.r0)
+                logits = flat.logits(fm, th, xb)
+                return jnp.mean(flat.cross_entropy(logits, yb)), (logits, th)
+
+            (value, (logits, th_old)), grad = jax.value_and_grad(loss_of, has_aux=True)(state.params)
         if spec.fixed_radius:
             grad = subspace.tangent(state.params, grad)
         updates, opt_state = opt.update(grad, state.opt_state, state.params)
@@ -214,6 +230,11 @@ def _step_fn(fm: flat.FlatModel, spec: TrainSpec, opt: optax.GradientTransformat
     return step_fn
 
 
+def _carries_theta(spec: TrainSpec) -> bool:
+    """Whether the step scan carries theta = a + P z from step to step (hyperplanes: one P z a step)."""
+    return spec.mode == "hyperplane"
+
+
 def make_trainer(fm: flat.FlatModel, spec: TrainSpec, *, batch_sharding=None) -> Trainer:
     """The pure functions of a training run (see module docstring).
 
@@ -227,6 +248,7 @@ def make_trainer(fm: flat.FlatModel, spec: TrainSpec, *, batch_sharding=None) ->
     opt = make_optimizer(spec.optimizer, spec.lr)
     theta_of = _theta_fn(spec)
     step_fn = _step_fn(fm, spec, opt)
+    carry_theta = _carries_theta(spec)
 
     def init(params0: Array, space: Space | None = None) -> TrainState:
         r0 = jnp.linalg.norm(params0 if spec.mode == "full" else space.anchor)
@@ -238,30 +260,30 @@ def make_trainer(fm: flat.FlatModel, spec: TrainSpec, *, batch_sharding=None) ->
     def epoch_fn(state, key, data: Data, space, epoch):
         n = data.x_train.shape[0]
         steps, batch = spec.steps_per_epoch, spec.batch_size
-        order = jax.random.permutation(jax.random.fold_in(key, epoch), n)[: steps * batch].reshape(
-            steps, batch
-        )
+        order = jax.random.permutation(jax.random.fold_in(key, epoch), n)[: steps * batch]
+        order = order.reshape(steps, batch)
         n_snap = spec.snapshots_per_epoch
         D = fm.D
         snaps0 = jnp.zeros((n_snap, D), data.x_train.dtype) if n_snap else None
+        th0 = theta_of(state.params, space, state.r0) if carry_theta else None
 
         def body(carry, inputs):
-            st, snaps = carry
+            st, snaps, th = carry
             t, idx = inputs
             xb, yb = data.x_train[idx], data.y_train[idx]
             if batch_sharding is not None:
                 xb = jax.lax.with_sharding_constraint(xb, batch_sharding)
                 yb = jax.lax.with_sharding_constraint(yb, batch_sharding)
-            st, metrics, th = step_fn(st, (xb, yb), space)
+            st, metrics, th_new = step_fn(st, (xb, yb), space, th)
             if n_snap:
                 is_snap = ((t + 1) % spec.snapshot_every == 0) & ((t + 1) // spec.snapshot_every <= n_snap)
                 slot = jnp.clip((t + 1) // spec.snapshot_every - 1, 0, n_snap - 1)
-                snaps = jax.lax.cond(
-                    is_snap, lambda s: s.at[slot].set(th.astype(s.dtype)), lambda s: s, snaps
-                )
-            return (st, snaps), metrics
+                snaps = jax.lax.cond(is_snap, lambda s: s.at[slot].set(th_new.astype(s.dtype)), lambda s: s,
+                                     snaps)
+            return (st, snaps, th_new if carry_theta else None), metrics
 
-        (state, snaps), per_step = jax.lax.scan(body, (state, snaps0), (jnp.arange(steps), order))
+        carry0 = (state, snaps0, th0)
+        (state, snaps, th_end), per_step = jax.lax.scan(body, carry0, (jnp.arange(steps), order))
         R, B = spec.records_per_epoch, spec.block
         blocks = jax.tree_util.tree_map(lambda a: a[: R * B].reshape(R, B, *a.shape[1:]), per_step)
         hist = {
@@ -272,7 +294,7 @@ def make_trainer(fm: flat.FlatModel, spec: TrainSpec, *, batch_sharding=None) ->
             "layer_norms": blocks["layer_norms"][:, -1],
             "step": epoch * steps + (jnp.arange(R) + 1) * B,
         }
-        th = theta_of(state.params, space, state.r0)
+        th = th_end if carry_theta else theta_of(state.params, space, state.r0)
         test_loss, test_acc = evaluate(fm, th, data.x_test, data.y_test, spec.eval_chunk)
         per_epoch = {"test_loss": test_loss, "test_accuracy": test_acc, "epoch_radius": jnp.linalg.norm(th)}
         if n_snap:
@@ -338,11 +360,13 @@ def make_step_runner(
       Cost: one permutation of the N training indices per step.
     """
     step_fn = _step_fn(fm, spec, make_optimizer(spec.optimizer, spec.lr))
+    theta_of, carry_theta = _theta_fn(spec), _carries_theta(spec)
 
     def run_steps(state: TrainState, key: Array, data: Data, space: Space | None, num_steps: int):
         n, steps, batch = data.x_train.shape[0], spec.steps_per_epoch, spec.batch_size
 
-        def body(st, _):
+        def body(carry, _):
+            st, th = carry
             epoch, slot = st.step // steps, st.step % steps
             order = jax.random.permutation(jax.random.fold_in(key, epoch), n)
             idx = jax.lax.dynamic_slice_in_dim(order, slot * batch, batch)
@@ -350,10 +374,13 @@ def make_step_runner(
             if batch_sharding is not None:
                 xb = jax.lax.with_sharding_constraint(xb, batch_sharding)
                 yb = jax.lax.with_sharding_constraint(yb, batch_sharding)
-            st, metrics, _ = step_fn(st, (xb, yb), space)
-            return st, {"loss": metrics["loss"], "accuracy": metrics["accuracy"], "step": st.step}
+            st, metrics, th_new = step_fn(st, (xb, yb), space, th)
+            per_step = {"loss": metrics["loss"], "accuracy": metrics["accuracy"], "step": st.step}
+            return (st, th_new if carry_theta else None), per_step
 
-        return jax.lax.scan(body, state, None, length=num_steps)
+        th0 = theta_of(state.params, space, state.r0) if carry_theta else None
+        (state, _), per_step = jax.lax.scan(body, (state, th0), None, length=num_steps)
+        return state, per_step
 
     return run_steps
 

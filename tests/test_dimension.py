@@ -362,7 +362,8 @@ def check_large(kind, limit):
     return P
 
 
-LIMITS = {"sparse": 120e6, "sparse_fixed": 120e6, "fastfood": 30e6}
+# Sparse P holds its nonzeros twice (column-major for P^T v, row-major for P z): 84 + 91 MB here.
+LIMITS = {"sparse": 200e6, "sparse_fixed": 200e6, "fastfood": 30e6}
 
 
 @pytest.mark.parametrize("kind", list(LIMITS))

@@ -1,4 +1,5 @@
-"""gzone.projections: unit columns, near-orthogonality, BCOO vs gather vs dense, adjoints, fwht."""
+"""gzone.projections: unit columns, near-orthogonality, both sparse layouts vs BCOO vs dense, adjoints,
+derivatives through the explicit transposes (gzone.linear_op) against the dense route, fwht."""
 
 from __future__ import annotations
 
@@ -85,6 +86,18 @@ def test_fastfood_columns_are_exactly_unit_when_D_is_a_power_of_two():
     np.testing.assert_allclose(column_sq_norms(P), 1.0, rtol=1e-5)
 
 
+def test_fastfood_is_its_definition_as_a_matrix(x64, p64):
+    """P = scale * (H G Pi H B)[:D, :d] with explicit matrices (H: scipy's Hadamard, (Pi x)_i = x_perm[i])."""
+    P, M = p64["fastfood"]
+    L = P.signs.shape[0]
+    H = scipy.linalg.hadamard(L).astype(np.float64)
+    Pi = np.zeros((L, L))
+    Pi[np.arange(L), np.asarray(P.perm)] = 1.0
+    full = float(P.scale) * H @ np.diag(np.asarray(P.gauss)) @ Pi @ H @ np.diag(np.asarray(P.signs))
+    np.testing.assert_allclose(M, full[:D, :d], rtol=1e-12, atol=1e-13)
+    np.testing.assert_array_equal(np.asarray(P.perm)[np.asarray(P.inv_perm)], np.arange(L))
+
+
 def test_dense_columns_are_orthonormal(x64, p64):
     _, M = p64["dense"]
     np.testing.assert_allclose(M.T @ M, np.eye(d), atol=1e-13)
@@ -116,22 +129,72 @@ def test_near_orthogonality_like_random_unit_vectors(grams, kind):
 
 
 @pytest.mark.parametrize("kind", ["sparse", "sparse_fixed"])
-def test_bcoo_equals_dense_and_gather(p64, kind):
+def test_every_impl_equals_dense(p64, kind):
     P, M = p64[kind]
+    assert P.Kr > 0 and P.C > 0  # D = 300, d = 16: both layouts held, the overflow list in use
     with jax.enable_x64(True):
         np.testing.assert_array_equal(np.asarray(P.mat.todense()), M)
         z, v = _rng_vectors(1)
         z, v = jnp.asarray(z), jnp.asarray(v)
-        for impl in ("gather", "bcoo"):
+        for impl in projections.IMPLS:
             np.testing.assert_allclose(apply(P, z, impl=impl), M @ np.asarray(z), rtol=1e-12, atol=1e-14)
             np.testing.assert_allclose(apply_T(P, v, impl=impl), M.T @ np.asarray(v), rtol=1e-12, atol=1e-14)
+
+
+def _row_major(P) -> np.ndarray:
+    """The [D, d] matrix from the row-major layout alone (ELL slots and overflow list)."""
+    M = np.zeros(P.shape)
+    cols, vals = np.asarray(P.row_cols).reshape(P.Kr, P.D), np.asarray(P.row_data).reshape(P.Kr, P.D)
+    for k in range(P.Kr):
+        np.add.at(M, (np.arange(P.D), cols[k]), vals[k])
+    np.add.at(M, (np.asarray(P.over_rows), np.asarray(P.over_cols)), np.asarray(P.over_data))
+    return M
+
+
+@pytest.mark.parametrize("D_, d_", [(300, 16), (2000, 600)])
+def test_row_layout_holds_every_entry_once(x64, D_, d_):
+    P = make("sparse", jax.random.key(5), D=D_, d=d_, dtype=jnp.float64)
+    M = np.asarray(todense(P))
+    np.testing.assert_array_equal(_row_major(P), M)  # each nonzero exactly once, in the ELL or the list
+    over = np.asarray(P.over_data) != 0
+    assert 0 < over.sum() < P.C  # the overflow list is used and its capacity was not reached
+    rows = np.asarray(P.over_rows)
+    assert np.all(np.diff(rows) >= 0)  # sorted (the scatter-add is told so)
+    counts = (M != 0).sum(axis=1)
+    assert np.all(np.bincount(rows[over], minlength=D_) == np.maximum(counts - P.Kr, 0))
+
+
+def test_row_slots_follow_the_quantile_rule():
+    from scipy import stats
+
+    for D_, d_ in [(199_210, 10), (199_210, 100), (199_210, 10_000), (656_810, 1000)]:
+        p = 1 / math.sqrt(D_)
+        Kr, C = projections.row_slots(D=D_, d=d_, p_row=p)
+        X = stats.binom(d_, p)
+        tail = projections.ROW_TAIL
+        assert X.sf(Kr) <= tail and (Kr == 0 or X.sf(Kr - 1) > tail)
+        if Kr:  # capacity: far above the mean overflow D E[(X - Kr)+]
+            k = np.arange(Kr + 1, d_ + 1)[: 2000]
+            mean = D_ * np.sum(X.pmf(k) * (k - Kr))
+            assert mean + 6 * math.sqrt(mean) < C < 3 * mean + 100
+    assert projections.row_slots(D=199_210, d=10, p_row=1 / math.sqrt(199_210)) == (0, 0)  # nearly empty rows
+
+
+def test_sparse_without_row_layout_uses_the_scatter():
+    P = make("sparse", KEYS[0], D=D, d=1)  # one column: rows hold 0 or 1 nonzeros, no row layout
+    assert P.Kr == 0 and P.C == 0 and P.row_cols is None
+    z = jnp.ones(1)
+    np.testing.assert_allclose(apply(P, z), np.asarray(todense(P))[:, 0], rtol=1e-6)
+    with pytest.raises(ValueError, match="no row-major layout"):
+        projections.apply(P, z, impl="rows")
+    with pytest.raises(ValueError, match="impl"):
+        projections.apply(P, z, impl="gather")
 
 
 def test_sparse_density_values_and_rows():
     Dbig, dbig = 10_000, 50
     P = jax.jit(projections.make_sparse, static_argnames=("D", "d"))(jax.random.key(7), D=Dbig, d=dbig)
-    data = np.asarray(P.data).reshape(dbig, P.K)
-    rows = np.asarray(P.rows).reshape(dbig, P.K)
+    rows, data = (np.asarray(a) for a in P.by_column())
     nonzero = data != 0
     p = 1 / math.sqrt(Dbig)
     n, mean = Dbig * dbig, Dbig * dbig * p
@@ -159,7 +222,7 @@ def test_sparse_fixed_has_k_distinct_rows_per_column(k):
     assert P.K == k
     np.testing.assert_array_equal((M != 0).sum(axis=0), k)
     np.testing.assert_allclose(np.abs(M[M != 0]), 1 / math.sqrt(k), rtol=1e-6)
-    rows = np.asarray(P.rows).reshape(d, k)
+    rows = np.asarray(P.by_column()[0])
     bounds = (np.arange(k + 1) * D) // k
     assert np.all((rows >= bounds[:-1]) & (rows < bounds[1:]))  # one nonzero per block of rows
 
@@ -224,15 +287,156 @@ def test_nbytes_of_dense():
     assert projections.nbytes(P) == 50 * 4 * 4
 
 
+# --------------------------------------------------------------------------- derivatives (gzone.linear_op)
+
+
+def _f(theta):
+    """A smooth nonlinear scalar of theta [D] (not quadratic, so the Hessian depends on the point)."""
+    return jnp.sum(jnp.sin(theta)) + 0.5 * jnp.sum(theta[:7] ** 2)
+
+
+def _f_grad_hess(theta):
+    g = np.cos(theta) + np.pad(theta[:7], (0, theta.shape[0] - 7))
+    h = -np.sin(theta) + np.pad(np.ones(7), (0, theta.shape[0] - 7))
+    return g, h
+
+
+IMPL_CASES = [*(("sparse", i) for i in projections.IMPLS), ("sparse_fixed", "auto"), ("dense", "auto"),
+              ("fastfood", "auto"), ("fastfood", "jnp")]
+
+
+@pytest.mark.parametrize("kind, impl", IMPL_CASES)
+def test_derivatives_of_f_of_a_plus_Pz_equal_the_dense_route(x64, p64, kind, impl):
+    P, M = p64[kind]
+    rng = np.random.default_rng(6)
+    a, v = rng.standard_normal(D), rng.standard_normal(D)
+    z, dz = rng.standard_normal(d), rng.standard_normal(d)
+    theta = a + M @ z
+    g_theta, h_theta = _f_grad_hess(theta)
+
+    def g(z, P):
+        return _f(jnp.asarray(a) + projections.apply(P, z, impl=impl))
+
+    derivs = jax.jit(lambda z, dz, v, P: (
+        jax.grad(g)(z, P),
+        jax.jvp(lambda z: projections.apply(P, z, impl=impl), (z,), (dz,))[1],
+        jax.vjp(lambda z: projections.apply(P, z, impl=impl), z)[1](v)[0],
+        jax.linear_transpose(lambda z: projections.apply(P, z, impl=impl), z)(v)[0],
+        jax.vjp(lambda v: projections.apply_T(P, v, impl=impl), v)[1](dz)[0],
+        jax.hessian(g)(z, P),
+        jax.jvp(lambda z: jax.grad(g)(z, P), (z,), (dz,))[1],  # forward over reverse (the HVP)
+    ))
+    grad, jvp, vjp, lt, vjp_T, hess, hvp = (np.asarray(x) for x in derivs(z, dz, v, P))
+    H = M.T @ (h_theta[:, None] * M)
+    tol = dict(rtol=1e-11, atol=1e-12)
+    np.testing.assert_allclose(grad, M.T @ g_theta, **tol)
+    np.testing.assert_allclose(jvp, M @ dz, **tol)
+    np.testing.assert_allclose(vjp, M.T @ v, **tol)
+    np.testing.assert_allclose(lt, M.T @ v, **tol)
+    np.testing.assert_allclose(vjp_T, M @ dz, **tol)
+    np.testing.assert_allclose(hess, H, **tol)
+    np.testing.assert_allclose(hvp, H @ dz, **tol)
+    assert np.dot(M @ dz, v) == pytest.approx(np.dot(dz, lt), rel=1e-12)  # <P z, v> = <z, P^T v>
+
+
+def _jaxpr_text(fn, *args) -> str:
+    """fn's jaxpr as text, nested jaxprs included (the primitive shows its op, not its kernels)."""
+    return str(jax.make_jaxpr(fn)(*args))
+
+
+@pytest.mark.parametrize("kind, op", [("sparse", "sparse_rows"), ("fastfood", "fastfood")])
+def test_the_gradient_uses_the_explicit_transpose_not_a_scatter(p64, kind, op):
+    with jax.enable_x64(True):
+        P, _ = p64[kind]
+        z = jnp.ones(d)
+        fast = _jaxpr_text(jax.grad(lambda z: _f(projections.apply(P, z))), z)
+        plain = _jaxpr_text(jax.grad(lambda z: _f(projections.apply(P, z, impl="jnp"))), z)
+    assert fast.count("gzone_linear[") == 2  # P z forward, P^T g backward
+    assert f"name='{op}'" in fast and f"name='{op}_T'" in fast
+    assert "scatter" not in fast, fast
+    assert "scatter-add" in plain  # autodiff's own transpose of a gather: the check can fail
+
+
+@pytest.mark.parametrize("kind", ["sparse", "fastfood"])
+def test_vmap_over_seeds_and_shared_operands_and_scan(x64, kind):
+    keys = KEYS[:3]
+    Ms = np.stack([np.asarray(todense(make(kind, k, D=D, d=d, dtype=jnp.float64))) for k in keys])
+    rng = np.random.default_rng(7)
+    a, zs = rng.standard_normal(D), rng.standard_normal((3, d))
+    g = lambda z, P: _f(jnp.asarray(a) + projections.apply(P, z))  # noqa: E731
+
+    def descend(z0, P):  # 5 gradient steps in lax.scan, P an argument
+        return jax.lax.scan(lambda z, _: (z - 0.1 * jax.grad(g)(z, P), None), z0, None, length=5)[0]
+
+    @jax.jit
+    def routes(keys, zs):
+        Ps = jax.vmap(lambda k: projections.make(kind, k, D=D, d=d, dtype=jnp.float64))(keys)
+        P0 = jax.tree_util.tree_map(lambda x: x[0], Ps)
+        return (
+            jax.vmap(jax.grad(g))(zs, Ps),  # per seed: vmap outside grad
+            jax.grad(lambda zs: jnp.sum(jax.vmap(g)(zs, Ps)))(zs),  # grad outside vmap: transpose under vmap
+            jax.grad(lambda z: jnp.sum(jax.vmap(g, in_axes=(None, 0))(z, Ps)))(zs[0]),  # z shared: sums
+            jax.vmap(jax.grad(g), in_axes=(0, None))(zs, P0),  # P shared (e.g. the Hessian's columns)
+            jax.vmap(jax.vmap(jax.grad(g), in_axes=(0, None)), in_axes=(None, 0))(zs, Ps)[2, 1],  # nested
+            jax.vmap(descend)(zs, Ps),
+        )
+
+    per_seed, total, shared, one_P, nested, descended = routes(keys, zs)
+    grad = lambda z, M: M.T @ _f_grad_hess(a + M @ z)[0]  # noqa: E731
+    tol = dict(rtol=1e-11, atol=1e-12)
+    expected = np.stack([grad(z, M) for M, z in zip(Ms, zs)])
+    np.testing.assert_allclose(per_seed, expected, **tol)
+    np.testing.assert_allclose(total, expected, **tol)
+    np.testing.assert_allclose(shared, sum(grad(zs[0], M) for M in Ms), **tol)
+    np.testing.assert_allclose(one_P, np.stack([grad(z, Ms[0]) for z in zs]), **tol)
+    np.testing.assert_allclose(nested, grad(zs[1], Ms[2]), **tol)
+    for z, M, got in zip(zs, Ms, descended):
+        for _ in range(5):
+            z = z - 0.1 * grad(z, M)
+        np.testing.assert_allclose(got, z, **tol)
+
+
+@pytest.mark.parametrize("kind", ["sparse", "fastfood"])
+def test_derivative_in_the_projections_values_equals_autodiff(x64, p64, kind):
+    """P's values moved together (both sparse layouts hold them) by a scalar s: d/ds of f(P(s) z) and of
+    f(P(s)^T v) through the primitive's operand tangents equal plain autodiff's."""
+    P, _ = p64[kind]
+    rng = np.random.default_rng(8)
+    z, v = jnp.asarray(rng.standard_normal(d)), jnp.asarray(rng.standard_normal(D))
+
+    def scaled(s):
+        return jax.tree_util.tree_map(lambda x: x * s if jnp.issubdtype(x.dtype, jnp.floating) else x, P)
+
+    def derivs(impl):
+        fwd = jax.grad(lambda s: _f(projections.apply(scaled(s), z, impl=impl)))(1.3)
+        back = jax.grad(lambda s: jnp.sum(jnp.cos(projections.apply_T(scaled(s), v, impl=impl))))(1.3)
+        return fwd, back
+
+    fast, plain = jax.jit(lambda: derivs("auto"))(), jax.jit(lambda: derivs("jnp"))()
+    assert abs(float(plain[0])) > 1e-3 and abs(float(plain[1])) > 1e-3
+    np.testing.assert_allclose(fast, plain, rtol=1e-11)
+
+
 # --------------------------------------------------------------------------- fwht
 
 
-@pytest.mark.parametrize("L", [1, 2, 8, 64, 512])
+@pytest.mark.parametrize("L", [1, 2, 8, 32, 64, 512, 2048])
 def test_fwht_equals_the_hadamard_matrix(x64, L):
+    from gzone import projection_kernels
+
     x = np.random.default_rng(L).standard_normal((3, L))
     H = scipy.linalg.hadamard(L)
     np.testing.assert_allclose(fwht(jnp.asarray(x)), x @ H.T, rtol=1e-12, atol=1e-12)
     np.testing.assert_allclose(fwht(jnp.asarray(x[0])), H @ x[0], rtol=1e-12, atol=1e-12)
+    by_products = jax.jit(projection_kernels._fwht_by_products)  # Fastfood's small transforms
+    np.testing.assert_allclose(by_products(jnp.asarray(x[1])), H @ x[1], rtol=1e-12, atol=1e-11)
+
+
+def test_hadamard_is_orthogonal_up_to_L():
+    for n in (1, 2, 32, 64):
+        H = projections.hadamard(n).astype(np.int64)
+        np.testing.assert_array_equal(H @ H, n * np.eye(n, dtype=np.int64))
+        np.testing.assert_array_equal(H, scipy.linalg.hadamard(n))
 
 
 def test_fwht_rejects_other_lengths():

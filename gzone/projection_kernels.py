@@ -1,0 +1,200 @@
+"""The kernels of `gzone.projections`: P z and P^T v as plain jnp, the sparse row-major layout they
+read, and the Walsh-Hadamard transform.
+
+Each function takes the projection's arrays (a `projections.Sparse` or `projections.Fastfood`)
+and a vector. `SPARSE_ROWS`, `SPARSE_COLUMNS` and `FASTFOOD` pair each P z with its P^T v as a
+`linear_op.LinearOp`, the primitive through which `projections.apply` differentiates (its
+transpose is the other product, never autodiff's scatter). Why each form: BENCHMARKS.md
+(projections) and BUILD_NOTES.md (Performance).
+"""
+
+from __future__ import annotations
+
+import math
+from typing import TYPE_CHECKING
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from gzone import linear_op
+
+if TYPE_CHECKING:
+    from gzone.projections import Fastfood, Sparse
+
+_LOW = 32  # fwht: the lowest log2(_LOW) butterfly stages as one product with the Hadamard matrix H_32
+_HIGHEST = jax.lax.Precision.HIGHEST  # products with +-1 matrices must not drop to bf16/TF32 on accelerators
+
+
+def hadamard(n: int) -> np.ndarray:
+    """The n x n Sylvester Hadamard matrix (n a power of two), entries +-1, H H = n I."""
+    h = np.ones((1, 1), np.int8)
+    while h.shape[0] < n:
+        h = np.block([[h, h], [h, -h]])
+    return h
+
+
+def fwht(x: jax.Array) -> jax.Array:
+    """Unnormalised Walsh-Hadamard transform along the last axis (length L a power of two).
+
+    H is symmetric with H H = L I, and H_L = H_2 (x) ... (x) H_2, one factor per bit of the
+    index, applied in any order: the 5 lowest bits as one product with H_32 (contiguous rows of
+    32), the others as radix-4 butterflies (two stages per pass over x). Cost O(L log L).
+    """
+    L = x.shape[-1]
+    if L & (L - 1):
+        raise ValueError(f"fwht needs a power-of-two length, got {L}")
+    batch = x.shape[:-1]
+    low = min(L, _LOW)
+    if low > 1:
+        H = jnp.asarray(hadamard(low), x.dtype)
+        x = jnp.matmul(x.reshape(*batch, L // low, low), H, precision=_HIGHEST).reshape(*batch, L)
+    h = low
+    while h < L:
+        r = min(4, L // h)
+        y = x.reshape(*batch, L // (r * h), r, h)
+        parts = [y[..., i, :] for i in range(r)]
+        step = 1
+        while step < r:  # butterflies within the radix-r group
+            parts = [parts[i] + parts[i + step] if i & step == 0 else parts[i - step] - parts[i]
+                     for i in range(r)]
+            step *= 2
+        x = jnp.stack(parts, axis=-2).reshape(*batch, L)
+        h *= r
+    return x
+
+
+# A row gets ELL slots up to the 90 % quantile of its nonzero count: one more slot costs a gather
+# for every row, and saves a scatter-add (about 10x a gather on XLA:CPU) for the rows beyond it.
+ROW_TAIL = 0.1
+
+
+def row_slots(*, D: int, d: int, p_row: float) -> tuple[int, int]:
+    """(Kr, C): row-major slots per row and overflow capacity when each of the d columns hits a row
+    with probability p_row (independently: the count X of a row is Binomial(d, p_row)).
+
+    Kr is the smallest k with P(X > k) <= ROW_TAIL (0: no row layout; P z is then a scatter-add,
+    the faster choice when rows are nearly empty). C = mean + 8 std + 8 of the nonzeros beyond
+    Kr summed over the D rows (a shortfall has probability below 1e-14).
+    """
+    from scipy import stats
+
+    p = min(1.0, max(0.0, float(p_row)))
+    X = stats.binom(d, p)
+    Kr = int(X.ppf(1.0 - ROW_TAIL))  # the smallest k with P(X <= k) >= 1 - ROW_TAIL
+    if Kr == 0:
+        return 0, 0
+    k = np.arange(Kr + 1, min(d, int(X.isf(1e-16)) + 2) + 1)
+    pmf = X.pmf(k)
+    excess = k - Kr
+    m1, m2 = float(np.sum(pmf * excess)), float(np.sum(pmf * excess**2))
+    mean, var = D * m1, D * max(0.0, m2 - m1 * m1)
+    return Kr, int(math.ceil(mean + 8.0 * math.sqrt(var) + 8))
+
+
+def row_layout(rows: jax.Array, values: jax.Array, *, D: int, d: int, K: int, Kr: int, C: int) -> tuple:
+    """The row-major layout of a sparse P from its slot-major column layout (rows, values: [K*d]):
+    (row_cols [Kr*D], row_data [Kr*D], over_rows [C], over_cols [C], over_data [C]), by one stable
+    sort of the nonzeros by row (at construction)."""
+    n = K * d
+    cols = jnp.broadcast_to(jnp.arange(d, dtype=jnp.int32)[None, :], (K, d)).reshape(-1)
+    valid = values != 0
+    key = jnp.where(valid, rows, D)  # unused slots sort last
+    order = jnp.argsort(key, stable=True)
+    r, c, v, ok = key[order], cols[order], values[order], valid[order]
+    count = jnp.zeros(D + 1, jnp.int32).at[r].add(1)
+    first = jnp.cumsum(count) - count
+    pos = jnp.arange(n, dtype=jnp.int32) - first[r]  # rank of the entry within its row
+    in_ell = ok & (pos < Kr)
+    slot = jnp.where(in_ell, pos * D + jnp.minimum(r, D - 1), Kr * D)
+    row_cols = jnp.zeros(Kr * D, jnp.int32).at[slot].set(c, mode="drop")
+    row_data = jnp.zeros(Kr * D, values.dtype).at[slot].set(v, mode="drop")
+    over = ok & (pos >= Kr)
+    at = jnp.where(over, jnp.cumsum(over) - 1, C)
+    over_rows = jnp.full(C, D - 1, jnp.int32).at[at].set(r, mode="drop")
+    over_cols = jnp.zeros(C, jnp.int32).at[at].set(c, mode="drop")
+    over_data = jnp.zeros(C, values.dtype).at[at].set(v, mode="drop")
+    return row_cols, row_data, over_rows, over_cols, over_data
+
+
+def _fwht_by_products(x: jax.Array) -> jax.Array:
+    """fwht of a short vector [m] as products with H_32 (or smaller) factors only, one per 5 bits.
+
+    For the small transforms of Fastfood: XLA:CPU would fuse `fwht`'s butterflies into the consumer
+    (the length-L gather from the result) and recompute them for every entry (3x slower P z at
+    d = 100); a product is never fused into its consumer. Cost O(m log m) with 64 FLOPs per entry
+    and factor.
+    """
+    L, b = x.shape[-1], 1
+    y = x
+    while b < L:
+        f = min(_LOW, L // b)
+        H = jnp.asarray(hadamard(f), x.dtype)
+        y = jnp.einsum("ij,ajb->aib", H, y.reshape(L // (f * b), f, b), precision=_HIGHEST)
+        b *= f
+    return y.reshape(L)
+
+
+def sparse_pz_rows(P: Sparse, z: jax.Array) -> jax.Array:
+    """P z from the row-major layout: sum over the Kr slots of a gather from z, plus the overflow."""
+    dtype = jnp.result_type(P.row_data.dtype, z.dtype)
+    z = z.astype(dtype)
+    cols = P.row_cols.reshape(P.Kr, P.D)
+    vals = P.row_data.reshape(P.Kr, P.D).astype(dtype)
+    # Adds of [D] vectors, not a reduction over the slot axis (XLA:CPU reduces a [Kr, D] array over
+    # its major axis ~20x slower than the adds).
+    out = vals[0] * jnp.take(z, cols[0], mode="clip")
+    if P.Kr <= 32:
+        for k in range(1, P.Kr):
+            out = out + vals[k] * jnp.take(z, cols[k], mode="clip")
+    else:
+        def add(k, acc):
+            return acc + vals[k] * jnp.take(z, cols[k], mode="clip")
+
+        out = jax.lax.fori_loop(1, P.Kr, add, out)
+    if P.C:
+        extra = P.over_data.astype(dtype) * jnp.take(z, P.over_cols, mode="clip")
+        out = out.at[P.over_rows].add(extra, indices_are_sorted=True)
+    return out
+
+
+def sparse_pz_columns(P: Sparse, z: jax.Array) -> jax.Array:
+    """P z from the column-major layout: a scatter-add of the d*K slot values."""
+    values = P.data.reshape(P.K, P.d) * z[None, :]
+    return jnp.zeros(P.D, values.dtype).at[P.rows].add(values.reshape(-1))
+
+
+def sparse_ptv(P: Sparse, v: jax.Array) -> jax.Array:
+    """P^T v: a gather from v at every slot, slot-major, summed over slots by one product with ones."""
+    g = (P.data * jnp.take(v, P.rows, mode="clip")).reshape(P.K, P.d)
+    return jnp.matmul(jnp.ones(P.K, g.dtype), g, precision=_HIGHEST)
+
+
+def _block(P: Fastfood) -> int:
+    """m = the smallest power of two >= d (at most L): z and P^T v live in the first m entries."""
+    return min(P.signs.shape[0], 1 << max(0, (P.d - 1).bit_length()))
+
+
+def fastfood_pz(P: Fastfood, z: jax.Array) -> jax.Array:
+    """P z = scale (H G Pi H B pad_L(z))[:D], with the first H on a vector that is zero beyond m:
+    H_L = H_{L/m} (x) H_m and column 0 of H_{L/m} is all ones, so H_L pad_L(y) = tile(H_m y) and
+    (tile(w))[perm] = w[perm mod m], a gather from the small w. One transform of length L."""
+    m = _block(P)
+    w = _fwht_by_products(jnp.pad(z, (0, m - P.d)) * P.signs[:m])
+    x = jnp.take(w, P.perm % m, mode="clip") * P.gauss
+    return fwht(x)[: P.D] * P.scale
+
+
+def fastfood_ptv(P: Fastfood, v: jax.Array) -> jax.Array:
+    """P^T v = scale (B H Pi^T G H pad_L(v))[:d], with the last H needed only at its first m
+    outputs: (H_L u)[:m] = H_m (sum of u's L/m blocks of length m), row 0 of H_{L/m} being ones."""
+    L, m = P.signs.shape[0], _block(P)
+    x = fwht(jnp.pad(v, (0, L - P.D))) * P.gauss
+    u = jnp.take(x, P.inv_perm, mode="clip").reshape(L // m, m)
+    blocks = jnp.matmul(jnp.ones(L // m, u.dtype), u, precision=_HIGHEST)
+    return (fwht(blocks) * P.signs[:m])[: P.d] * P.scale
+
+
+SPARSE_ROWS = linear_op.LinearOp("sparse_rows", sparse_pz_rows, sparse_ptv)
+SPARSE_COLUMNS = linear_op.LinearOp("sparse_columns", sparse_pz_columns, sparse_ptv)
+FASTFOOD = linear_op.LinearOp("fastfood", fastfood_pz, fastfood_ptv)
