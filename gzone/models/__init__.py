@@ -15,7 +15,8 @@ Built-in architectures are named by a `ModelSpec` (`build`); `--widths` means, p
 rounded to a multiple of the 4 heads): resnet20 at 0.25 has stage widths 4, 8, 16. ``use_bias``
 (mlp, lenet300_100, cnn_fs, small_cnn, lenet5): without biases and with relu these networks are
 positively homogeneous in theta. Layers carry zero-padded names (``dense_00``, ``conv_00``) so
-that the flat parameter order of `jax.flatten_util.ravel_pytree` (sorted keys) follows depth.
+that the flat parameter order of `jax.flatten_util.ravel_pytree` (sorted keys) follows depth in
+the mlp, lenet and cnn families (resnet20 and vit_tiny: sorted names, blocks first).
 
 Your own module: any flax.linen Module mapping [N, *input_shape] to logits [N, C];
 ``load_factory("package.module:factory")`` imports ``factory`` (``factory(num_classes)`` returns

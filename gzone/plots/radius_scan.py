@@ -33,7 +33,7 @@ def zone_map_figure(run_dir: str, config: dict, arrays: dict) -> str:
     x, dims = np.asarray(arrays["log10_r2_over_rx2"], float), arrays["dims"]
     logt = np.log10(np.asarray(arrays["temperatures"], float))
     xo, to = np.argsort(x), np.argsort(logt)  # the grids as given may be in any order
-    fig = Figure(figsize=(10, 3.8 * len(dims)))
+    fig = Figure(figsize=(10, 3.8 * len(dims)), layout="constrained")
     axes = np.asarray(fig.subplots(len(dims), 2, squeeze=False))
     for di, d in enumerate(dims):
         for ax, key, label, norm in (
