@@ -67,7 +67,13 @@ def load_runs(run_dirs, labels, d):
         dims = [int(v) for v in rec.arrays["dims"]]
         if d not in dims:
             raise config.UsageError("d", f"{path} scanned d in {dims}, not {d}")
-        runs.append((label, rec.config, rec.arrays, dims.index(d)))
+        arrays = rec.arrays
+        if "temperatures" in arrays:  # a scan with a temperature axis: compared at T = 1
+            temps = [float(t) for t in arrays["temperatures"]]
+            if 1.0 not in temps:
+                raise config.UsageError("run_dirs", f"{path} has a temperature axis without T = 1: {temps}")
+            arrays = schema.take(arrays, rec.config["axes"], "temperature", temps.index(1.0))
+        runs.append((label, rec.config, arrays, dims.index(d)))
     return runs
 
 

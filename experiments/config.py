@@ -88,30 +88,82 @@ class Data(options.Group):
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
 class Model(options.Group):
-    model: str = option("mlp", "Network family.", choices=models.MODEL_KINDS)
+    """The network: a built-in architecture (`gzone.models`) or your own flax module's factory."""
+
+    model: str = option(
+        "mlp",
+        f"Network: a built-in name ({', '.join(models.MODEL_KINDS)}) or package.module:factory, "
+        "factory(num_classes) returning a flax.linen Module, imported from PYTHONPATH.",
+    )
     widths: tuple[int, ...] | None = option(
         None,
-        "Hidden widths (mlp) or conv channels (cnns); default 200,200 / 16,16 / "
-        "32,64,64; empty for mlp: a linear softmax classifier.",
+        "Widths of a built-in model (unset or empty: its standard ones): hidden widths (mlp 200,200, "
+        "lenet300_100 300,100; empty for mlp: a linear classifier), conv channels (cnn_fs 16,16, "
+        "small_cnn 32,64,64), lenet5 conv channels then dense widths (6,16,120,84), resnet20 stage "
+        "widths (16,32,64), vit_tiny embedding and MLP widths (64,128).",
         kind="ints",
         minimum=1,
         empty=True,
     )
-    activation: str = option("relu", "Nonlinearity.", choices=tuple(models.ACTIVATIONS))
+    activation: str = option("relu", "Nonlinearity of a built-in model.", choices=tuple(models.ACTIVATIONS))
+    use_bias: bool = option(
+        True,
+        "Biases in every layer (mlp, lenet300_100, cnn_fs, small_cnn, lenet5); without them a relu "
+        "network is positively homogeneous in theta.",
+    )
+    width_multiplier: float = option(
+        1.0, "Scales every width of a built-in model (resnet20 at 0.25: stage widths 4,8,16).", minimum=0
+    )
+
+    def _check(self):
+        if self.is_factory:
+            try:
+                models.load_factory(self.model)
+            except ValueError as err:
+                raise OptionError("model", str(err)) from None
+            for name, default in (("widths", None), ("use_bias", True), ("width_multiplier", 1.0),
+                                  ("activation", "relu")):
+                if getattr(self, name) not in (default, ()):  # an empty flag is unset
+                    raise OptionError(name, f"applies to built-in models, not to the factory {self.model}")
+            return
+        if self.model not in models.MODEL_KINDS:
+            raise OptionError(
+                "model",
+                f"{self.model!r} unknown; allowed: {', '.join(models.MODEL_KINDS)} or package.module:factory",
+            )
+        try:
+            self.spec
+        except ValueError as err:
+            flag = next((n for n in ("use_bias", "width_multiplier") if n in str(err)), "widths")
+            raise OptionError(flag, str(err)) from None
+
+    @property
+    def is_factory(self) -> bool:
+        return ":" in self.model
 
     @property
     def spec(self) -> models.ModelSpec:
-        widths = models.default_widths(self.model) if self.widths is None else self.widths
-        if not widths and self.model != "mlp":
-            raise UsageError("widths", f"{self.model} needs at least one channel count")
-        return models.ModelSpec(self.model, tuple(widths), self.activation)
+        standard = self.widths is None or (not self.widths and self.model != "mlp")  # mlp, empty: linear
+        widths = models.default_widths(self.model) if standard else self.widths
+        return models.ModelSpec(
+            self.model, tuple(widths), self.activation, self.use_bias, self.width_multiplier
+        )
 
     def build(self, num_classes: int):
-        return models.build(self.spec, num_classes)
+        """The flax module (a factory's errors become one-line `--model` errors)."""
+        if not self.is_factory:
+            return models.build(self.spec, num_classes)
+        try:
+            return models.from_factory(self.model, num_classes)
+        except ValueError as err:
+            raise UsageError("model", str(err)) from None
 
     @property
     def label(self) -> str:
-        return f"{self.model}{'-'.join(str(w) for w in self.spec.widths) or 'linear'}"
+        if self.is_factory:
+            return "".join(c if c.isalnum() or c in "-." else "-" for c in self.model.rsplit(":", 1)[-1])
+        bias = "" if self.use_bias else "-nobias"
+        return f"{self.model}{'-'.join(str(w) for w in self.spec.scaled_widths) or 'linear'}{bias}"
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)

@@ -63,10 +63,13 @@ def segment_scales(fm: flat.FlatModel, name: str) -> np.ndarray:
       [num_segments] float64 with sum_s size_s eta_s^2 = D (mean eta_i^2 = 1 over theta).
 
     Raises:
-      ValueError: unknown name, or a layer without a ``kernel`` array.
+      ValueError: unknown name, or (for a metric other than ``none``) a layer without a ``kernel``
+        array (e.g. a LayerNorm or BatchNorm layer: its scales and offsets have no Xavier scale).
     """
     if name not in METRICS:
         raise ValueError(f"projection metric {name!r} unknown; allowed: {', '.join(METRICS)}")
+    if name == "none":
+        return np.ones(len(fm.segments), np.float64)
     kernels = {s.layer: s.shape for s in fm.segments if s.name.endswith("/kernel")}
     missing = sorted({s.layer for s in fm.segments} - set(kernels))
     if missing:

@@ -2,6 +2,7 @@
 
     measure = make_measure_fn(fm, Spec(subspace=True, gn_split=True, full=fullspace.Spec(10)))
     out = measure(key, theta, P, x, y)            # one point; vmap / map it over seeds
+    out = measure(key, theta, P, x, y, temperature=T)   # the loss of the logits / T (T data)
 
 Always: ``loss``, ``accuracy``, ``grad_norm`` (|g|), ``grad_radial`` (g . theta / |theta|), ``radius``
 (|theta|), on the fixed examples (x [N, ...], y [N]). Norms are computed without overflow or underflow
@@ -76,15 +77,21 @@ class Spec:
 
 
 def make_measure_fn(fm: flat.FlatModel, spec: Spec) -> Callable[..., dict[str, Array]]:
-    """measure(key, theta, P, x, y, xg=None, yg=None) -> dict of the spec's metrics at theta [D].
+    """measure(key, theta, P, x, y, xg=None, yg=None, temperature=None) -> the spec's metrics at theta [D].
 
     ``P`` is the projection of the subspace option (None without it); ``key`` feeds the full-space
-    probes and the top-k Lanczos start (None without them); (xg, yg) are the Gram option's examples.
+    probes and the top-k Lanczos start (None without them); (xg, yg) are the Gram option's examples;
+    ``temperature`` (a scalar, data) measures the model with its logits divided by it
+    (`flat.with_temperature`; None: fm as it is).
     Cost: 1 gradient; d + 2 HVPs for the subspace (d more Gauss-Newton products with the split);
     one HVP per probe; `order` HVPs for top_k; the Gram matrix (`logits.logit_gradient_gram`).
     """
 
-    def measure(key, theta, P, x, y, xg=None, yg=None):
+    def measure(key, theta, P, x, y, xg=None, yg=None, temperature=None):
+        fm_t = fm if temperature is None else flat.with_temperature(fm, temperature)
+        return _measure(fm_t, key, theta, P, x, y, xg, yg)
+
+    def _measure(fm, key, theta, P, x, y, xg, yg):
         f = flat.loss_fn(fm, x, y)
         value, grad = jax.value_and_grad(f)(theta)
         z = flat.logits(fm, theta, x)
@@ -168,7 +175,8 @@ def make_point_fn(
         same at every d and metric.
 
     Returns:
-      point_fn(k_init, k_proj, radius, x, y) -> the `make_measure_fn` dict (without ``n_pos``).
+      point_fn(k_init, k_proj, radius, x, y, temperature=None) -> the `make_measure_fn` dict (without
+      ``n_pos``); the temperature (data) divides the logits.
     """
     if convention not in subspace.POINT_CONVENTIONS:
         raise ValueError(
@@ -192,12 +200,12 @@ def make_point_fn(
         ),
     )
 
-    def point_fn(k_init, k_proj, radius, x, y):
+    def point_fn(k_init, k_proj, radius, x, y, temperature=None):
         theta = subspace.point_at_radius(
             k_init, radius, convention=convention, sample_fn=sample_fn, D=fm.D, r_x=r_x, dtype=dtype
         )
         key = fullspace.probe_key(k_init) if fullspace_spec is not None else None
-        out = measure(key, theta, make_P(k_proj), x, y)
+        out = measure(key, theta, make_P(k_proj), x, y, temperature=temperature)
         out.pop("n_pos")
         return out
 

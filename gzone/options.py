@@ -24,7 +24,7 @@ from typing import Any, ClassVar, Sequence
 
 import jax
 
-from gzone import layer_metric, models, projections, seeds, subspace, train
+from gzone import flat, layer_metric, models, projections, seeds, subspace, train
 
 KINDS = ("int", "float", "str", "bool", "ints", "floats", "strs")
 
@@ -196,6 +196,35 @@ class Precision(Group):
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
+class Objective(Group):
+    """What the loss of theta is: its kind, the softmax temperature and, for a model with state
+    (BatchNorm statistics), how the state enters it (`gzone.flat`, `gzone.models.apply`)."""
+
+    loss: str = option(
+        "cross_entropy",
+        "Loss of the logits: softmax cross-entropy, or mse: mean squared error against one-hot targets "
+        "(mean over examples and classes).",
+        choices=flat.LOSSES,
+    )
+    temperature: float = option(1.0, "Softmax temperature T: the loss sees logits / T.")
+    model_state: str = option(
+        "batch",
+        "How a model's state (BatchNorm statistics) enters the loss: batch: computed from the examples the "
+        "loss is evaluated on (train-mode BatchNorm, the running-average update discarded); frozen: the "
+        "stored statistics at their init values (mean 0, variance 1). Ignored by models without state.",
+        choices=models.STATE_MODES,
+    )
+
+    def _check(self):
+        if not self.temperature > 0:
+            raise OptionError("temperature", f"must be > 0, got {self.temperature}")
+
+    def problem_kwargs(self) -> dict:
+        """The `problem.build` arguments of the objective."""
+        return {"loss": self.loss, "temperature": self.temperature, "model_state": self.model_state}
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
 class Seeds(Group):
     num_seeds: int = option(3, "Seeds S: independent points, subspaces and batch orders.", minimum=1)
     seed: int = option(0, "Root seed of the run (one jax.random.key, split into named streams).")
@@ -349,7 +378,7 @@ class Training(Group):
 
     def train_spec(self, n_train: int, **changes) -> train.TrainSpec:
         """The trainer's static settings for n_train examples (steps per epoch = n_train // batch_size)."""
-        if self.batch_size > n_train:
+        if changes.get("batch_size", self.batch_size) > n_train:
             raise OptionError("batch_size", f"{self.batch_size} exceeds the {n_train} training examples")
         return train.spec_for(
             n_train,

@@ -6,9 +6,12 @@
 
 Any flax.linen module that maps a batch [N, *input_shape] to logits [N, C] works. gzone
 initialises it as it initialises its own models (`models.init_params`: Xavier-normal kernels,
-zero biases), so r_X and the point conventions are defined for any module. The settings a run
-folder records (and a resume must match) include `Problem.identity` (the module's class, its
-fields and parameter shapes) and `fingerprint` of the examples actually used.
+zero biases, unit norm scales), so r_X and the point conventions are defined for any module. A
+module with state (BatchNorm statistics) takes ``train: bool`` and enters the loss by a stated
+mode (`models.apply`); the loss kind and temperature are the problem's too (`flat`). The settings
+a run folder records (and a resume must match) include `Problem.identity` (the module's class,
+its fields, parameter shapes, state collections and mode, the loss kind, the factory that built
+it) and `fingerprint` of the examples actually used.
 """
 
 from __future__ import annotations
@@ -40,6 +43,7 @@ class Problem:
       num_classes: C, the number of logits.
       r_x: the expected Xavier radius (`models.xavier_radius`).
       dtype: the float dtype of parameters and inputs (a jnp dtype).
+      state: the module's state collections (empty for none).
     """
 
     module: nn.Module
@@ -48,6 +52,7 @@ class Problem:
     num_classes: int
     r_x: float
     dtype: Any
+    state: tuple[str, ...] = ()
 
     @property
     def D(self) -> int:
@@ -112,52 +117,97 @@ class Problem:
             "input_shape": list(self.input_shape),
             "dtype": self.dtype_name,
             "layers": [{"name": s.name, "size": s.size} for s in self.fm.segments],
+            "loss": self.fm.loss,
+            "temperature": 1.0 if self.fm.temperature is None else float(self.fm.temperature),
+            "model_state": {"collections": list(self.state), "mode": self.fm.state},
         }
 
     def identity(self) -> dict:
-        """What identifies the model in a run's settings: class, fields and parameter shapes."""
+        """What identifies the model in a run's settings: class, fields, parameter shapes, the state
+        collections and their mode (None without state), the loss kind and the factory path (None for a
+        module not built by `models.from_factory`)."""
         module = type(self.module)
         return {
             "class": f"{module.__module__}.{module.__qualname__}",
             "fields": models.describe(self.module),
             "parameters": [[s.name, list(s.shape)] for s in self.fm.segments],
+            "state": {"collections": list(self.state), "mode": self.fm.state} if self.state else None,
+            "loss": self.fm.loss,
+            "factory": models.factory_of(self.module),
         }
 
 
-def build(module: Any, *, input_shape, dtype: str = "float32") -> Problem:
+def build(
+    module: Any,
+    *,
+    input_shape,
+    dtype: str = "float32",
+    loss: str = "cross_entropy",
+    model_state: str = "batch",
+    temperature: float = 1.0,
+) -> Problem:
     """The `Problem` of a flax module on inputs of `input_shape`.
+
+    Args:
+      module: the flax module; input_shape: the shape of one example; dtype: float32 or float64.
+      loss: the loss kind (`flat.LOSSES`); model_state: how state enters it (`models.STATE_MODES`);
+      temperature: T > 0, the loss sees logits / T (1: untouched).
 
     Raises:
       TypeError: `module` is not a flax.linen Module.
-      ValueError: its output is not logits [N, C] with C >= 2, or it has no parameters.
+      ValueError: its output is not logits [N, C] with C >= 2, it has no parameters, or it has
+        state but no ``train`` keyword.
     """
     if not isinstance(module, nn.Module):
         raise TypeError(f"model must be a flax.linen Module, got {type(module).__name__}")
     if dtype not in DTYPES:
         raise ValueError(f"dtype {dtype!r} unknown; allowed: {', '.join(DTYPES)}")
+    if not temperature > 0:
+        raise ValueError(f"temperature must be > 0, got {temperature}")
     input_shape = tuple(int(s) for s in input_shape)
     jdtype = DTYPES[dtype]
-    try:
-        shapes = models.param_shapes(module, input_shape)
-        out = jax.eval_shape(
-            lambda p, x: models.apply_fn(module)(p, x),
-            shapes,
-            jax.ShapeDtypeStruct((2, *input_shape), jnp.float32),
-        )
-    except Exception as err:  # a user's module can fail in any way; say which module and why
-        raise ValueError(
+    if model_state not in models.STATE_MODES:
+        raise ValueError(f"model state {model_state!r} unknown; allowed: {', '.join(models.STATE_MODES)}")
+
+    def fail(err):  # a user's module can fail in any way; say which module and why
+        return ValueError(
             f"{type(module).__name__} cannot be applied to inputs of shape {input_shape}: "
             f"{str(err).splitlines()[0] if str(err) else type(err).__name__}"
-        ) from err
+        )
+
+    try:
+        variables = models.variable_shapes(module, input_shape)
+    except Exception as err:
+        raise fail(err) from err
+    state = {k: v for k, v in variables.items() if k != "params"}
+    if state and not models.takes_train(module):
+        models.initial_state(module, input_shape)  # raises the one-line error
+    try:
+        out = jax.eval_shape(
+            lambda p, s, x: models.apply_fn(module, s, model_state)(p, x),
+            variables.get("params", {}),
+            state,
+            jax.ShapeDtypeStruct((2, *input_shape), jnp.float32),
+        )
+    except Exception as err:
+        raise fail(err) from err
     if not hasattr(out, "shape") or len(out.shape) != 2 or out.shape[0] != 2 or out.shape[1] < 2:
         raise ValueError(
             f"{type(module).__name__} must return logits [N, C] with C >= 2, got {getattr(out, 'shape', out)}"
         )
-    fm = flat.flat_model(module, input_shape, jdtype)
+    fm = flat.flat_model(
+        module, input_shape, jdtype, loss=loss, model_state=model_state, temperature=float(temperature)
+    )
     if fm.D == 0:
         raise ValueError(f"{type(module).__name__} has no parameters")
     return Problem(
-        module, fm, input_shape, int(out.shape[1]), models.xavier_radius(module, input_shape), jdtype
+        module,
+        fm,
+        input_shape,
+        int(out.shape[1]),
+        models.xavier_radius(module, input_shape),
+        jdtype,
+        tuple(sorted(state)),
     )
 
 

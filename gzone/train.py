@@ -146,11 +146,20 @@ class Trainer(NamedTuple):
 
 
 def evaluate(fm: flat.FlatModel, theta: Array, x: Array, y: Array, chunk: int = 2000) -> tuple[Array, Array]:
-    """(mean loss, accuracy) over all of x, y, `chunk` examples at a time."""
+    """(mean loss, accuracy) over all of x, y, `chunk` examples at a time.
+
+    With batch statistics (``fm.state == "batch"``) each chunk is a batch of its own, and the last
+    n % chunk examples one more (no zero padding enters the statistics).
+    """
     n = x.shape[0]
     if n <= chunk:
         logits = flat.logits(fm, theta, x)
-        return jnp.mean(flat.cross_entropy(logits, y)), jnp.mean(jnp.argmax(logits, -1) == y)
+        return jnp.mean(flat.example_losses(fm, logits, y)), jnp.mean(jnp.argmax(logits, -1) == y)
+    if fm.state == "batch" and n % chunk:
+        head = n - n % chunk
+        loss_head, acc_head = evaluate(fm, theta, x[:head], y[:head], chunk)
+        loss_rest, acc_rest = evaluate(fm, theta, x[head:], y[head:], chunk)
+        return (loss_head * head + loss_rest * (n - head)) / n, (acc_head * head + acc_rest * (n - head)) / n
     pad = (-n) % chunk
     xs = jnp.concatenate([x, jnp.zeros((pad, *x.shape[1:]), x.dtype)]).reshape(-1, chunk, *x.shape[1:])
     ys = jnp.concatenate([y, jnp.zeros((pad,), y.dtype)]).reshape(-1, chunk)
@@ -159,7 +168,8 @@ def evaluate(fm: flat.FlatModel, theta: Array, x: Array, y: Array, chunk: int = 
     def one(args):
         xb, yb, mb = args
         logits = flat.logits(fm, theta, xb)
-        return (jnp.sum(flat.cross_entropy(logits, yb) * mb), jnp.sum((jnp.argmax(logits, -1) == yb) * mb))
+        hits = (jnp.argmax(logits, -1) == yb) * mb
+        return jnp.sum(flat.example_losses(fm, logits, yb) * mb), jnp.sum(hits)
 
     losses, hits = jax.lax.map(one, (xs, ys, ms))
     return jnp.sum(losses) / n, jnp.sum(hits) / n
@@ -195,7 +205,7 @@ def _step_fn(fm: flat.FlatModel, spec: TrainSpec, opt: optax.GradientTransformat
 
             def loss_theta(th):
                 logits = flat.logits(fm, th, xb)
-                return jnp.mean(flat.cross_entropy(logits, yb)), logits
+                return jnp.mean(flat.example_losses(fm, logits, yb)), logits
 
             (value, logits), grad_theta = jax.value_and_grad(loss_theta, has_aux=True)(theta)
             grad = projections.apply_T(space.P, grad_theta).astype(state.params.dtype)
@@ -205,7 +215,7 @@ def _step_fn(fm: flat.FlatModel, spec: TrainSpec, opt: optax.GradientTransformat
             def loss_of(params):
                 th = theta_of(params, space, state.r0)
                 logits = flat.logits(fm, th, xb)
-                return jnp.mean(flat.cross_entropy(logits, yb)), (logits, th)
+                return jnp.mean(flat.example_losses(fm, logits, yb)), (logits, th)
 
             (value, (logits, th_old)), grad = jax.value_and_grad(loss_of, has_aux=True)(state.params)
         if spec.fixed_radius:

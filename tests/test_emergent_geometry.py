@@ -63,7 +63,7 @@ def test_records_match_their_definitions(smoke):
     settings, derived = config_["settings"], config_["derived"]
     assert derived["checkpoint_steps"] == STEPS and derived["steps_per_epoch"] == 8
     assert settings["log10_r2_over_rx2"] == [-2.0, 0.0, 2.0] and settings["parts"] == ["training", "radius"]
-    assert settings["model"]["class"] == "gzone.models.MLP" and settings["seed_mode"] in ("vmap", "map")
+    assert settings["model"]["class"] == "gzone.models.mlp.MLP" and settings["seed_mode"] in ("vmap", "map")
     assert len(derived["gram_examples"]) == N_GRAM and len(derived["hessian_examples"]) == 128
     assert [line["unit"] for line in records.read_jsonl(path)] == UNITS
     assert not [f for f in os.listdir(os.path.join(path, "units")) if "ckpt.npz" in f]

@@ -99,7 +99,8 @@ def test_the_well_spectrum_equals_a_dense_hessian(x64):
     theta = flat.sample_fn(module, (4,), "xavier", jnp.float64)(jax.random.key(0)) * 1.5
     x = jax.random.normal(jax.random.key(1), (20, 4), jnp.float64)
     y = jnp.arange(20) % 3
-    starts = jnp.stack([theta + 0.3 * jax.random.normal(jax.random.key(k), (fm.D,), jnp.float64) for k in (2, 3)])
+    starts = jnp.stack([theta + 0.3 * jax.random.normal(jax.random.key(k), (fm.D,), jnp.float64)
+                        for k in (2, 3)])
     out = jax.jit(lambda k: wells.well_spectrum(k, fm, theta, x, y, starts, top_k=4, order=fm.D, probes=3))(
         jax.random.key(4))
     H = np.asarray(jax.hessian(flat.loss_fn(fm, x, y))(theta))

@@ -129,7 +129,7 @@ def test_unknown_names_are_rejected():
     with pytest.raises(ValueError, match="model kind"):
         models.ModelSpec("resnet")
     with pytest.raises(ValueError, match="activation"):
-        models.ModelSpec("mlp", (4,), "gelu")
+        models.ModelSpec("mlp", (4,), "swish")
     with pytest.raises(ValueError, match="widths"):
         models.ModelSpec("mlp", (4, 0))
     with pytest.raises(ValueError):

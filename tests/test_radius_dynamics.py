@@ -117,7 +117,7 @@ def test_records_and_analysis_are_complete_and_consistent(smoke):
     assert settings["r0_over_rx"] == list(R0_OVER_RX) and settings["batch_size"] == 16
     assert settings["lr"] == 0.003 and "epochs_per_call" not in settings  # how, not what
     assert settings["data"]["n_train"] == 256 and settings["data"]["n_test"] == 128
-    assert settings["model"]["class"] == "gzone.models.MLP" and settings["seed_mode"] in ("vmap", "map")
+    assert settings["model"]["class"] == "gzone.models.mlp.MLP" and settings["seed_mode"] in ("vmap", "map")
     assert derived["D"] == 40 * 16 + 16 + 16 * 10 + 10 and derived["mode_names"] == list(MODES)
     assert derived["dataset"]["name"] == "mnist1d" and derived["steps_per_epoch"] == STEPS
     assert config["axes"] == schema.radius_dynamics_axes() and set(arrays) == set(config["axes"])
@@ -295,3 +295,28 @@ def test_other_settings_in_the_same_folder_are_refused(smoke, capsys):
     code, out, err = _main([SMOKE, f"--workdir={workdir}", "--lr=0.01"], capsys)
     assert code == 2 and len(err.splitlines()) == 1 and "lr" in err and "--overwrite" in err, err
 
+
+
+def test_full_batch_gradient_descent_with_the_learning_rate_scaled_by_the_radius(x64):
+    """Vysogorets et al.'s protocol: every step is lr (r0 / r_X)^-p times the gradient on all training
+    examples. The first step's |theta_1 - theta_0|^2 equals lr_i^2 |grad L(theta_0)|^2, with theta_0
+    and the full-batch gradient computed here independently."""
+    rng = np.random.default_rng(5)
+    x = rng.standard_normal((24, 6))
+    y = (x[:, 0] > 0).astype(np.int32) + (x[:, 1] > 0)
+    module = gzone.models.MLP(widths=(5,), num_classes=3, use_bias=False)
+    alphas, lr, p = (0.5, 2.0), 0.1, 1.0
+    result = gzone.radius_dynamics(module, (x, y), (x[:8], y[:8]), r0_over_rx=alphas, radius_modes=["free"],
+                                   full_batch=True, optimizer="sgd", lr=lr, lr_radius_power=p, epochs=2,
+                                   record_every=1, num_seeds=1, dtype="float64", log=None)
+    assert result.derived["batch_size"] == 24 and result.derived["steps_per_epoch"] == 1
+    np.testing.assert_allclose(result.derived["lr_per_r0"], [lr * a**-p for a in alphas], rtol=1e-15)
+    fm = flat.flat_model(module, (6,), jnp.float64)
+    k_init = seeds.SeedKeys.from_seed(0).init_keys(1)[0]
+    for i, alpha in enumerate(alphas):
+        theta0 = subspace.point_at_radius(
+            k_init, jnp.float64(alpha * result.r_x), convention="xavier_rescaled", D=fm.D, r_x=result.r_x,
+            sample_fn=flat.sample_fn(module, (6,), dtype=jnp.float64), dtype=jnp.float64)
+        grad = jax.grad(flat.loss_fn(fm, jnp.asarray(x), jnp.asarray(y)))(theta0)
+        step_sq = result.arrays["update_sq"][0, i, 0, 0, 0]  # [mode, r0, seed, epoch, record]
+        assert step_sq == pytest.approx((lr * alpha**-p) ** 2 * float(jnp.vdot(grad, grad)), rel=1e-10)

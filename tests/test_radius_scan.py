@@ -86,7 +86,7 @@ def test_records_are_complete_and_consistent(smoke):
         and settings["num_seeds"] == SEEDS
         and settings["log10_r2_over_rx2"] == RADII_REL
     )
-    assert settings["data"]["examples"] == 64 and settings["model"]["class"] == "gzone.models.MLP"
+    assert settings["data"]["examples"] == 64 and settings["model"]["class"] == "gzone.models.mlp.MLP"
     assert settings["seed_mode"] in ("vmap", "map") and derived["D"] == 40 * 16 + 16 + 16 * 10 + 10
     assert derived["dataset"]["name"] == "mnist1d" and len(derived["hessian_examples"]) == 64
 
@@ -225,6 +225,27 @@ def test_resume_computes_only_the_missing_units(smoke, tmp_path):
     assert sorted(line["unit"] for line in records.read_jsonl(copy)) == sorted(UNITS)
 
 
+def test_a_temperature_axis_in_the_records_and_the_zone_map(smoke, tmp_path):
+    """--temperatures: scalars [radius, d, temperature, seed], a unit per (radius, d, T), the zone map;
+    T = 1 on the axis gives the scan without one (the same points and subspaces)."""
+    run = _run(tmp_path, "--name=temps", "--temperatures=0.5,1", "--dims=8")
+    config, arrays = records.read_config(run["path"]), records.load_arrays(run["path"])
+    assert config["settings"]["temperatures"] == [0.5, 1.0]
+    assert config["axes"]["frac_pos"] == ["radius", "d", "temperature", "seed"]
+    assert arrays["frac_pos"].shape == (3, 1, 2, 2) and arrays["eigvals_d8"].shape == (3, 2, 2, 8)
+    assert {line["unit"] for line in records.read_jsonl(run["path"])} == {
+        f"r{ri:03d}_d8_t{ti:02d}" for ri in range(3) for ti in range(2)
+    }
+    assert Path(run["path"], "zone_map.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    plain = records.load_arrays(smoke["path"])
+    for key in (*schema.SCAN_SCALARS, "eigvals_d8"):
+        got = arrays[key][:, 0, 1] if key != "eigvals_d8" else arrays[key][:, 1]
+        want = plain[key][:, 1] if key != "eigvals_d8" else plain[key]
+        np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6 * np.abs(want).max(), err_msg=key)
+    assert not np.allclose(arrays["eigvals_d8"][:, 0], arrays["eigvals_d8"][:, 1])  # T = 0.5 differs
+    assert "temperature T = 0.5" in "\n".join(run["log"])
+
+
 def test_options_are_recorded(with_options):
     config = records.read_config(with_options["path"])
     settings, derived = config["settings"], config["derived"]
@@ -286,6 +307,12 @@ BAD_INPUTS = {
     "order_below_2k": (["--fullspace_top_k=4", "--fullspace_order=6"], "--fullspace_order"),
     "order_above_D": (["--fullspace_top_k=2", "--fullspace_order=100000"], "--fullspace_order"),
     "unknown_metric": (["--projection_metric=fisher"], "--projection_metric"),
+    "factory_not_importable": (["--model=no_such_package_q:make"], "--model"),
+    "factory_not_module_path": (["--model=:make"], "--model"),
+    "bias_switch_of_resnet": (["--model=resnet20", "--nouse_bias"], "--use_bias"),
+    "zero_temperature": (["--temperatures=1,0"], "--temperatures"),
+    "temperature_and_axis": (["--temperatures=1,2", "--temperature=2"], "--temperature"),
+    "unknown_loss": (["--loss=hinge"], "--loss"),
 }
 
 

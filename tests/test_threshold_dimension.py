@@ -125,7 +125,7 @@ def test_records_are_complete_and_consistent(smoke):
     config, arrays, analysis = check_records(path)
     settings = config["settings"]
     assert settings["burn_in"] == [0, 8] and settings["lottery"] is True and settings["targets"] == [TARGET]
-    assert settings["data"]["n_train"] == 1000 and settings["model"]["class"] == "gzone.models.MLP"
+    assert settings["data"]["n_train"] == 1000 and settings["model"]["class"] == "gzone.models.mlp.MLP"
     assert config["derived"]["dataset"]["name"] == "mnist1d" and config["derived"]["D"] == 826
     assert [line["unit"] for line in records.read_jsonl(path)] == UNIT_ORDER  # the old code's order
     check_semantics(arrays, analysis)

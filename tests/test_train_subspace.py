@@ -120,7 +120,7 @@ def test_records_are_complete_and_consistent(smoke):
     assert settings["lr"] == 0.05 and settings["batch_size"] == 32 and settings["num_seeds"] == 2
     assert settings["log10_r2_over_rx2"] == [-2.0, 0.0, 2.0] and settings["radii"] is None
     assert settings["data"]["n_train"] == 256 and settings["data"]["n_test"] == 128
-    assert settings["model"]["class"] == "gzone.models.MLP" and settings["seed_mode"] in ("vmap", "map")
+    assert settings["model"]["class"] == "gzone.models.mlp.MLP" and settings["seed_mode"] in ("vmap", "map")
     assert derived["D"] == 40 * 16 + 16 + 16 * 10 + 10 and derived["mode_names"] == list(MODES)
     assert derived["dataset"]["name"] == "mnist1d" and derived["steps_per_epoch"] == STEPS
     check_semantics(arrays, SIZES)

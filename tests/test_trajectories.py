@@ -59,7 +59,7 @@ def test_records_are_complete_and_consistent(smoke):
     assert config_["schema"] == schema.VERSION
     settings, derived = config_["settings"], config_["derived"]
     assert settings["groups"] == ["single", "inits", "orders", "clones"] and settings["num_models"] == S
-    assert settings["seed_mode"] in ("vmap", "map") and settings["model"]["class"] == "gzone.models.MLP"
+    assert settings["seed_mode"] in ("vmap", "map") and settings["model"]["class"] == "gzone.models.mlp.MLP"
     assert settings["data"]["train_examples"] == 256 and "surface_batch" not in settings
     assert derived["D"] == D and derived["steps_per_epoch"] == 8
     assert derived["snapshot_steps_in_epoch"] == [4, 8]

@@ -13,6 +13,8 @@ its resolution is the grid spacing.
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 
 DEFAULTS = {"frac_pos": (0.5, 0.05), "trace_over_frob": (0.0, 1.0)}
@@ -109,3 +111,55 @@ def loss_power_law(arrays: dict, *, x_min: float = 1.0) -> dict:
         "inside_mean": float(np.mean(inside)) if inside.size else float("nan"),
         "inside_std": float(np.std(inside)) if inside.size else float("nan"),
     }
+
+
+def fmt(value) -> str:
+    """A table cell: 3 decimals, or nan."""
+    return "nan" if value is None or not math.isfinite(value) else f"{value:.3f}"
+
+
+def summary_table(arrays: dict, dims) -> str:
+    """Rows: radii; columns: loss, accuracy and per d mean frac+ and Tr/||H||_F over seeds."""
+    head = f"{'log10 r2/rX2':>12} {'radius':>10} {'loss':>10} {'acc':>6}"
+    for d in dims:
+        head += f" | d={d:<4} {'frac+':>6} {'Tr/|H|':>7}"
+    lines = [head, "-" * len(head)]
+    with np.errstate(all="ignore"):
+        for ri, rel in enumerate(arrays["log10_r2_over_rx2"]):
+            row = (
+                f"{rel:>12.2f} {arrays['radii'][ri]:>10.4g} {np.nanmean(arrays['loss'][ri]):>10.4g} "
+                f"{np.nanmean(arrays['accuracy'][ri]):>6.3f}"
+            )
+            for di, _ in enumerate(dims):
+                row += (
+                    f" | {'':6} {fmt(np.nanmean(arrays['frac_pos'][ri, di])):>6} "
+                    f"{fmt(np.nanmean(arrays['trace_over_frob'][ri, di])):>7}"
+                )
+            lines.append(row)
+    return "\n".join(lines)
+
+
+def extra_table(arrays: dict, dims) -> str:
+    """Per radius and d, means over seeds: subspace H, G, R = H - G (frac+, Tr/||.||_F) and full space."""
+    labels = {
+        "frac_pos": "H frac+",
+        "trace_over_frob": "H Tr/F",
+        "gn_trace_over_frob": "G Tr/F",
+        "res_frac_pos": "R frac+",
+        "res_trace_over_frob": "R Tr/F",
+        "full_trace_over_frob": "full H Tr/F",
+        "full_trace_over_frob_se": "+- se",
+        "full_gn_trace_over_frob": "full G Tr/F",
+        "full_res_trace_over_frob": "full R Tr/F",
+    }
+    cols = [(k, label) for k, label in labels.items() if k in arrays]
+    head = f"{'log10 r2/rX2':>12} {'d':>5} " + " ".join(f"{label:>11}" for _, label in cols)
+    lines = [head, "-" * len(head)]
+    with np.errstate(all="ignore"):
+        for ri, rel in enumerate(arrays["log10_r2_over_rx2"]):
+            for di, d in enumerate(dims):
+                lines.append(
+                    f"{rel:>12.2f} {d:>5} "
+                    + " ".join(f"{fmt(np.nanmean(arrays[k][ri, di])):>11}" for k, _ in cols)
+                )
+    return "\n".join(lines)

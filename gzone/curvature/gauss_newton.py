@@ -1,13 +1,18 @@
-"""The Hessian of the softmax cross-entropy split into Gauss-Newton and residual parts.
+"""The Hessian of the loss split into Gauss-Newton and residual parts.
 
-For the mean loss L(theta) = (1/N) sum_n CE(z_n(theta), y_n) with logits z = f(theta) [N, C]:
+For the mean loss L(theta) = (1/N) sum_n l(u_n(theta), y_n) of the logits it sees, u = z / T
+(z = f(theta) [N, C], T the temperature, `flat.logits`):
 
-  H = G + R,   G = J^T H_CE J,   H_CE = blockdiag_n (diag(p_n) - p_n p_n^T) / N,
-               R = sum_{n,c} (dL/dz_nc) d^2 z_nc / d theta^2,
+  H = G + R,   G = J_u^T H_out J_u,   R = sum_{n,c} (dL/du_nc) d^2 u_nc / d theta^2,
 
-J = dz/dtheta [N C, D], p_n = softmax(z_n). G is positive semidefinite (H_CE is: each block is
-a covariance matrix) and does not depend on the labels; R carries the model's own curvature
-and vanishes where the logits are linear in theta.
+J_u = du/dtheta = J / T [N C, D] and H_out the loss's own Hessian in u (`flat.output_hessian_mv`):
+
+  cross_entropy   H_out = blockdiag_n (diag(p_n) - p_n p_n^T) / N,  p_n = softmax(z_n / T)
+  mse             H_out = 2 I / (N C)
+
+so in the raw logits G = J^T (H_out / T^2) J. G is positive semidefinite (each H_out block is a
+covariance matrix, or a positive multiple of I) and does not depend on the labels for cross
+entropy; R carries the model's own curvature and vanishes where the logits are linear in theta.
 
     mvs = gauss_newton.make_curvature_mvs(fm, theta, x, y)
     spectra.extreme_eigs(key, mvs["gauss_newton"], dim=fm.D, k=5, order=40)
@@ -20,7 +25,6 @@ from __future__ import annotations
 from typing import Callable
 
 import jax
-import jax.numpy as jnp
 
 from gzone import flat
 from gzone.curvature import products
@@ -29,22 +33,11 @@ Array = jax.Array
 MatVec = Callable[[Array], Array]
 
 
-def ce_hessian_mv(logits_: Array, u: Array) -> Array:
-    """H_CE u for the mean cross-entropy over N examples: (p * u - p (p . u)) / N per example.
-
-    Args:
-      logits_: [N, C] logits z.
-      u: [N, C] a logit-space direction.
-
-    Returns:
-      [N, C].
-    """
-    p = jax.nn.softmax(logits_, axis=-1)
-    return (p * u - p * jnp.sum(p * u, axis=-1, keepdims=True)) / logits_.shape[0]
+ce_hessian_mv = flat.cross_entropy_hessian_mv  # H_CE u (logits [N, C], u [N, C]) -> [N, C]
 
 
 def make_gauss_newton_mv(fm: flat.FlatModel, theta: Array, x: Array) -> MatVec:
-    """v [D] -> G v = J^T H_CE J v at theta on inputs x [N, ...].
+    """v [D] -> G v = J_u^T H_out J_u v at theta on inputs x [N, ...] (fm's loss and temperature).
 
     The logits are linearised once (``jax.linearize``: one forward pass, its residuals kept);
     each product is then a jvp (J v) and its transpose (J^T u), about the cost of one gradient.
@@ -55,7 +48,7 @@ def make_gauss_newton_mv(fm: flat.FlatModel, theta: Array, x: Array) -> MatVec:
     vjp_fn = jax.linear_transpose(jvp_fn, theta)
 
     def mv(v: Array) -> Array:
-        return vjp_fn(ce_hessian_mv(z, jvp_fn(v.astype(theta.dtype))))[0]
+        return vjp_fn(flat.output_hessian_mv(fm, z, jvp_fn(v.astype(theta.dtype))))[0]
 
     return mv
 

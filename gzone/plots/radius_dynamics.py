@@ -61,7 +61,10 @@ def radius_dynamics_figures(run_dir: str, config: dict, arrays: dict, analysis=N
     ax_final.set_xlabel(r"initial radius $r_0 / r_X$")
     ax_final.set_ylabel(f"test accuracy after {len(epochs)} epochs")
     mark_rx(ax_final, 1.0)
-    fig.suptitle(f"{title_of(config)}; {settings['optimizer']} lr {settings['lr']}, "
-                 f"batch {settings['batch_size']}, {len(epochs)} epochs; {arrays['radius'].shape[2]} seed(s)",
+    power = settings.get("lr_radius_power", 0.0)
+    lr = f"lr {settings['lr']}" + (f" (r0/r_X)^-{power:g}" if power else "")
+    batch = "full batch" if settings.get("full_batch") else f"batch {settings['batch_size']}"
+    fig.suptitle(f"{title_of(config)}; {settings['optimizer']} {lr}, "
+                 f"{batch}, {len(epochs)} epochs; {arrays['radius'].shape[2]} seed(s)",
                  fontsize=9)
     return [save(fig, os.path.join(run_dir, "radius_dynamics.png"))]

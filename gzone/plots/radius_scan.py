@@ -1,4 +1,9 @@
-"""Figures of the radius_scan experiment, drawn from its records only."""
+"""Figures of the radius_scan experiment, drawn from its records only.
+
+A scan with a temperature axis gets the (radius, temperature) zone map (``zone_map.png``: frac+
+and Tr(H)/||H||_F per d over the grid) and the figures of a scan without one at the temperature
+closest to 1 (titled with it).
+"""
 
 from __future__ import annotations
 
@@ -10,10 +15,52 @@ from matplotlib.figure import Figure
 
 from gzone import plots
 from gzone.plots.common import band, mark_rx, radius_axes, save, title_of
+from gzone.runs import schema
 
 
 @plots.register("radius_scan")
 def radius_scan_figures(run_dir: str, config: dict, arrays: dict, analysis=None) -> list[str]:
+    if "temperatures" not in arrays:
+        return _figures(run_dir, config, arrays)
+    temps = np.asarray(arrays["temperatures"], float)
+    ti = int(np.argmin(np.abs(np.log(temps))))
+    at = schema.take(arrays, config["axes"], "temperature", ti)
+    return [zone_map_figure(run_dir, config, arrays), *_figures(run_dir, config, at, f"; T = {temps[ti]:g}")]
+
+
+def zone_map_figure(run_dir: str, config: dict, arrays: dict) -> str:
+    """Seed means of frac+ and Tr(H)/||H||_F over (log10 T, log10(r^2/r_X^2)), a row of panels per d."""
+    x, dims = np.asarray(arrays["log10_r2_over_rx2"], float), arrays["dims"]
+    logt = np.log10(np.asarray(arrays["temperatures"], float))
+    xo, to = np.argsort(x), np.argsort(logt)  # the grids as given may be in any order
+    fig = Figure(figsize=(10, 3.8 * len(dims)), layout="constrained")
+    axes = np.asarray(fig.subplots(len(dims), 2, squeeze=False))
+    for di, d in enumerate(dims):
+        for ax, key, label, norm in (
+            (axes[di, 0], "frac_pos", "frac+", dict(vmin=0.0, vmax=1.0, cmap="RdBu_r")),
+            (axes[di, 1], "trace_over_frob", r"Tr$(H)/\|H\|_F$", dict(cmap="viridis")),
+        ):
+            with np.errstate(all="ignore"):
+                values = np.nanmean(arrays[key][:, di], axis=-1)[np.ix_(xo, to)].T  # [temperature, radius]
+            mesh = ax.pcolormesh(_edges(x[xo]), _edges(logt[to]), values, shading="flat", **norm)
+            fig.colorbar(mesh, ax=ax, label=label)
+            ax.set_xlabel(r"$\log_{10}(r^2 / r_X^2)$")
+            ax.set_ylabel(r"$\log_{10} T$")
+            ax.set_title(f"{label}, d = {d}", fontsize=9)
+    fig.suptitle(f"{title_of(config)}; zone map over radius and temperature (seed means)", fontsize=9)
+    return save(fig, os.path.join(run_dir, "zone_map.png"))
+
+
+def _edges(centres) -> np.ndarray:
+    """Cell edges around sorted centres (midpoints; the end cells as wide as their neighbours)."""
+    c = np.asarray(centres, float)
+    if c.size == 1:
+        return np.array([c[0] - 0.5, c[0] + 0.5])
+    mid = (c[1:] + c[:-1]) / 2
+    return np.concatenate([[2 * c[0] - mid[0]], mid, [2 * c[-1] - mid[-1]]])
+
+
+def _figures(run_dir: str, config: dict, arrays: dict, at: str = "") -> list[str]:
     x = arrays["log10_r2_over_rx2"]
     dims = arrays["dims"]
     seeds = arrays["frac_pos"].shape[-1]
@@ -32,7 +79,7 @@ def radius_scan_figures(run_dir: str, config: dict, arrays: dict, analysis=None)
     ax2.set_ylabel(r"$\mathrm{Tr}(H) / \|H\|_F$ (subspace)")
     radius_axes((ax1, ax2))
     fig.suptitle(
-        f"{title_of(config)}; {conv} points, {proj} subspaces; mean and min-max over {seeds} seeds",
+        f"{title_of(config)}; {conv} points, {proj} subspaces; mean and min-max over {seeds} seeds{at}",
         fontsize=9,
     )
     out.append(save(fig, os.path.join(run_dir, "goldilocks.png")))
@@ -43,8 +90,11 @@ def radius_scan_figures(run_dir: str, config: dict, arrays: dict, analysis=None)
     band(ax1, x, loss, label="loss at the point", log_y=True)
     ax1.set_yscale("log")
     num_classes = config["derived"].get("dataset", {}).get("num_classes", 10)
-    ax1.axhline(math.log(num_classes), color="gray", ls="--", lw=1, label=f"log C = log {num_classes}")
-    ax1.set_ylabel("cross-entropy loss (fixed examples)")
+    if config["settings"].get("loss", "cross_entropy") == "cross_entropy":
+        ax1.axhline(math.log(num_classes), color="gray", ls="--", lw=1, label=f"log C = log {num_classes}")
+        ax1.set_ylabel("cross-entropy loss (fixed examples)")
+    else:
+        ax1.set_ylabel(f"{config['settings']['loss']} loss (fixed examples)")
     band(ax2, x, arrays["accuracy"][:, 0, :], label="accuracy at the point")
     ax2.set_ylabel("accuracy (fixed examples)")
     ax2.set_ylim(0, 1)
@@ -53,7 +103,7 @@ def radius_scan_figures(run_dir: str, config: dict, arrays: dict, analysis=None)
         ax.grid(alpha=0.3)
         mark_rx(ax)
         ax.legend(fontsize=8, loc="best")
-    fig.suptitle(f"{title_of(config)}; loss and accuracy at the scan points ({seeds} seeds)", fontsize=9)
+    fig.suptitle(f"{title_of(config)}; loss and accuracy at the scan points ({seeds} seeds){at}", fontsize=9)
     out.append(save(fig, os.path.join(run_dir, "loss_accuracy.png")))
     if "gn_trace_over_frob" in arrays or "full_trace_over_frob" in arrays:
         out.append(curvature_split_figure(run_dir, config, arrays))

@@ -92,18 +92,44 @@ SCAN_SCALARS = (
 )
 
 
-def radius_scan_axes(dims, *, extra_scalars=(), extra_per_d=(), extra_per_k=()) -> dict:
+def radius_scan_axes(
+    dims, *, extra_scalars=(), extra_per_d=(), extra_per_k=(), temperatures: bool = False
+) -> dict:
     """Axes of a radius scan: scalars [radius, d, seed]; ``eigvals_d<d>`` [radius, seed, eigenvalue] per d;
     the options' scalars, per-d vectors (``<key>_d<d>``) and [k]-vectors (`fullspace.record_keys`);
-    ``layer_sq_frac`` [d, seed, segment]; the grids."""
-    axes = {k: ["radius", "d", "seed"] for k in (*SCAN_SCALARS, *extra_scalars)}
-    axes.update({f"eigvals_d{d}": ["radius", "seed", "eigenvalue"] for d in dims})
-    axes.update({f"{k}_d{d}": ["radius", "seed", "eigenvalue"] for k in extra_per_d for d in dims})
-    axes.update({k: ["radius", "d", "seed", "k"] for k in extra_per_k})
+    ``layer_sq_frac`` [d, seed, segment]; the grids.
+
+    With a temperature axis (``temperatures``: the scan's ``temperatures`` option) every measured
+    array gets a ``temperature`` axis before its seed axis: scalars [radius, d, temperature, seed],
+    ``eigvals_d<d>`` (and the per-d vectors) [radius, temperature, seed, eigenvalue], [k]-vectors
+    [radius, d, temperature, seed, k], and the grid ``temperatures`` [temperature]; ``layer_sq_frac``
+    (P alone) and the other grids are unchanged. Without it the layout is the one above, exactly.
+    `take` turns a temperature slice back into that layout.
+    """
+    t = ["temperature"] if temperatures else []
+    axes = {k: ["radius", "d", *t, "seed"] for k in (*SCAN_SCALARS, *extra_scalars)}
+    axes.update({f"eigvals_d{d}": ["radius", *t, "seed", "eigenvalue"] for d in dims})
+    axes.update({f"{k}_d{d}": ["radius", *t, "seed", "eigenvalue"] for k in extra_per_d for d in dims})
+    axes.update({k: ["radius", "d", *t, "seed", "k"] for k in extra_per_k})
     axes.update(
         layer_sq_frac=["d", "seed", "segment"], radii=["radius"], log10_r2_over_rx2=["radius"], dims=["d"]
     )
+    if temperatures:
+        axes["temperatures"] = ["temperature"]
     return axes
+
+
+def take(arrays: dict, axes: dict, axis: str, index: int) -> dict:
+    """The arrays at position `index` of the named `axis` (that axis dropped; the grid of the axis, the
+    array whose only axis it is, left out), e.g. one temperature of a radius scan in the layout without
+    a temperature axis."""
+    out = {}
+    for key, value in arrays.items():
+        names = axes.get(key, [])
+        if names == [axis]:
+            continue
+        out[key] = np.take(value, index, axis=names.index(axis)) if axis in names else value
+    return out
 
 
 # --------------------------------------------------------------------------- train_subspace

@@ -44,7 +44,9 @@ PARTS = schema.EMERGENT_PARTS
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
-class EmergentOptions(options.Training, options.Radii, options.Points, options.Seeds, options.Precision):
+class EmergentOptions(
+    options.Training, options.Radii, options.Points, options.Objective, options.Seeds, options.Precision
+):
     """The options of an emergent-geometry run (keyword arguments of `emergent_geometry`); the radii
     (`options.Radii`) are needed by the radius part only."""
 
@@ -111,7 +113,8 @@ def emergent_geometry(model, train: tuple, test: tuple, *, run_dir: str | stores
     """
     opts = EmergentOptions(**kwargs)
     with options.x64(opts.dtype):
-        prob = problem_lib.build(model, input_shape=np.shape(train[0])[1:], dtype=opts.dtype)
+        prob = problem_lib.build(model, input_shape=np.shape(train[0])[1:],
+                                 dtype=opts.dtype, **opts.problem_kwargs())
         data = train_lib.Data(*prob.examples(*train, what="training examples"),
                               *prob.examples(*test, what="test examples"))
         return run(prob, data, opts, run_dir=run_dir, log=log)
@@ -131,6 +134,9 @@ def run(prob: problem_lib.Problem, data: train_lib.Data, opts: EmergentOptions, 
     """The measurements of a built problem on validated data (what `emergent_geometry` calls)."""
     fm, r_x, dtype = prob.fm, prob.r_x, prob.dtype
     C, n_train, S = prob.num_classes, data.x_train.shape[0], opts.num_seeds
+    if fm.state == "batch":
+        raise OptionError("model_state", "per-example logit gradients need --model_state=frozen: with batch "
+                          "statistics each example's logits depend on the whole batch")
     training = "training" in opts.parts
     steps = n_train // opts.batch_size
     spec = opts.train_spec(n_train, snapshot_every=opts.snapshot_every) if training else None

@@ -40,7 +40,7 @@ EXPERIMENT = "init_selection"
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
-class SelectionOptions(options.Training, options.Points, options.Projection, options.Seeds,
+class SelectionOptions(options.Training, options.Points, options.Projection, options.Objective, options.Seeds,
                        options.Precision):
     """The options of `init_selection` (keyword arguments)."""
 
@@ -99,7 +99,8 @@ def init_selection(model, train_set, test_set, *, run_dir: str | stores.RunFolde
     """
     opts = SelectionOptions(**kwargs)
     with options.x64(opts.dtype):
-        prob = problem_lib.build(model, input_shape=np.shape(train_set[0])[1:], dtype=opts.dtype)
+        prob = problem_lib.build(model, input_shape=np.shape(train_set[0])[1:],
+                                 dtype=opts.dtype, **opts.problem_kwargs())
         data = train.Data(*prob.examples(*train_set, what="training examples"),
                           *prob.examples(*test_set, what="test examples"))
         return run(prob, data, opts, run_dir=run_dir, log=log)

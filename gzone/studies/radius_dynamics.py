@@ -11,6 +11,13 @@ to r0 every step, `train.TrainSpec.fixed_radius`) only r0 near r_X trains well. 
 is one (mode, r0) with all seeds as one compiled call (`train.seed_runner`), trained chunk by
 chunk with a checkpoint after each (`Engine.fit`).
 
+Trainability across the zone (Vysogorets, Dawid & Kempe 2024): ``full_batch`` makes every step a
+gradient on all training examples (with ``optimizer="sgd"``: full-batch gradient descent) and
+``lr_radius_power`` p scales the learning rate at each initial radius to lr (r0 / r_X)^-p. For a
+positively homogeneous network of degree L at weight scale alpha = r0 / r_X, the gradient scales as
+alpha^(L-1) and so the relative step |dtheta| / |theta| as lr alpha^(L-2): p = L - 2 keeps it
+independent of the scale, their protocol. A compile per learning rate.
+
 Records (`schema.radius_dynamics_axes`): r(t), |dtheta|^2, train loss and accuracy every
 ``record_every`` steps, test loss and accuracy per epoch; analysis.json (`analysis.dynamics.summarise`):
 per r0 < r_X the exponent alpha of r(t)^2 - r0^2 ~ t^alpha and the random-walk model
@@ -37,7 +44,9 @@ EXPERIMENT = "radius_dynamics"
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
-class RadiusDynamicsOptions(options.Points, options.Training, options.Seeds, options.Precision):
+class RadiusDynamicsOptions(
+    options.Points, options.Training, options.Objective, options.Seeds, options.Precision
+):
     """The options of radius dynamics (keyword arguments of `radius_dynamics`)."""
 
     r0_over_rx: tuple[float, ...] = option((0.01, 0.1, 1.0, 10.0, 100.0), "Initial radii r0 in units of r_X.")
@@ -45,6 +54,14 @@ class RadiusDynamicsOptions(options.Points, options.Training, options.Seeds, opt
         schema.RADIUS_MODES,
         "free: ordinary training; fixed: |theta| held at r0.",
         choices=schema.RADIUS_MODES,
+    )
+    full_batch: bool = option(
+        False, "Every step on all training examples (batch_size ignored; an epoch is one step)."
+    )
+    lr_radius_power: float = option(
+        0.0,
+        "Learning rate lr (r0 / r_X)^-p at each initial radius r0 (p = L - 2 for a homogeneous net of L "
+        "layers: Vysogorets et al.'s full-batch protocol); 0: lr at every r0.",
     )
     num_seeds: int = options.override(options.Seeds, "num_seeds", 1)
     epochs: int = options.override(options.Training, "epochs", 2)
@@ -110,7 +127,8 @@ def radius_dynamics(
     """
     opts = RadiusDynamicsOptions(**kwargs)
     with options.x64(opts.dtype):
-        prob = problem_lib.build(model, input_shape=np.shape(train[0])[1:], dtype=opts.dtype)
+        prob = problem_lib.build(model, input_shape=np.shape(train[0])[1:],
+                                 dtype=opts.dtype, **opts.problem_kwargs())
         return run(prob, prob.training_data(train, test), opts, run_dir=run_dir, log=log)
 
 
@@ -124,8 +142,10 @@ def run(
 ) -> RadiusDynamicsResult:
     """Radius dynamics of a built problem on validated data (what `radius_dynamics` calls)."""
     fm, r_x, dtype, S = prob.fm, prob.r_x, prob.dtype, opts.num_seeds
-    spec = opts.train_spec(int(data.x_train.shape[0]))
+    n_train = int(data.x_train.shape[0])
+    spec = opts.train_spec(n_train, **({"batch_size": n_train} if opts.full_batch else {}))
     r0s = r_x * np.asarray(opts.r0_over_rx, np.float64)
+    lrs = [opts.lr * float(a) ** -opts.lr_radius_power for a in opts.r0_over_rx]
     seed_mode = options.resolve_seed_mode(opts.seed_mode, "train")
     settings = {
         **options.settings(opts),
@@ -139,6 +159,8 @@ def run(
         "mode_names": list(opts.radius_modes),
         "seed_mode": seed_mode,
         "steps_per_epoch": spec.steps_per_epoch,
+        "batch_size": spec.batch_size,
+        "lr_per_r0": lrs,
     }
     store = stores.open_store(
         run_dir, experiment=EXPERIMENT, settings=settings, derived=derived, axes=schema.radius_dynamics_axes()
@@ -173,13 +195,16 @@ def run(
             for i in range(len(r0s))
             if not engine.has(unit_name(mode, i)) and engine.mine(unit_name(mode, i))
         ]
-        if not pending:
-            continue
-        trainer = train_lib.make_trainer(fm, dataclasses.replace(spec, fixed_radius=(mode == "fixed")))
-        init = jax.jit(jax.vmap(trainer.init))
-        run_seeds = train_lib.seed_runner(trainer, seed_mode, opts.devices)
+        trainers = {}  # one per learning rate (a compile each)
         for i in pending:
             name = unit_name(mode, i)
+            if lrs[i] not in trainers:
+                trainer = train_lib.make_trainer(
+                    fm, dataclasses.replace(spec, fixed_radius=(mode == "fixed"), lr=lrs[i])
+                )
+                trainers[lrs[i]] = (jax.jit(jax.vmap(trainer.init)), train_lib.seed_runner(
+                    trainer, seed_mode, opts.devices))
+            init, run_seeds = trainers[lrs[i]]
 
             def compute(name=name, i=i, mode=mode, init=init, run_seeds=run_seeds):
                 state0 = init(point(k_init, jnp.asarray(r0s[i], dtype)))

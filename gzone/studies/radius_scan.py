@@ -7,17 +7,25 @@ random d-dimensional subspace through it (`Projection`, `Metric`) and, on the fi
 (x, y), the loss, accuracy, gradient and the exact d x d subspace Hessian P^T H P
 (`measure.make_point_fn`). A unit of the run is one (radius, d) with all seeds, as one compiled
 call (seeds vmapped or mapped, sharded over the local devices). Options: the Gauss-Newton /
-residual split (``gn_split``), full-space estimates (``fullspace_*``), per-layer metrics.
+residual split (``gn_split``), full-space estimates (``fullspace_*``), per-layer metrics, the loss
+kind, model state and temperature (`options.Objective`).
+
+Temperatures (``temperatures=[T1, T2, ...]``, or ``temperature=`` a list): the same points and
+subspaces measured with the logits divided by each T, a unit per (radius, d, T); the temperature
+is data (one compile per d). For a positively homogeneous network of degree L (bias-free ReLU),
+f(alpha theta) = alpha^L f(theta), so the loss at radius alpha r and T = 1 is the loss at radius r
+and T = alpha^-L, and the Hessians agree up to the factor alpha^2 (H(alpha theta) = H_T(theta) /
+alpha^2): the (radius, temperature) map of frac+ and Tr/||H||_F is constant along r^L / T.
 
 Records (`schema.radius_scan_axes`): scalars [radius, d, seed], ``eigvals_d<d>`` [radius, seed,
 eigenvalue], ``layer_sq_frac`` [d, seed, segment] (the share of |P e_j|^2 in each parameter array,
-from the projection keys alone).
+from the projection keys alone); with temperatures a ``temperature`` axis before the seed axis and
+the grid ``temperatures``.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import math
 
 import jax
 import jax.numpy as jnp
@@ -25,6 +33,7 @@ import numpy as np
 
 from gzone import curvature, layer_metric, measure, options, seeds
 from gzone import problem as problem_lib
+from gzone.analysis import zone
 from gzone.curvature import fullspace
 from gzone.options import OptionError, option
 from gzone.runs import engine as engine_lib
@@ -35,7 +44,13 @@ EXPERIMENT = "radius_scan"
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
 class ScanOptions(
-    options.Radii, options.Points, options.Projection, options.Metric, options.Seeds, options.Precision
+    options.Radii,
+    options.Points,
+    options.Projection,
+    options.Metric,
+    options.Objective,
+    options.Seeds,
+    options.Precision,
 ):
     """The options of a radius scan (keyword arguments of `radius_scan`)."""
 
@@ -65,8 +80,27 @@ class ScanOptions(
     fullspace_order: int = option(
         0, "Lanczos steps for --fullspace_top_k (0: max(30, 4k), at most D).", minimum=0
     )
+    temperatures: tuple[float, ...] | None = option(
+        None,
+        "Softmax temperatures T: a temperature axis in the records (scalars [radius, d, temperature, "
+        "seed]) and a (radius, temperature) zone map; the same points and subspaces at every T "
+        "(empty: none).",
+        kind="floats",
+        empty=True,
+    )
 
     def _check(self):
+        if self.temperatures == ():
+            object.__setattr__(self, "temperatures", None)
+        if self.temperatures is not None:
+            if min(self.temperatures) <= 0:
+                raise OptionError("temperatures", f"must be > 0, got {','.join(map(str, self.temperatures))}")
+            if len(set(self.temperatures)) != len(self.temperatures):
+                raise OptionError("temperatures", "repeated values")
+            if self.temperature != 1.0:
+                raise OptionError(
+                    "temperature", "give --temperature (one T) or --temperatures (an axis), not both"
+                )
         if len(set(self.dims)) != len(self.dims):
             raise OptionError("dims", f"repeated values in {','.join(map(str, self.dims))}")
         if self.fullspace_probes == 1:
@@ -89,17 +123,33 @@ class ScanResult(result.Result):
     def dims(self) -> tuple[int, ...]:
         return tuple(int(d) for d in self.arrays["dims"])
 
+    @property
+    def temperatures(self) -> tuple[float, ...] | None:
+        """The temperature axis (None: a scan without one)."""
+        return tuple(float(t) for t in self.arrays["temperatures"]) if "temperatures" in self.arrays else None
+
+    def at_temperature(self, index: int) -> dict:
+        """The arrays at one temperature of the axis, in the layout without a temperature axis."""
+        return schema.take(self.arrays, self.axes, "temperature", index)
+
     def zone(self) -> list[dict]:
         """The zone read off the scan (`analysis.zone.summarise`): peak, value at r_X, extent per d and
-        metric."""
-        from gzone.analysis import zone
-
-        return zone.summarise(self.arrays)
+        metric (and per temperature, with a ``temperature`` key, when the scan has that axis)."""
+        if self.temperatures is None:
+            return zone.summarise(self.arrays)
+        return [
+            {"temperature": t, **row}
+            for ti, t in enumerate(self.temperatures)
+            for row in zone.summarise(self.at_temperature(ti))
+        ]
 
     def table(self) -> str:
-        lines = [summary_table(self.arrays, self.dims)]
-        if any(k.startswith(("gn_", "full_")) for k in self.arrays):
-            lines.append(extra_table(self.arrays, self.dims))
+        if self.temperatures is None:
+            lines = _tables(self.arrays, self.dims)
+        else:
+            lines = []
+            for ti, t in enumerate(self.temperatures):
+                lines += [f"temperature T = {t:g}", *_tables(self.at_temperature(ti), self.dims)]
         names = [layer["name"] for layer in self.derived["layers"]]
         for di, d in enumerate(self.dims):
             shares = ", ".join(
@@ -107,6 +157,13 @@ class ScanResult(result.Result):
             )
             lines.append(f"d={d}: mean share of |P e_j|^2 per parameter array: {shares}")
         return "\n".join(lines)
+
+
+def _tables(arrays: dict, dims) -> list[str]:
+    lines = [zone.summary_table(arrays, dims)]
+    if any(k.startswith(("gn_", "full_")) for k in arrays):
+        lines.append(zone.extra_table(arrays, dims))
+    return lines
 
 
 def radius_scan(
@@ -122,15 +179,21 @@ def radius_scan(
       run_dir: a folder (or `stores.RunFolder`) to record the run in and resume from; None: in memory.
       log: where progress lines go (None: silent).
       **kwargs: `ScanOptions`: exactly one of ``r_over_rx``, ``log10_r2_over_rx2``, ``radii``;
-        ``dims``, ``num_seeds``, ``seed``, ``projection``, ``convention``, ``seed_mode``, ...
+        ``dims``, ``num_seeds``, ``seed``, ``projection``, ``convention``, ``seed_mode``, ``loss``,
+        ``model_state``; ``temperature``: a scalar T, or a list (the same as ``temperatures=``).
 
     Returns:
       A `ScanResult`. Cost: per (radius, d) unit, S (d + 2) Hessian-vector products on N examples;
       one compile per d (BENCHMARKS.md has measured rates).
     """
+    if isinstance(kwargs.get("temperature"), (list, tuple, np.ndarray)):  # a list: the temperature axis
+        if kwargs.get("temperatures") is not None:
+            raise OptionError("temperature", "give temperature= or temperatures=, not both")
+        kwargs["temperatures"] = kwargs.pop("temperature")
     opts = ScanOptions(**kwargs)
     with options.x64(opts.dtype):
-        prob = problem_lib.build(model, input_shape=np.shape(x)[1:], dtype=opts.dtype)
+        prob = problem_lib.build(model, input_shape=np.shape(x)[1:],
+                                 dtype=opts.dtype, **opts.problem_kwargs())
         return run(prob, *prob.examples(x, y), opts, run_dir=run_dir, log=log)
 
 
@@ -181,10 +244,16 @@ def run(
         },
         "fullspace_order": order if opts.fullspace_top_k else None,
     }
-    axes = schema.radius_scan_axes(opts.dims, extra_scalars=scalars, extra_per_d=per_d, extra_per_k=per_k)
+    temps = opts.temperatures
+    if temps is not None:
+        derived["temperatures"] = list(temps)
+    axes = schema.radius_scan_axes(
+        opts.dims, extra_scalars=scalars, extra_per_d=per_d, extra_per_k=per_k, temperatures=temps is not None
+    )
     store = stores.open_store(run_dir, experiment=EXPERIMENT, settings=settings, derived=derived, axes=axes)
     engine = engine_lib.Engine(store, label=EXPERIMENT, log=log)
-    units = [(unit_name(ri, d), d + 2) for d in opts.dims for ri in range(len(radii))]
+    grid = [(ri, d, ti) for d in opts.dims for ri in range(len(radii)) for ti in _t_indices(temps)]
+    units = [(unit_name(ri, d, ti), d + 2) for ri, d, ti in grid]
     engine.plan(units)
     if store.path:
         engine.say(
@@ -193,14 +262,16 @@ def run(
         )
     engine.say(
         f"{derived['model']}: D = {fm.D}, r_X = {r_x:.4g}; {len(radii)} radii x d in {list(opts.dims)} x "
-        f"{opts.num_seeds} seeds on {x.shape[0]} examples; seed mode {seed_mode}"
+        f"{opts.num_seeds} seeds on {x.shape[0]} examples"
+        f"{'' if temps is None else f' at {len(temps)} temperatures'}; seed mode {seed_mode}"
     )
 
     keys = seeds.SeedKeys.from_seed(opts.seed)
     k_init = keys.init_keys(opts.num_seeds)
     sample = prob.sample_fn(opts.sample_init)
     for d in opts.dims:
-        if all(engine.has(unit_name(ri, d)) or not engine.mine(unit_name(ri, d)) for ri in range(len(radii))):
+        names = [unit_name(ri, d_, ti) for ri, d_, ti in grid if d_ == d]
+        if all(engine.has(name) or not engine.mine(name) for name in names):
             continue  # nothing for this process to compute at this d
         point_fn = measure.make_point_fn(
             fm,
@@ -219,28 +290,33 @@ def run(
         )
         unit_fn = seeds.make_unit_fn(point_fn, seed_mode=seed_mode, devices=devices)
         k_proj = keys.proj_keys(d, opts.num_seeds)
-        for ri in range(len(radii)):
+        for ri, _, ti in (g for g in grid if g[1] == d):
 
-            def compute(ri=ri, d=d):
-                out = unit_fn(k_init, k_proj, jnp.asarray(radii[ri], dtype), x, y)
-                out = jax.tree_util.tree_map(np.asarray, jax.block_until_ready(out))
+            def compute(ri=ri, d=d, ti=ti):
+                args = (k_init, k_proj, jnp.asarray(radii[ri], dtype), x, y)
+                if ti is not None:
+                    args += (jnp.asarray(temps[ti], dtype),)
+                out = jax.tree_util.tree_map(np.asarray, jax.block_until_ready(unit_fn(*args)))
                 mean = {
                     k: float(np.nanmean(out[k])) if np.isfinite(out[k]).any() else None
                     for k in (*schema.SCAN_SCALARS, *scalars)
                 }
-                return out, {
+                record = {
                     "radius_index": ri,
                     "radius": radii[ri],
                     "log10_r2_over_rx2": log10_rel[ri],
                     "d": d,
                     "mean": mean,
                 }
+                if ti is not None:
+                    record.update(temperature_index=ti, temperature=temps[ti])
+                return out, record
 
             engine.unit(
-                unit_name(ri, d), compute, weight=d + 2, what=lambda a, r: _progress_line(r), wait=False
+                unit_name(ri, d, ti), compute, weight=d + 2, what=lambda a, r: _progress_line(r), wait=False
             )
 
-    arrays = assemble(engine, opts.dims, radii, log10_rel, scalars, per_d, per_k)
+    arrays = assemble(engine, opts.dims, radii, log10_rel, scalars, per_d, per_k, temps)
     split = {
         "kind": opts.projection,
         "metric": opts.projection_metric,
@@ -254,22 +330,35 @@ def run(
     return ScanResult(store, arrays)
 
 
-def unit_name(ri: int, d: int) -> str:
-    return f"r{ri:03d}_d{d}"
+def unit_name(ri: int, d: int, ti: int | None = None) -> str:
+    return f"r{ri:03d}_d{d}" if ti is None else f"r{ri:03d}_d{d}_t{ti:02d}"
 
 
-def assemble(engine: engine_lib.Engine, dims, radii, log10_rel, scalars=(), per_d=(), per_k=()) -> dict:
-    """The units stacked into the schema's arrays."""
-    units = {(ri, d): engine.unit(unit_name(ri, d), _missing) for ri in range(len(radii)) for d in dims}
+def _t_indices(temps) -> list:
+    return [None] if temps is None else list(range(len(temps)))
+
+
+def assemble(
+    engine: engine_lib.Engine, dims, radii, log10_rel, scalars=(), per_d=(), per_k=(), temps=None
+) -> dict:
+    """The units stacked into the schema's arrays (a temperature axis before the seeds with `temps`)."""
+    R, T = range(len(radii)), _t_indices(temps)
+    units = {(ri, d, ti): engine.unit(unit_name(ri, d, ti), _missing) for ri in R for d in dims for ti in T}
+
+    def per_t(get):  # [T, ...] stacked, or the one value without a temperature axis
+        return get(None) if temps is None else np.stack([get(ti) for ti in T])
+
     arrays = {
-        k: np.stack([np.stack([units[ri, d][k] for d in dims]) for ri in range(len(radii))])
+        k: np.stack([np.stack([per_t(lambda ti: units[ri, d, ti][k]) for d in dims]) for ri in R])
         for k in (*schema.SCAN_SCALARS, *scalars, *per_k)
     }
     for d in dims:
-        arrays[f"eigvals_d{d}"] = np.stack([units[ri, d]["eigvals"] for ri in range(len(radii))])
+        arrays[f"eigvals_d{d}"] = np.stack([per_t(lambda ti: units[ri, d, ti]["eigvals"]) for ri in R])
         for k in per_d:
-            arrays[f"{k}_d{d}"] = np.stack([units[ri, d][k] for ri in range(len(radii))])
+            arrays[f"{k}_d{d}"] = np.stack([per_t(lambda ti: units[ri, d, ti][k]) for ri in R])
     arrays.update(radii=np.asarray(radii), log10_r2_over_rx2=np.asarray(log10_rel), dims=np.asarray(dims))
+    if temps is not None:
+        arrays["temperatures"] = np.asarray(temps, np.float64)
     return arrays
 
 
@@ -279,66 +368,16 @@ def _missing():
 
 def _progress_line(record: dict) -> str:
     m = record["mean"]
+    at = f" T={record['temperature']:.3g}" if "temperature" in record else ""
     line = (
-        f"d={record['d']} log10(r^2/r_X^2)={record['log10_r2_over_rx2']:+.2f}: frac+ {_fmt(m['frac_pos'])}, "
-        f"Tr/||H|| {_fmt(m['trace_over_frob'])}"
+        f"d={record['d']} log10(r^2/r_X^2)={record['log10_r2_over_rx2']:+.2f}{at}: frac+ "
+        f"{zone.fmt(m['frac_pos'])}, Tr/||H|| {zone.fmt(m['trace_over_frob'])}"
     )
     if "gn_trace_over_frob" in m:
         line += (
-            f", G Tr/||G|| {_fmt(m['gn_trace_over_frob'])}, R frac+ {_fmt(m['res_frac_pos'])} "
-            f"Tr/||R|| {_fmt(m['res_trace_over_frob'])}"
+            f", G Tr/||G|| {zone.fmt(m['gn_trace_over_frob'])}, R frac+ {zone.fmt(m['res_frac_pos'])} "
+            f"Tr/||R|| {zone.fmt(m['res_trace_over_frob'])}"
         )
     if "full_trace_over_frob" in m:
-        line += f", full Tr/||H|| {_fmt(m['full_trace_over_frob'])}"
+        line += f", full Tr/||H|| {zone.fmt(m['full_trace_over_frob'])}"
     return line
-
-
-def _fmt(value) -> str:
-    return "nan" if value is None or not math.isfinite(value) else f"{value:.3f}"
-
-
-def summary_table(arrays: dict, dims) -> str:
-    """Rows: radii; columns: loss, accuracy and per d mean frac+ and Tr/||H||_F over seeds."""
-    head = f"{'log10 r2/rX2':>12} {'radius':>10} {'loss':>10} {'acc':>6}"
-    for d in dims:
-        head += f" | d={d:<4} {'frac+':>6} {'Tr/|H|':>7}"
-    lines = [head, "-" * len(head)]
-    with np.errstate(all="ignore"):
-        for ri, rel in enumerate(arrays["log10_r2_over_rx2"]):
-            row = (
-                f"{rel:>12.2f} {arrays['radii'][ri]:>10.4g} {np.nanmean(arrays['loss'][ri]):>10.4g} "
-                f"{np.nanmean(arrays['accuracy'][ri]):>6.3f}"
-            )
-            for di, _ in enumerate(dims):
-                row += (
-                    f" | {'':6} {_fmt(np.nanmean(arrays['frac_pos'][ri, di])):>6} "
-                    f"{_fmt(np.nanmean(arrays['trace_over_frob'][ri, di])):>7}"
-                )
-            lines.append(row)
-    return "\n".join(lines)
-
-
-def extra_table(arrays: dict, dims) -> str:
-    """Per radius and d, means over seeds: subspace H, G, R = H - G (frac+, Tr/||.||_F) and full space."""
-    labels = {
-        "frac_pos": "H frac+",
-        "trace_over_frob": "H Tr/F",
-        "gn_trace_over_frob": "G Tr/F",
-        "res_frac_pos": "R frac+",
-        "res_trace_over_frob": "R Tr/F",
-        "full_trace_over_frob": "full H Tr/F",
-        "full_trace_over_frob_se": "+- se",
-        "full_gn_trace_over_frob": "full G Tr/F",
-        "full_res_trace_over_frob": "full R Tr/F",
-    }
-    cols = [(k, label) for k, label in labels.items() if k in arrays]
-    head = f"{'log10 r2/rX2':>12} {'d':>5} " + " ".join(f"{label:>11}" for _, label in cols)
-    lines = [head, "-" * len(head)]
-    with np.errstate(all="ignore"):
-        for ri, rel in enumerate(arrays["log10_r2_over_rx2"]):
-            for di, d in enumerate(dims):
-                lines.append(
-                    f"{rel:>12.2f} {d:>5} "
-                    + " ".join(f"{_fmt(np.nanmean(arrays[k][ri, di])):>11}" for k, _ in cols)
-                )
-    return "\n".join(lines)

@@ -37,7 +37,9 @@ EXPERIMENT = "threshold_dimension"
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
-class ThresholdOptions(options.Training, options.Projection, options.Seeds, options.Precision):
+class ThresholdOptions(
+    options.Training, options.Projection, options.Objective, options.Seeds, options.Precision
+):
     """The options of `threshold_dimension` (Training: the subspace runs; ``baseline_lr``: the full space)."""
 
     epochs: int = options.override(options.Training, "epochs", 3)
@@ -135,7 +137,8 @@ def threshold_dimension(model, train_set, test_set, *, run_dir: str | stores.Run
     """
     opts = ThresholdOptions(**kwargs)
     with options.x64(opts.dtype):
-        prob = problem_lib.build(model, input_shape=np.shape(train_set[0])[1:], dtype=opts.dtype)
+        prob = problem_lib.build(model, input_shape=np.shape(train_set[0])[1:],
+                                 dtype=opts.dtype, **opts.problem_kwargs())
         data = train.Data(*prob.examples(*train_set, what="training examples"),
                           *prob.examples(*test_set, what="test examples"))
         return run(prob, data, opts, run_dir=run_dir, log=log)

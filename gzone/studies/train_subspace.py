@@ -34,7 +34,13 @@ EXPERIMENT = "train_subspace"
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
 class TrainSubspaceOptions(
-    options.Radii, options.Points, options.Projection, options.Training, options.Seeds, options.Precision
+    options.Radii,
+    options.Points,
+    options.Projection,
+    options.Training,
+    options.Objective,
+    options.Seeds,
+    options.Precision,
 ):
     """The options of subspace training (keyword arguments of `train_subspace`)."""
 
@@ -98,7 +104,8 @@ def train_subspace(
     """
     opts = TrainSubspaceOptions(**kwargs)
     with options.x64(opts.dtype):
-        prob = problem_lib.build(model, input_shape=np.shape(train[0])[1:], dtype=opts.dtype)
+        prob = problem_lib.build(model, input_shape=np.shape(train[0])[1:],
+                                 dtype=opts.dtype, **opts.problem_kwargs())
         return run(prob, prob.training_data(train, test), opts, run_dir=run_dir, log=log)
 
 

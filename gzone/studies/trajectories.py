@@ -52,7 +52,7 @@ GROUPS = schema.TRAJECTORY_GROUPS
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
-class TrajectoryOptions(options.Training, options.Precision):
+class TrajectoryOptions(options.Training, options.Objective, options.Precision):
     """The options of a trajectories run (keyword arguments of `trajectories`)."""
 
     epochs: int = options.override(options.Training, "epochs", 4)
@@ -121,7 +121,8 @@ def trajectories(model, train: tuple, test: tuple, *, run_dir: str | stores.RunF
     """
     opts = TrajectoryOptions(**kwargs)
     with options.x64(opts.dtype):
-        prob = problem_lib.build(model, input_shape=np.shape(train[0])[1:], dtype=opts.dtype)
+        prob = problem_lib.build(model, input_shape=np.shape(train[0])[1:],
+                                 dtype=opts.dtype, **opts.problem_kwargs())
         data = train_lib.Data(*prob.examples(*train, what="training examples"),
                               *prob.examples(*test, what="test examples"))
         return run(prob, data, opts, run_dir=run_dir, log=log)
@@ -207,7 +208,7 @@ def run(prob: problem_lib.Problem, data: train_lib.Data, opts: TrajectoryOptions
 
     def metric_fn(theta, b):
         logits = flat.logits(fm, theta, b[0])
-        return {"loss": jnp.mean(flat.cross_entropy(logits, b[1])),
+        return {"loss": jnp.mean(flat.example_losses(fm, logits, b[1])),
                 "accuracy": jnp.mean(jnp.argmax(logits, -1) == b[1]), "radius": jnp.linalg.norm(theta)}
 
     with _snapshot_root(store) as root:
