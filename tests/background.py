@@ -21,11 +21,7 @@ def environment(cache_dir=None) -> dict:
     env = {**os.environ, "PYTHONPATH": ROOT, "JAX_PLATFORMS": "cpu"}
     env["XLA_FLAGS"] = conftest.XLA_FLAGS
     if cache_dir is not None:
-        env.update(
-            JAX_COMPILATION_CACHE_DIR=str(cache_dir),
-            JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS="0",
-            JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES="0",
-        )
+        env.update(conftest.cache_env(cache_dir))
     return env
 
 

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import atexit
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -23,9 +25,25 @@ import pytest  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 jax.config.update("jax_numpy_rank_promotion", "raise")  # an implicit broadcast of ranks is a bug here
-# One compilation cache per test session (fresh, as in CI): the suite runs the same small computations
-# through several routes (command line, API, resume), and a cache hit skips XLA's compile (seconds each).
+# One compilation cache per test process (fresh, as in CI; each pytest-xdist worker has its own), lent
+# to the tests' subprocesses: the suite runs the same small computations through several routes
+# (command line, API, resume), and a cache hit skips XLA's compile (seconds each). JAX's file cache
+# takes no lock between processes unless it is given a size limit, and with one its eviction scan
+# makes every write slower than the compile it saves (the suite took twice as long shared that way),
+# so workers do not share. The folder is removed when the process that made it exits.
 CACHE_DIR = tempfile.mkdtemp(prefix="gzone-test-jax-cache-")
+atexit.register(shutil.rmtree, CACHE_DIR, ignore_errors=True)
+
+
+def cache_env(cache_dir: str = CACHE_DIR) -> dict:
+    """Environment variables that give a subprocess the session's compilation cache (or ``cache_dir``)."""
+    return {
+        "JAX_COMPILATION_CACHE_DIR": str(cache_dir),
+        "JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS": "0",
+        "JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES": "0",
+    }
+
+
 jax.config.update("jax_compilation_cache_dir", CACHE_DIR)
 jax.config.update("jax_persistent_cache_min_compile_time_secs", 0)
 jax.config.update("jax_persistent_cache_min_entry_size_bytes", 0)
@@ -75,3 +93,18 @@ def run_python(subprocess_env):
         )
 
     return run
+
+
+# The test files that take longest (seconds on 2 cores, measured), run first: pytest-xdist hands a
+# file to whichever worker is free, so the long ones start early and no worker is left with one at
+# the end while the other idles. Files not named keep their order after these.
+_LONGEST_FIRST = (
+    "test_radius_scan.py", "test_train.py", "test_reliability.py", "test_projections.py",
+    "test_objective.py", "test_radius_dynamics.py", "test_api.py", "test_threshold_dimension.py",
+    "test_measure.py", "test_spectra.py", "test_architectures.py", "test_scan.py",
+)
+
+
+def pytest_collection_modifyitems(config, items):
+    rank = {name: i for i, name in enumerate(_LONGEST_FIRST)}
+    items.sort(key=lambda item: rank.get(item.path.name, len(rank)))  # stable: order within a file kept

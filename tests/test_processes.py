@@ -26,9 +26,7 @@ def _env(**extra):
         **os.environ,
         "PYTHONPATH": str(REPO),
         "JAX_PLATFORMS": "cpu",
-        "JAX_COMPILATION_CACHE_DIR": conftest.CACHE_DIR,
-        "JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS": "0",
-        "JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES": "0",
+        **conftest.cache_env(),
     }
     env["XLA_FLAGS"] = conftest.XLA_FLAGS
     return {**env, **extra}

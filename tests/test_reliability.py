@@ -251,14 +251,15 @@ runpy.run_module(sys.argv[0], run_name="__main__", alter_sys=True)
 """
 
 
+@pytest.mark.slow  # 7 fresh Python processes (~4 s each); the fast suite kills and resumes in
+# test_radius_dynamics.py::test_sigkill_inside_a_unit_then_rerun_resumes_from_its_checkpoint
 def test_kills_at_a_seeded_schedule_of_points_resume_to_the_same_arrays(finished, tmp_path):
+    kills = 6
     env = {
         **os.environ,
         "PYTHONPATH": str(REPO),
         "JAX_PLATFORMS": "cpu",
-        "JAX_COMPILATION_CACHE_DIR": conftest.CACHE_DIR,
-        "JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS": "0",
-        "JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES": "0",
+        **conftest.cache_env(),
     }
     env["XLA_FLAGS"] = conftest.XLA_FLAGS
     cmd = [
@@ -272,7 +273,7 @@ def test_kills_at_a_seeded_schedule_of_points_resume_to_the_same_arrays(finished
     ]
     # A run of the smoke flags makes 4 writes when it opens the folder and finishes, plus 2 per unit
     # (6 units).
-    schedule = sorted(np.random.default_rng(20261201).choice(np.arange(1, 17), size=3, replace=False))
+    schedule = sorted(np.random.default_rng(20261201).choice(np.arange(1, 17), size=kills, replace=False))
     killed = []
     for k in schedule:  # every run resumes the last one's folder and is killed at its k-th write event
         proc = subprocess.run(
