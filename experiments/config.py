@@ -12,6 +12,14 @@ experiment composes groups and parses its flags into them:
 Flags are defined into a fresh `absl.flags.FlagValues` per parse (so experiments can be imported
 and run side by side in one process, as the tests do); names, kinds, defaults and help come from
 the fields. A bad value raises `UsageError` naming the flag, before any run folder exists.
+
+An experiment module is then GROUPS and a few lines:
+
+    Config = config.config_class(GROUPS, module=__name__, radii_into="training")
+    config_from_argv = Config.from_argv          # argv -> a checked, frozen Config
+    config.run_study(c, EXPERIMENT, "training", study.train_subspace, log=log, progress=progress)
+
+(`prepare` alone where a run needs more than ``study(module, train, test, **options)``.)
 """
 
 from __future__ import annotations
@@ -20,7 +28,7 @@ import dataclasses
 import hashlib
 import json
 import os
-from typing import Any, ClassVar
+from typing import Any, Callable, ClassVar
 
 from absl import flags
 
@@ -420,3 +428,109 @@ def enable_x64_if(dtype: str) -> None:
 
     if dtype == "float64":
         jax.config.update("jax_enable_x64", True)
+
+
+# --------------------------------------------------------------------------- config and prologue of a run
+
+
+class ExperimentConfig:
+    """Base of an experiment's Config (made by `config_class`): its groups by name and ``flags_text``."""
+
+    GROUPS: ClassVar[dict[str, type]] = {}
+    RADII_INTO: ClassVar[str | None] = None
+
+    @classmethod
+    def from_argv(cls, argv: list[str]):
+        """The flags (e.g. ``["--flagfile=experiments/flagfiles/smoke.flags"]``) as a checked Config."""
+        extra = {cls.RADII_INTO: lambda built: built["radii"].kwargs()} if cls.RADII_INTO else None
+        return cls(**parse(argv, extra=extra, **cls.GROUPS))
+
+    def groups(self) -> list:
+        """The groups that name a run (all but output and processes), in the order of GROUPS."""
+        values = (getattr(self, key) for key in self.GROUPS)
+        return [g for g in values if not isinstance(g, (Output, Processes))]
+
+
+def config_class(groups: dict[str, type], *, module: str, radii_into: str | None = None) -> type:
+    """A frozen dataclass ``Config``: one field per group (``c.data``, ``c.model``, ...) and ``flags_text``.
+
+    Args:
+      groups: the experiment's GROUPS, name -> options dataclass.
+      module: the experiment module's ``__name__`` (where the class says it lives).
+      radii_into: the group that takes the radius grid's values (`RadiusGrid.kwargs`), if any.
+    """
+    fields = [*groups.items(), ("flags_text", str)]
+    namespace = {"GROUPS": dict(groups), "RADII_INTO": radii_into}
+    cls = dataclasses.make_dataclass("Config", fields, bases=(ExperimentConfig,), namespace=namespace,
+                                     frozen=True)
+    cls.__module__ = module
+    return cls
+
+
+@dataclasses.dataclass(frozen=True)
+class Prepared:
+    """What an experiment's run starts from (see `prepare`)."""
+
+    dataset: data_lib.Dataset
+    module: Any
+    folder: stores.RunFolder
+    options: dict
+    context: dict
+
+    @property
+    def train(self) -> tuple:
+        return self.dataset.x_train, self.dataset.y_train
+
+    @property
+    def test(self) -> tuple:
+        return self.dataset.x_test, self.dataset.y_test
+
+
+def prepare(
+    c: ExperimentConfig,
+    experiment: str,
+    options_key: str,
+    *,
+    activation_in_name: bool = False,
+    context: Callable[[data_lib.Dataset], dict] | None = None,
+) -> Prepared:
+    """The prologue of an experiment's run: processes joined, float64 if asked, data, module, run folder.
+
+    Args:
+      c: the experiment's Config.
+      experiment: its name (runs go to <workdir>/<experiment>/<name>/).
+      options_key: the Config's group of study options (its ``dtype``; its fields are `Prepared.options`).
+      activation_in_name: the default run name starts <dataset>_<model>_<activation>, not <dataset>_<model>.
+      context: called with the dataset before the module is built (it may raise `UsageError`): more
+        context for the run folder, also in `Prepared.context`.
+
+    Returns:
+      `Prepared`: the dataset, the flax module, the run folder and the study options as keyword arguments.
+    """
+    c.processes.initialize()
+    opts = getattr(c, options_key)
+    enable_x64_if(opts.dtype)
+    dataset = c.data.load()
+    extra = context(dataset) if context is not None else {}
+    module = c.model.build(dataset.num_classes)
+    label = f"{dataset.name}_{c.model.label}" + (f"_{c.model.activation}" if activation_in_name else "")
+    folder = c.output.folder(experiment, default_name(label, *c.groups()), c.flags_text,
+                             context={"dataset": dataset.describe(), **extra})
+    return Prepared(dataset, module, folder, dataclasses.asdict(opts), extra)
+
+
+def run_study(
+    c: ExperimentConfig,
+    experiment: str,
+    options_key: str,
+    study: Callable,
+    *,
+    log: Callable,
+    progress: Callable,
+    activation_in_name: bool = False,
+) -> str:
+    """An experiment's run: `prepare`, ``study(module, train, test, run_dir=, log=progress, **options)``,
+    then `Output.report` of its result through `log`; returns the run folder."""
+    p = prepare(c, experiment, options_key, activation_in_name=activation_in_name)
+    result = study(p.module, p.train, p.test, run_dir=p.folder, log=progress, **p.options)
+    return c.output.report(result, log)

@@ -39,35 +39,13 @@ GROUPS = {"data": config.Data, "model": config.Model, "radii": RadiusGrid, "stud
           "output": config.Output, "processes": config.Processes}
 
 
-@dataclasses.dataclass(frozen=True)
-class Config:
-    data: config.Data
-    model: config.Model
-    radii: RadiusGrid
-    study: study.EmergentOptions
-    output: config.Output
-    processes: config.Processes
-    flags_text: str
-
-
-def config_from_argv(argv: list[str]) -> Config:
-    """The flags (e.g. ``["--flagfile=experiments/flagfiles/emergent_smoke.flags"]``) as a checked Config."""
-    return Config(**config.parse(argv, extra={"study": lambda built: built["radii"].kwargs()}, **GROUPS))
+Config = config.config_class(GROUPS, module=__name__, radii_into="study")
+config_from_argv = Config.from_argv
 
 
 def run(config_: Config, *, log=print, progress=to_stderr) -> str:
     """Runs (or resumes) the measurements; prints the summary; returns the run folder."""
-    c = config_
-    c.processes.initialize()
-    config.enable_x64_if(c.study.dtype)
-    dataset = c.data.load()
-    module = c.model.build(dataset.num_classes)
-    name = config.default_name(f"{dataset.name}_{c.model.label}", c.data, c.model, c.radii, c.study)
-    folder = c.output.folder(EXPERIMENT, name, c.flags_text, context={"dataset": dataset.describe()})
-    train, test = (dataset.x_train, dataset.y_train), (dataset.x_test, dataset.y_test)
-    result = study.emergent_geometry(module, train, test, run_dir=folder, log=progress,
-                                     **dataclasses.asdict(c.study))
-    return c.output.report(result, log)
+    return config.run_study(config_, EXPERIMENT, "study", study.emergent_geometry, log=log, progress=progress)
 
 
 if __name__ == "__main__":

@@ -18,8 +18,6 @@ Run the same command again after an interruption to resume.
 
 from __future__ import annotations
 
-import dataclasses
-
 from experiments import cli, config
 from gzone.runs.progress import to_stderr
 from gzone.studies import init_selection as study
@@ -29,34 +27,13 @@ GROUPS = {"data": config.Data, "model": config.Model, "options": study.Selection
           "output": config.Output, "processes": config.Processes}
 
 
-@dataclasses.dataclass(frozen=True)
-class Config:
-    data: config.Data
-    model: config.Model
-    options: study.SelectionOptions
-    output: config.Output
-    processes: config.Processes
-    flags_text: str
-
-
-def config_from_argv(argv: list[str]) -> Config:
-    """The flags (e.g. ``["--flagfile=experiments/flagfiles/init_selection_smoke.flags"]``) as a Config."""
-    return Config(**config.parse(argv, **GROUPS))
+Config = config.config_class(GROUPS, module=__name__)
+config_from_argv = Config.from_argv
 
 
 def run(config_: Config, *, log=print, progress=to_stderr) -> str:
     """Runs (or resumes) the study; prints its summary; returns the run folder."""
-    c = config_
-    c.processes.initialize()
-    config.enable_x64_if(c.options.dtype)
-    dataset = c.data.load()
-    module = c.model.build(dataset.num_classes)
-    name = config.default_name(f"{dataset.name}_{c.model.label}", c.data, c.model, c.options)
-    folder = c.output.folder(EXPERIMENT, name, c.flags_text, context={"dataset": dataset.describe()})
-    train, test = (dataset.x_train, dataset.y_train), (dataset.x_test, dataset.y_test)
-    result = study.init_selection(module, train, test, run_dir=folder, log=progress,
-                                  **dataclasses.asdict(c.options))
-    return c.output.report(result, log)
+    return config.run_study(config_, EXPERIMENT, "options", study.init_selection, log=log, progress=progress)
 
 
 if __name__ == "__main__":

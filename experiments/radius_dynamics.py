@@ -17,8 +17,6 @@ Resumes after a kill at epoch granularity (--epochs_per_call): run the same comm
 
 from __future__ import annotations
 
-import dataclasses
-
 from experiments import cli, config
 from gzone.runs.progress import to_stderr
 from gzone.studies import radius_dynamics as study
@@ -28,35 +26,14 @@ GROUPS = {"data": config.Data, "model": config.Model, "dynamics": study.RadiusDy
           "output": config.Output, "processes": config.Processes}
 
 
-@dataclasses.dataclass(frozen=True)
-class Config:
-    data: config.Data
-    model: config.Model
-    dynamics: study.RadiusDynamicsOptions
-    output: config.Output
-    processes: config.Processes
-    flags_text: str
-
-
-def config_from_argv(argv: list[str]) -> Config:
-    """The flags (e.g. ``["--flagfile=experiments/flagfiles/cifar10_chang.flags"]``) as a checked Config."""
-    return Config(**config.parse(argv, **GROUPS))
+Config = config.config_class(GROUPS, module=__name__)
+config_from_argv = Config.from_argv
 
 
 def run(config_: Config, *, log=print, progress=to_stderr) -> str:
     """Runs (or resumes) the radius dynamics; prints the analysis table; returns the run folder."""
-    c = config_
-    c.processes.initialize()
-    config.enable_x64_if(c.dynamics.dtype)
-    dataset = c.data.load()
-    module = c.model.build(dataset.num_classes)
-    label = f"{dataset.name}_{c.model.label}_{c.model.activation}"
-    name = config.default_name(label, c.data, c.model, c.dynamics)
-    folder = c.output.folder(EXPERIMENT, name, c.flags_text, context={"dataset": dataset.describe()})
-    train, test = (dataset.x_train, dataset.y_train), (dataset.x_test, dataset.y_test)
-    result = study.radius_dynamics(module, train, test, run_dir=folder, log=progress,
-                                   **dataclasses.asdict(c.dynamics))
-    return c.output.report(result, log)
+    return config.run_study(config_, EXPERIMENT, "dynamics", study.radius_dynamics,
+                            log=log, progress=progress, activation_in_name=True)
 
 
 if __name__ == "__main__":

@@ -42,48 +42,25 @@ GROUPS = {
 }
 
 
-@dataclasses.dataclass(frozen=True)
-class Config:
-    data: config.Data
-    model: config.Model
-    radii: config.RadiusGrid
-    examples: Examples
-    scan: study.ScanOptions
-    output: config.Output
-    processes: config.Processes
-    flags_text: str
-
-
-def config_from_argv(argv: list[str]) -> Config:
-    """The flags (e.g. ``["--flagfile=experiments/flagfiles/quick.flags"]``) as a checked Config."""
-    return Config(**config.parse(argv, extra={"scan": lambda built: built["radii"].kwargs()}, **GROUPS))
+Config = config.config_class(GROUPS, module=__name__, radii_into="scan")
+config_from_argv = Config.from_argv
 
 
 def run(config_: Config, *, log=print, progress=to_stderr) -> str:
     """Runs (or resumes) the scan; prints its summary; returns the run folder."""
     c = config_
-    c.processes.initialize()
-    config.enable_x64_if(c.scan.dtype)
-    dataset = c.data.load()
-    n = dataset.x_train.shape[0]
-    if c.examples.n_hessian > n:
-        raise config.UsageError("n_hessian", f"{c.examples.n_hessian} exceeds the {n} training examples")
-    index = seeds.pick_examples(seeds.SeedKeys.from_seed(c.scan.seed).k_data, n, c.examples.n_hessian)
-    module = c.model.build(dataset.num_classes)
-    name = config.default_name(
-        f"{dataset.name}_{c.model.label}_{c.model.activation}", c.data, c.model, c.radii, c.examples, c.scan
-    )
-    folder = c.output.folder(
-        EXPERIMENT, name, c.flags_text, context={"dataset": dataset.describe(), "hessian_examples": index}
-    )
-    result = study.radius_scan(
-        module,
-        dataset.x_train[index],
-        dataset.y_train[index],
-        run_dir=folder,
-        log=progress,
-        **dataclasses.asdict(c.scan),
-    )
+
+    def hessian_examples(dataset) -> dict:
+        n = dataset.x_train.shape[0]
+        if c.examples.n_hessian > n:
+            raise config.UsageError("n_hessian", f"{c.examples.n_hessian} exceeds the {n} training examples")
+        return {"hessian_examples": seeds.pick_examples(seeds.SeedKeys.from_seed(c.scan.seed).k_data, n,
+                                                        c.examples.n_hessian)}
+
+    p = config.prepare(c, EXPERIMENT, "scan", activation_in_name=True, context=hessian_examples)
+    index = p.context["hessian_examples"]
+    result = study.radius_scan(p.module, p.train[0][index], p.train[1][index], run_dir=p.folder, log=progress,
+                               **p.options)
     return c.output.report(result, log)
 
 

@@ -15,8 +15,6 @@ figure subspace_training.png. Run the same command again after an interruption t
 
 from __future__ import annotations
 
-import dataclasses
-
 from experiments import cli, config
 from gzone.runs.progress import to_stderr
 from gzone.studies import train_subspace as study
@@ -26,36 +24,14 @@ GROUPS = {"data": config.Data, "model": config.Model, "radii": config.RadiusGrid
           "training": study.TrainSubspaceOptions, "output": config.Output, "processes": config.Processes}
 
 
-@dataclasses.dataclass(frozen=True)
-class Config:
-    data: config.Data
-    model: config.Model
-    radii: config.RadiusGrid
-    training: study.TrainSubspaceOptions
-    output: config.Output
-    processes: config.Processes
-    flags_text: str
-
-
-def config_from_argv(argv: list[str]) -> Config:
-    """The flags (e.g. ``["--flagfile=experiments/flagfiles/mnist_subspace.flags"]``) as a checked Config."""
-    return Config(**config.parse(argv, extra={"training": lambda built: built["radii"].kwargs()}, **GROUPS))
+Config = config.config_class(GROUPS, module=__name__, radii_into="training")
+config_from_argv = Config.from_argv
 
 
 def run(config_: Config, *, log=print, progress=to_stderr) -> str:
     """Runs (or resumes) the subspace training; prints its summary; returns the run folder."""
-    c = config_
-    c.processes.initialize()
-    config.enable_x64_if(c.training.dtype)
-    dataset = c.data.load()
-    module = c.model.build(dataset.num_classes)
-    label = f"{dataset.name}_{c.model.label}_{c.model.activation}"
-    name = config.default_name(label, c.data, c.model, c.radii, c.training)
-    folder = c.output.folder(EXPERIMENT, name, c.flags_text, context={"dataset": dataset.describe()})
-    train, test = (dataset.x_train, dataset.y_train), (dataset.x_test, dataset.y_test)
-    result = study.train_subspace(module, train, test, run_dir=folder, log=progress,
-                                  **dataclasses.asdict(c.training))
-    return c.output.report(result, log)
+    return config.run_study(config_, EXPERIMENT, "training", study.train_subspace,
+                            log=log, progress=progress, activation_in_name=True)
 
 
 if __name__ == "__main__":

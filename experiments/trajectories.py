@@ -17,8 +17,6 @@ interpolation.png, distances.png, radius.png. Run the same command again to resu
 
 from __future__ import annotations
 
-import dataclasses
-
 from experiments import cli, config
 from gzone.runs.progress import to_stderr
 from gzone.studies import trajectories as study
@@ -28,33 +26,13 @@ GROUPS = {"data": config.Data, "model": config.Model, "study": study.TrajectoryO
           "output": config.Output, "processes": config.Processes}
 
 
-@dataclasses.dataclass(frozen=True)
-class Config:
-    data: config.Data
-    model: config.Model
-    study: study.TrajectoryOptions
-    output: config.Output
-    processes: config.Processes
-    flags_text: str
-
-
-def config_from_argv(argv: list[str]) -> Config:
-    """The flags (e.g. ``["--flagfile=experiments/flagfiles/trajectories_smoke.flags"]``), checked."""
-    return Config(**config.parse(argv, **GROUPS))
+Config = config.config_class(GROUPS, module=__name__)
+config_from_argv = Config.from_argv
 
 
 def run(config_: Config, *, log=print, progress=to_stderr) -> str:
     """Runs (or resumes) the trajectories; prints the summary; returns the run folder."""
-    c = config_
-    c.processes.initialize()
-    config.enable_x64_if(c.study.dtype)
-    dataset = c.data.load()
-    module = c.model.build(dataset.num_classes)
-    name = config.default_name(f"{dataset.name}_{c.model.label}", c.data, c.model, c.study)
-    folder = c.output.folder(EXPERIMENT, name, c.flags_text, context={"dataset": dataset.describe()})
-    result = study.trajectories(module, (dataset.x_train, dataset.y_train), (dataset.x_test, dataset.y_test),
-                                run_dir=folder, log=progress, **dataclasses.asdict(c.study))
-    return c.output.report(result, log)
+    return config.run_study(config_, EXPERIMENT, "study", study.trajectories, log=log, progress=progress)
 
 
 if __name__ == "__main__":

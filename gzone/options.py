@@ -380,16 +380,9 @@ class Training(Group):
         """The trainer's static settings for n_train examples (steps per epoch = n_train // batch_size)."""
         if changes.get("batch_size", self.batch_size) > n_train:
             raise OptionError("batch_size", f"{self.batch_size} exceeds the {n_train} training examples")
-        return train.spec_for(
-            n_train,
-            **{
-                "optimizer": self.optimizer,
-                "lr": self.lr,
-                "batch_size": self.batch_size,
-                "record_every": self.record_every,
-                **changes,
-            },
-        )
+        given = {"optimizer": self.optimizer, "lr": self.lr, "batch_size": self.batch_size,
+                 "record_every": self.record_every}
+        return train.spec_for(n_train, **{**given, **changes})
 
 
 def resolve_seed_mode(mode: str, workload: str) -> str:

@@ -25,7 +25,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from gzone import flat, models
+from gzone import flat, models, options
 from gzone import train as train_lib
 
 Array = jax.Array
@@ -209,6 +209,28 @@ def build(
         jdtype,
         tuple(sorted(state)),
     )
+
+
+def run_study(run: Callable, opts: Any, *, model: Any, train, test, run_dir=None, log=None):
+    """A study on a flax module and (x, y) pairs: ``run(problem, data, opts, run_dir=, log=)``.
+
+    Within `options.x64` of ``opts.dtype``: the `Problem` of `model` (inputs shaped like one example
+    of ``train``, the study's dtype and `opts.problem_kwargs()`), the pairs checked by
+    `Problem.training_data`, then the study's own `run` on them.
+
+    Args:
+      run: the study's run(prob, data, opts, *, run_dir, log).
+      opts: the study's options (built and checked).
+      model: a flax.linen Module mapping [N, *input_shape] to logits [N, C].
+      train: (x_train [N, *input_shape], y_train [N]); test: (x_test [M, *input_shape], y_test [M]).
+      run_dir, log: passed on to `run`.
+
+    Returns:
+      What `run` returns.
+    """
+    with options.x64(opts.dtype):
+        prob = build(model, input_shape=np.shape(train[0])[1:], dtype=opts.dtype, **opts.problem_kwargs())
+        return run(prob, prob.training_data(train, test), opts, run_dir=run_dir, log=log)
 
 
 def fingerprint(*arrays) -> str:

@@ -112,12 +112,7 @@ def emergent_geometry(model, train: tuple, test: tuple, *, run_dir: str | stores
       the (N C) x (N C) logit-gradient Gram matrix (N = C gram_per_class).
     """
     opts = EmergentOptions(**kwargs)
-    with options.x64(opts.dtype):
-        prob = problem_lib.build(model, input_shape=np.shape(train[0])[1:],
-                                 dtype=opts.dtype, **opts.problem_kwargs())
-        data = train_lib.Data(*prob.examples(*train, what="training examples"),
-                              *prob.examples(*test, what="test examples"))
-        return run(prob, data, opts, run_dir=run_dir, log=log)
+    return problem_lib.run_study(run, opts, model=model, train=train, test=test, run_dir=run_dir, log=log)
 
 
 def checkpoint_plan(opts: EmergentOptions, steps_per_epoch: int) -> tuple[np.ndarray, np.ndarray]:

@@ -98,12 +98,8 @@ def init_selection(model, train_set, test_set, *, run_dir: str | stores.RunFolde
       examples, then 2 M S training runs of ``epochs`` epochs.
     """
     opts = SelectionOptions(**kwargs)
-    with options.x64(opts.dtype):
-        prob = problem_lib.build(model, input_shape=np.shape(train_set[0])[1:],
-                                 dtype=opts.dtype, **opts.problem_kwargs())
-        data = train.Data(*prob.examples(*train_set, what="training examples"),
-                          *prob.examples(*test_set, what="test examples"))
-        return run(prob, data, opts, run_dir=run_dir, log=log)
+    return problem_lib.run_study(run, opts, model=model, train=train_set, test=test_set, run_dir=run_dir,
+                                 log=log)
 
 
 def run(prob: problem_lib.Problem, data: train.Data, opts: SelectionOptions, *, run_dir=None,

@@ -126,10 +126,7 @@ def radius_dynamics(
       N / batch_size steps of the full gradient on a batch.
     """
     opts = RadiusDynamicsOptions(**kwargs)
-    with options.x64(opts.dtype):
-        prob = problem_lib.build(model, input_shape=np.shape(train[0])[1:],
-                                 dtype=opts.dtype, **opts.problem_kwargs())
-        return run(prob, prob.training_data(train, test), opts, run_dir=run_dir, log=log)
+    return problem_lib.run_study(run, opts, model=model, train=train, test=test, run_dir=run_dir, log=log)
 
 
 def run(

@@ -136,12 +136,8 @@ def threshold_dimension(model, train_set, test_set, *, run_dir: str | stores.Run
       compile per d; O(log m) units per search on a grid of m values of d.
     """
     opts = ThresholdOptions(**kwargs)
-    with options.x64(opts.dtype):
-        prob = problem_lib.build(model, input_shape=np.shape(train_set[0])[1:],
-                                 dtype=opts.dtype, **opts.problem_kwargs())
-        data = train.Data(*prob.examples(*train_set, what="training examples"),
-                          *prob.examples(*test_set, what="test examples"))
-        return run(prob, data, opts, run_dir=run_dir, log=log)
+    return problem_lib.run_study(run, opts, model=model, train=train_set, test=test_set, run_dir=run_dir,
+                                 log=log)
 
 
 def run(prob: problem_lib.Problem, data: train.Data, opts: ThresholdOptions, *, run_dir=None,

@@ -103,10 +103,7 @@ def train_subspace(
       steps, each a gradient through theta(z) on a batch.
     """
     opts = TrainSubspaceOptions(**kwargs)
-    with options.x64(opts.dtype):
-        prob = problem_lib.build(model, input_shape=np.shape(train[0])[1:],
-                                 dtype=opts.dtype, **opts.problem_kwargs())
-        return run(prob, prob.training_data(train, test), opts, run_dir=run_dir, log=log)
+    return problem_lib.run_study(run, opts, model=model, train=train, test=test, run_dir=run_dir, log=log)
 
 
 def run(

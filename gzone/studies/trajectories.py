@@ -120,12 +120,7 @@ def trajectories(model, train: tuple, test: tuple, *, run_dir: str | stores.RunF
       loss evaluations on the n_eval examples.
     """
     opts = TrajectoryOptions(**kwargs)
-    with options.x64(opts.dtype):
-        prob = problem_lib.build(model, input_shape=np.shape(train[0])[1:],
-                                 dtype=opts.dtype, **opts.problem_kwargs())
-        data = train_lib.Data(*prob.examples(*train, what="training examples"),
-                              *prob.examples(*test, what="test examples"))
-        return run(prob, data, opts, run_dir=run_dir, log=log)
+    return problem_lib.run_study(run, opts, model=model, train=train, test=test, run_dir=run_dir, log=log)
 
 
 def training_plan(opts: TrajectoryOptions) -> list[tuple[str, str, list[int], list[int], int, int]]:
