@@ -45,7 +45,7 @@ def main(
     except OptionError as err:
         fail(f"--{err.name}: {err.message}")
     except RunDirError as err:
-        fail(f"--name: {err}")
+        fail(f"--{getattr(err, 'flag', 'name')}: {err}")
     except (DamagedFile, data_lib.DataError) as err:
         fail(str(err))
     except OSError as err:  # a write that failed midway (disk full, permissions): nothing written is corrupt

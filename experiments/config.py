@@ -90,7 +90,8 @@ class Data(options.Group):
                 num_classes=self.num_classes,
             )
         except data_lib.DataError as err:
-            flag = "n_train" if "n_train" in str(err) else "n_test" if "n_test" in str(err) else "dataset"
+            message = str(err)  # a subset size out of range starts with its option ("n_train=...")
+            flag = next((f for f in ("n_train", "n_test") if message.startswith(f"{f}=")), "dataset")
             raise UsageError(flag, str(err)) from None
 
 

@@ -131,6 +131,12 @@ def test_bad_input_ends_with_one_line_and_no_run_folder(case, tmp_path, capsys):
     assert code == 2 and out == "" and "Traceback" not in err, err
     assert len(err.splitlines()) == 1 and err.startswith("error: ") and expected in err, err
     assert not (tmp_path / "work").exists()
+    # the option named first is the one that fixes it (the data cases' paths hold words like "n_test")
+    flag = {"workdir_cannot_be_created": "workdir", "workdir_is_a_file": "workdir"}.get(case)
+    if flag is None and case in ("train_test_shapes",):
+        flag = "dataset"
+    if flag is not None:
+        assert err.startswith(f"error: --{flag}: "), err
 
 
 # ---------------------------------------------------- existing runs: refused untouched, or repaired

@@ -44,7 +44,15 @@ from gzone.runs.files import (  # noqa: F401  (the run folder's file primitives,
 
 
 class RunDirError(RuntimeError):
-    """The run folder exists with other settings (or cannot be used)."""
+    """The run folder exists with other settings (or cannot be used).
+
+    ``flag``: the command-line option that fixes it (``name``: another run name or --overwrite;
+    ``workdir``: a folder that can be created and written).
+    """
+
+    def __init__(self, message: str, flag: str = "name"):
+        super().__init__(message)
+        self.flag = flag
 
 
 # --------------------------------------------------------------------------- run folder
@@ -126,7 +134,8 @@ def open_run(
         os.remove(probe)
     except OSError as err:
         raise RunDirError(
-            f"cannot create or write the run folder {path} ({err.strerror or err}); choose another --workdir"
+            f"cannot create or write the run folder {path} ({err.strerror or err}); choose another --workdir",
+            flag="workdir",
         ) from None
     config = {
         "schema": schema_version,
