@@ -308,3 +308,32 @@ def test_sigkill_mid_unit_then_rerun_resumes_and_matches_uninterrupted(smoke, tm
     for key in expected:
         np.testing.assert_array_equal(got[key], expected[key], err_msg=key)  # bitwise
     assert _analysis(path) == _analysis(smoke["path"])
+
+
+@pytest.mark.slow  # a smoke threshold run on the training loss with the quadratic-well prediction: ~1 min
+def test_a_run_with_the_gordon_prediction_records_it_beside_the_measured_threshold(tmp_path):
+    run = _run(tmp_path, "--target_metric=train_loss", "--targets=1.5,2.0", "--gordon_seeds=2",
+               "--gordon_top_k=4", "--gordon_order=12", "--gordon_probes=2", "--nolottery", "--noplots",
+               "--name=gordon")
+    config = records.read_config(run["path"])
+    assert config["status"] == "complete" and config["axes"] == schema.threshold_dimension_axes(gordon=True)
+    arrays = records.load_arrays(run["path"])
+    units = [line["unit"] for line in records.read_jsonl(run["path"])]
+    assert units.count("gordon_well") == 1
+    D = int(config["derived"]["D"])
+    for key in ("gordon_epsilon", "gordon_cone", "gordon_larsen"):
+        a = arrays[key]
+        assert a.shape == (2, 2, 2), (key, a.shape)  # [target, t0, seed]
+    cone = arrays["gordon_cone"]
+    print("gordon_cone [target, t0, seed]", cone.tolist(), "solution loss", arrays.get("gordon_loss"))
+    assert np.isfinite(cone[1]).all()  # the solutions' training loss is below the looser target
+    assert np.all((cone[np.isfinite(cone)] >= 0) & (cone[np.isfinite(cone)] <= D))
+    # a looser target leaves a wider well: its predicted threshold is not above the stricter one's
+    finite = np.isfinite(cone[0]) & np.isfinite(cone[1])
+    assert np.all(cone[1][finite] <= cone[0][finite] + 1e-6)
+    analysis = json.loads((Path(run["path"]) / "analysis.json").read_text())
+    rows = analysis["gordon"]
+    assert {(r["target"], r["start"]) for r in rows} == {(t, s) for t in (1.5, 2.0) for s in ("t0", "t8")}
+    for r in rows:
+        assert len(r["cone_seeds"]) == 2 and len(r["solution_loss"]) == 2
+        assert "measured_threshold" in r and "larsen" in r

@@ -167,7 +167,15 @@ class Units:
         analysis["gordon"] = [
             {"target": t, "start": f"t{t0}", "measured_threshold": found[t, f"t{t0}"]["threshold"],
              "measured_below": found[t, f"t{t0}"]["below"], "solution_loss": well["loss"].tolist(),
-             **{k: float(np.nanmean(pred[k][ti, si])) for k in ("epsilon", "cone", "larsen")},
+             **{k: _mean_finite(pred[k][ti, si]) for k in ("epsilon", "cone", "larsen")},
              **{f"{k}_seeds": pred[k][ti, si].tolist() for k in ("cone", "larsen")}}
             for ti, t in enumerate(o.targets) for si, t0 in enumerate(o.burn_in)]
         return {f"gordon_{k}": v for k, v in pred.items()}
+
+
+def _mean_finite(values) -> float:
+    """The mean of the finite values (NaN where a target has no well at any seed: the solution's loss is
+    above it), without numpy's empty-slice warning."""
+    v = np.asarray(values, np.float64)
+    finite = np.isfinite(v)
+    return float(v[finite].mean()) if finite.any() else float("nan")
