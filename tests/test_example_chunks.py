@@ -42,7 +42,7 @@ def test_chunked_measurement_equals_all_at_once_and_the_dense_route(small):
         got = _measure(fm, theta, P, x, y, example_chunk)
         assert set(got) == set(whole)
         for k in whole:
-            np.testing.assert_allclose(got[k], whole[k], rtol=1e-10, atol=1e-12, err_msg=f"{example_chunk} {k}")
+            np.testing.assert_allclose(got[k], whole[k], rtol=1e-10, atol=1e-12, err_msg=k)
     # the dense route: jax.hessian of the mean loss over all N, P^T H P with P dense
     f = flat.loss_fn(fm, x, y)
     Pm = np.asarray(projections.todense(P))
