@@ -21,6 +21,11 @@ logits would be finite garbage); the caller records it and goes on. Options (`Sp
   gram           the logit-gradient Gram matrix on (xg, yg) grouped by logit and class
                  (`curvature.logits.cosine_groups`): q_*, q_*_std, n_*, ``block_mean``, ``block_count``
   logit_var      the variance of the logits across classes, averaged over the examples
+  example_chunk  the examples in N / example_chunk chunks (it must divide N), accumulated by a
+                 ``lax.scan`` whose body is one chunk's gradient, P^T H_c P and P^T G_c P (the loss is
+                 a mean: chunk means averaged), so peak memory is one chunk's activations; equal to
+                 all N at once up to rounding. Only the per-example sums above (base metrics,
+                 subspace, gn_split), and not with batch statistics (`check_example_chunk`)
 
 `make_point_fn` is the radius scan's measurement: a point at a radius and a projection from keys,
 then `make_measure_fn`. Everything is traceable: jit it once at the caller.
@@ -35,7 +40,7 @@ import jax
 import jax.numpy as jnp
 
 from gzone import curvature, flat, layer_metric, projections, subspace
-from gzone.curvature import fullspace, logits, spectra
+from gzone.curvature import fullspace, gauss_newton, logits, spectra
 
 Array = jax.Array
 BASE_SCALARS = ("loss", "accuracy", "grad_norm", "grad_radial", "radius")
@@ -64,12 +69,20 @@ class Spec:
     order: int = 0
     gram: Gram | None = None
     logit_var: bool = False
+    example_chunk: int | None = None
 
     def __post_init__(self):
         if self.gn_split and not self.subspace:
             raise ValueError("gn_split needs subspace=True")
         if self.top_k and not 1 <= self.top_k <= self.order:
             raise ValueError(f"need 1 <= top_k <= order, got top_k={self.top_k}, order={self.order}")
+        if self.example_chunk is not None:
+            other = [n for n, on in (("full", self.full is not None), ("top_k", self.top_k),
+                                     ("gram", self.gram is not None), ("logit_var", self.logit_var)) if on]
+            if other:
+                raise ValueError(f"example_chunk does not support {', '.join(other)} (not per-example sums)")
+            if self.example_chunk < 1:
+                raise ValueError(f"example_chunk must be >= 1, got {self.example_chunk}")
         if self.hessian_method not in curvature.METHODS:
             raise ValueError(
                 f"method {self.hessian_method!r} unknown; allowed: {', '.join(curvature.METHODS)}"
@@ -92,29 +105,28 @@ def make_measure_fn(fm: flat.FlatModel, spec: Spec) -> Callable[..., dict[str, A
         return _measure(fm_t, key, theta, P, x, y, xg, yg)
 
     def _measure(fm, key, theta, P, x, y, xg, yg):
-        f = flat.loss_fn(fm, x, y)
-        value, grad = jax.value_and_grad(f)(theta)
-        z = flat.logits(fm, theta, x)
+        if spec.example_chunk:
+            sums, z = _chunk_sums(fm, spec, theta, P, x, y), None
+        else:
+            sums, z = _sums(fm, spec, theta, P, x, y)
+        value, grad = sums["loss"], sums["grad"]
         norm = subspace.norm(theta)
         out = {
             "loss": value,
-            "accuracy": jnp.mean(jnp.argmax(z, -1) == y),
+            "accuracy": sums["correct"] / x.shape[0],
             "grad_norm": subspace.norm(grad),
             "grad_radial": jnp.vdot(grad, theta) / norm,
             "radius": norm,
         }
         if spec.subspace:
-            h = curvature.subspace_hessian(
-                f, theta, P, method=spec.hessian_method, chunk_size=spec.chunk_size
-            )
-            metrics = curvature.spectrum_metrics(h)
+            metrics = curvature.spectrum_metrics(sums["h"])
             out.update(
                 {k: metrics[k] for k in SUBSPACE_SCALARS},
                 eigvals=metrics["eigvals"],
                 n_pos=jnp.sum(metrics["eigvals"] > 0).astype(theta.dtype),
             )
             if spec.gn_split:
-                out.update(fullspace.subspace_split(fm, theta, x, P, h, chunk_size=spec.chunk_size))
+                out.update(fullspace.split_metrics(sums["h"], sums["g"]))
         if spec.full is not None:
             out.update(fullspace.estimates(key, fm, theta, x, y, spec=spec.full))
         if spec.top_k:
@@ -133,10 +145,69 @@ def make_measure_fn(fm: flat.FlatModel, spec: Spec) -> Callable[..., dict[str, A
             out.update(logits.cosine_groups(gram, yg, num_classes=spec.gram.num_classes))
         if spec.logit_var:
             out["logit_var"] = logits.logit_variance(z)
-        finite = jnp.isfinite(value) & jnp.all(jnp.isfinite(z))
+        finite = jnp.isfinite(value) & (sums["bad"] == 0)
         return {k: v if k == "radius" else _nan_unless(finite, v) for k, v in out.items()}
 
     return measure
+
+
+def _sums(fm: flat.FlatModel, spec: Spec, theta: Array, P, x: Array, y: Array) -> tuple[dict, Array]:
+    """The per-example-sum quantities on the batch (x [N, ...], y [N]) and its logits z [N, C].
+
+    Returns ({loss, grad [D], correct (examples classified right), bad (non-finite logits), and with
+    the subspace option h = P^T H P [d, d], with gn_split g = P^T G P [d, d]}, z).
+    """
+    f = flat.loss_fn(fm, x, y)
+    value, grad = jax.value_and_grad(f)(theta)
+    z = flat.logits(fm, theta, x)
+    sums = {
+        "loss": value,
+        "grad": grad,
+        "correct": jnp.sum(jnp.argmax(z, -1) == y),
+        "bad": jnp.sum(~jnp.isfinite(z)),
+    }
+    if spec.subspace:
+        sums["h"] = curvature.subspace_hessian(
+            f, theta, P, method=spec.hessian_method, chunk_size=spec.chunk_size
+        )
+        if spec.gn_split:
+            sums["g"] = curvature.subspace_matrix(
+                gauss_newton.make_gauss_newton_mv(fm, theta, x), P, chunk_size=spec.chunk_size
+            )
+    return sums, z
+
+
+def check_example_chunk(fm: flat.FlatModel, n: int, example_chunk: int) -> None:
+    """Raises ValueError unless N = n examples can be measured in chunks of `example_chunk`."""
+    if fm.state == "batch":
+        raise ValueError(
+            "example chunks need a loss that is a mean over examples; with batch statistics (model_state "
+            "batch) it is not: use model_state frozen or no example chunks"
+        )
+    if example_chunk < 1 or n % example_chunk:
+        raise ValueError(f"example_chunk={example_chunk} must divide the number of examples N={n}")
+
+
+def _chunk_sums(fm: flat.FlatModel, spec: Spec, theta: Array, P, x: Array, y: Array) -> dict:
+    """`_sums` over N / example_chunk chunks of the examples, accumulated by a ``lax.scan``.
+
+    The scan's body does one chunk's whole computation (gradient, P^T H_c P, P^T G_c P), so nothing
+    is differentiated through the scan and the live activations are one chunk's. The loss is a mean,
+    so the mean-type sums (loss, grad, h, g) are averaged over the chunks; the counts are added.
+    """
+    n, c = x.shape[0], spec.example_chunk
+    check_example_chunk(fm, n, c)
+    chunks = (x.reshape(n // c, c, *x.shape[1:]), y.reshape(n // c, c, *y.shape[1:]))
+    one = lambda xy: _sums(fm, spec, theta, P, *xy)[0]  # noqa: E731
+
+    def body(total, xy):
+        return jax.tree_util.tree_map(jnp.add, total, one(xy)), None
+
+    zero = jax.tree_util.tree_map(
+        lambda s: jnp.zeros(s.shape, s.dtype), jax.eval_shape(one, (chunks[0][0], chunks[1][0]))
+    )
+    total = jax.lax.scan(body, zero, chunks)[0]
+    return {k: v if k in ("correct", "bad") else v / (n // c) for k, v in total.items()}
 
 
 def _nan_unless(finite: Array, value: Array) -> Array:
@@ -162,6 +233,7 @@ def make_point_fn(
     renormalise: bool = False,
     gn_split: bool = False,
     fullspace_spec: fullspace.Spec | None = None,
+    example_chunk: int | None = None,
 ) -> Callable[..., dict[str, Array]]:
     """The radius scan's single-seed measurement at one radius.
 
@@ -173,6 +245,7 @@ def make_point_fn(
       gn_split: also the Gauss-Newton and residual parts of P^T H P.
       fullspace_spec: also full-space estimates, probes from `fullspace.probe_key` (k_init): the
         same at every d and metric.
+      example_chunk: examples per chunk of the measurement (`Spec.example_chunk`; None: all at once).
 
     Returns:
       point_fn(k_init, k_proj, radius, x, y, temperature=None) -> the `make_measure_fn` dict (without
@@ -197,6 +270,7 @@ def make_point_fn(
             chunk_size=chunk_size,
             gn_split=gn_split,
             full=fullspace_spec,
+            example_chunk=example_chunk,
         ),
     )
 

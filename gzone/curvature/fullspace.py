@@ -183,6 +183,11 @@ def subspace_split(
     g_sub = curvature.subspace_matrix(
         gauss_newton.make_gauss_newton_mv(fm, theta, x), P, chunk_size=chunk_size
     )
+    return split_metrics(h_sub, g_sub)
+
+
+def split_metrics(h_sub: Array, g_sub: Array) -> dict[str, Array]:
+    """`subspace_split`'s metrics of given P^T H P and P^T G P [d, d] (e.g. sums over example chunks)."""
     out = {}
     for part, m in (("gn", g_sub), ("res", h_sub - g_sub)):
         spec = curvature.spectrum_metrics(m)

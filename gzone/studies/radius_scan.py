@@ -80,6 +80,11 @@ class ScanOptions(
     fullspace_order: int = option(
         0, "Lanczos steps for --fullspace_top_k (0: max(30, 4k), at most D).", minimum=0
     )
+    example_chunk: int = option(
+        0, "Examples per chunk of each point's measurement, accumulated in a scan: peak memory is one "
+        "chunk's activations, results equal to rounding (must divide N; 0: all at once).",
+        minimum=0, setting=False,
+    )
     temperatures: tuple[float, ...] | None = option(
         None,
         "Softmax temperatures T: a temperature axis in the records (scalars [radius, d, temperature, "
@@ -107,6 +112,8 @@ class ScanOptions(
             raise OptionError(
                 "fullspace_probes", "must be 0 (off) or >= 2 (a standard error needs two probes), got 1"
             )
+        if self.example_chunk and (self.fullspace_probes or self.fullspace_top_k):
+            raise OptionError("example_chunk", "not with --fullspace_probes or --fullspace_top_k")
         if self.fullspace_order and not self.fullspace_top_k:
             raise OptionError("fullspace_order", "only used with --fullspace_top_k > 0")
         if self.fullspace_top_k and self.fullspace_order and self.fullspace_order < 2 * self.fullspace_top_k:
@@ -211,6 +218,11 @@ def run(
         raise OptionError(
             name, f"Lanczos order {order} must be in [2 * top_k = {2 * opts.fullspace_top_k}, D = {fm.D}]"
         )
+    if opts.example_chunk:
+        try:
+            measure.check_example_chunk(fm, x.shape[0], opts.example_chunk)
+        except ValueError as err:
+            raise OptionError("example_chunk", str(err)) from None
     full_spec = None
     if opts.fullspace_probes or opts.fullspace_top_k:
         full_spec = fullspace.Spec(
@@ -287,6 +299,7 @@ def run(
             renormalise=opts.metric_renormalise,
             gn_split=opts.gn_split,
             fullspace_spec=full_spec,
+            example_chunk=opts.example_chunk or None,
         )
         unit_fn = seeds.make_unit_fn(point_fn, seed_mode=seed_mode, devices=devices)
         k_proj = keys.proj_keys(d, opts.num_seeds)
