@@ -167,7 +167,14 @@ def render(b: core.Bench, env: dict) -> str:
         lines += ["| " + " | ".join(core.fmt(v) for v in row) + " |" for row in t.rows]
         lines += [""] + [f"- {n}" for n in t.notes] if t.notes else []
         lines += [""] + [f"![{os.path.basename(f)}]({f})" for f in t.figures] if t.figures else []
+    if not b.cfg.quick and os.path.isfile(MEMORY_REPORT):  # its own script and run, carried along
+        with open(MEMORY_REPORT) as fh:
+            lines += ["", f"<!-- from {MEMORY_REPORT} (python -m experiments.benchmark_memory) -->",
+                      fh.read().strip()]
     return "\n".join(lines) + "\n"
+
+
+MEMORY_REPORT = "docs/benchmark_memory.md"
 
 
 def environment(b: core.Bench) -> dict:
