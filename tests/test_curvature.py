@@ -212,3 +212,16 @@ def test_non_finite_input_gives_nan_metrics(bad):
         spec = fn(jnp.asarray(h))
         for key, value in spec.items():
             assert np.all(np.isnan(np.asarray(value))), key
+
+
+def test_metrics_of_tiny_and_zero_matrices_in_float32():
+    # entries ~1e-23 square to below float32's smallest number: ||h||_F must still be right
+    a = np.random.default_rng(9).standard_normal((6, 6))
+    h = (a + a.T).astype(np.float32)
+    ref = curvature.spectrum_metrics(jnp.asarray(h))
+    for scale in (1e-23, 1e-30, 1e25):
+        spec = curvature.spectrum_metrics(jnp.asarray(h * np.float32(scale)))
+        assert float(spec["trace_over_frob"]) == pytest.approx(float(ref["trace_over_frob"]), rel=1e-5)
+        assert float(spec["frob"]) == pytest.approx(float(ref["frob"]) * scale, rel=1e-5)
+    zero = curvature.spectrum_metrics(jnp.zeros((4, 4), jnp.float32))
+    assert float(zero["frob"]) == 0.0 and float(zero["frac_pos"]) == 0.0 and np.isnan(zero["trace_over_frob"])

@@ -113,13 +113,18 @@ def spectrum_metrics(h: Array) -> dict[str, Array]:
     eig = jnp.linalg.eigvalsh(safe)
     eig = jnp.where(finite, eig, jnp.nan)
     trace = jnp.where(finite, jnp.trace(safe), jnp.nan)
-    frob = jnp.where(finite, jnp.linalg.norm(safe), jnp.nan)
+    # ||h||_F of the matrix scaled by its largest entry: squares of entries ~1e-23 underflow in
+    # float32 (a saturated softmax's Gauss-Newton part), which would give ||h||_F = 0 < |Tr(h)|
+    scale = jnp.max(jnp.abs(safe))
+    unit = safe / jnp.where(scale > 0, scale, 1)
+    frob_unit = jnp.linalg.norm(unit)
+    frob = jnp.where(finite, scale * frob_unit, jnp.nan)
     return {
         "eigvals": eig,
         "frac_pos": jnp.where(finite, jnp.mean(eig > 0), jnp.nan),
         "trace": trace,
         "frob": frob,
-        "trace_over_frob": trace / frob,
+        "trace_over_frob": jnp.where(finite, jnp.trace(unit) / frob_unit, jnp.nan),  # 0/0 = NaN for h = 0
         "top": eig[-1],
         "bottom": eig[0],
     }
