@@ -58,7 +58,8 @@ def option(
       kind: one of KINDS; inferred from the default (or ``str`` with choices) when omitted.
       choices: allowed values (strings; for ``strs`` every element).
       minimum, maximum: bounds of numbers (every element for lists).
-      setting: part of what a resumed run must match (False for how and where a run is shown).
+      setting: part of what a resumed run must match (False for how and where a run is shown; "changed":
+        only when not at the default, so that an option added later leaves older run folders resumable).
       flag: defined as a command-line flag (False where the command line has its own form).
       empty: an empty list is allowed (lists only).
       replay: written to a run's flags.txt (False for flags that must not replay, like --overwrite).
@@ -163,12 +164,11 @@ def _show(value) -> str:
 
 
 def settings(options: Any) -> dict:
-    """The fields of `options` that a resumed run must match (``setting=True``), as a dict."""
-    return {
-        f.name: getattr(options, f.name)
-        for f in dataclasses.fields(options)
-        if f.metadata.get("setting", True)
-    }
+    """The fields of `options` that a resumed run must match (``setting``: True, or "changed" and not the
+    default), as a dict."""
+    return {f.name: getattr(options, f.name) for f in dataclasses.fields(options)
+            if f.metadata.get("setting", True) is True
+            or (f.metadata.get("setting") == "changed" and getattr(options, f.name) != f.default)}
 
 
 class Group:

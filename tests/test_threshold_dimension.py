@@ -337,3 +337,28 @@ def test_a_run_with_the_gordon_prediction_records_it_beside_the_measured_thresho
     for r in rows:
         assert len(r["cone_seeds"]) == 2 and len(r["solution_loss"]) == 2
         assert "measured_threshold" in r and "larsen" in r
+
+
+def test_lr_reference_d_is_inverse_sqrt_d_and_only_a_setting_when_given():
+    opts = study.ThresholdOptions(lr=0.1, lr_reference_d=1000)
+    assert opts.subspace_lr(1000) == 0.1 and math.isclose(opts.subspace_lr(4000), 0.05)
+    assert study.ThresholdOptions(lr=0.1).subspace_lr(4000) == 0.1
+    assert "lr_reference_d" not in gzone.options.settings(study.ThresholdOptions())
+    assert gzone.options.settings(opts)["lr_reference_d"] == 1000
+
+
+@pytest.mark.slow  # three small runs: ~15 s
+def test_lr_reference_d_scales_the_subspace_learning_rate_as_inverse_sqrt_d(tmp_path):
+    """lr 0.3 with lr_reference_d = 4 d trains exactly as lr 0.6 (= 0.3 sqrt(4)) at d, unlike lr 0.3;
+    the option is absent from the settings at its default (older run folders stay resumable)."""
+    small = ["--nosearch", "--dims=8", "--burn_in=0", "--nolottery", "--num_seeds=2", "--epochs=1",
+             "--n_train=500", "--bootstrap=0"]
+    arrays = {}
+    for name, flags in {"scaled": ["--lr=0.3", "--lr_reference_d=32"], "doubled": ["--lr=0.6"],
+                        "plain": ["--lr=0.3"]}.items():
+        path = _run(tmp_path / name, *small, *flags)["path"]
+        arrays[name] = records.load_unit(path, "t0_d8")
+        assert ("lr_reference_d" in records.read_config(path)["settings"]) == (name == "scaled")
+    for key, value in arrays["doubled"].items():
+        np.testing.assert_array_equal(arrays["scaled"][key], value, err_msg=key)
+    assert not np.array_equal(arrays["plain"]["train_loss_curve"], arrays["doubled"]["train_loss_curve"])

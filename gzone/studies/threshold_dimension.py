@@ -47,6 +47,10 @@ class ThresholdOptions(
     num_seeds: int = option(8, "Trials n per (start point, d): initialisations, subspaces and batch orders.",
                             minimum=1)
     baseline_lr: float = option(1e-3, "Learning rate of the full-space runs (baseline, burn-in, lottery).")
+    lr_reference_d: int = option(
+        0, "With > 0, the subspace runs at dimension d use --lr * sqrt(lr_reference_d / d) (Adam moves "
+        "each of the d coordinates by about lr per step, theta by about lr sqrt(d): this keeps the "
+        "parameter-space step the same at every d); 0: --lr at every d.", minimum=0, setting="changed")
     init: str = option("xavier", "Initialisation theta_0 of every seed.", choices=("xavier", "he"))
     target_metric: str = option("test_accuracy", "Success: final test accuracy >= target, or final training "
                                 "loss <= target.", choices=dimension.METRICS)
@@ -105,6 +109,10 @@ class ThresholdOptions(
         object.__setattr__(self, "targets", tuple(dict.fromkeys(self.targets)))  # one curve per target
         object.__setattr__(self, "dims", tuple(sorted(set(self.dims))))
         object.__setattr__(self, "burn_in", tuple(dict.fromkeys(self.burn_in)))
+
+    def subspace_lr(self, d: int) -> float:
+        """The learning rate of the subspace runs at dimension d (``lr_reference_d``)."""
+        return self.lr * (self.lr_reference_d / d) ** 0.5 if self.lr_reference_d else self.lr
 
     @property
     def starts(self) -> tuple[str, ...]:

@@ -52,14 +52,24 @@ class Units:
         evaluate = lambda th, x, y: train.evaluate(fm, th, x, y, full_spec.eval_chunk)  # noqa: E731
         self.eval_theta = jax.jit(jax.vmap(evaluate, in_axes=(0, None, None)))
         self.sub_init = jax.jit(jax.vmap(sub.init))
-        self.sub_run = jax.jit(seeds.map_seeds(lambda st, k, sp, e0, data, n: sub.run(st, k, data, sp, e0, n),
-                                               mode, per_seed=3), static_argnums=5)
+        self._sub_runs, self._sub_args = {}, (fm, N, mode)
         self.sub_theta = jax.jit(jax.vmap(sub.theta))
         kind = opts.projection
         self.random_spaces = jax.jit(
             lambda anchors, k_proj, d: jax.vmap(lambda a, k: subspaces.random_space(k, a, kind=kind, d=d))(
                 anchors, k_proj), static_argnums=2)
         self._trained = None
+
+    def sub_run(self, d: int):
+        """The jitted subspace trainer at dimension d (one per lr: `ThresholdOptions.subspace_lr`)."""
+        lr = self.opts.subspace_lr(d)
+        if lr not in self._sub_runs:
+            fm, N, mode = self._sub_args
+            sub = train.make_trainer(fm, self.opts.train_spec(N, mode="hyperplane", lr=lr))
+            self._sub_runs[lr] = jax.jit(seeds.map_seeds(
+                lambda st, k, sp, e0, data, n: sub.run(st, k, data, sp, e0, n), mode, per_seed=3),
+                static_argnums=5)
+        return self._sub_runs[lr]
 
     def fit(self, name: str, run_fn, state0):
         return self.engine.fit(name, run_fn, state0, epochs=self.opts.epochs,
@@ -131,7 +141,8 @@ class Units:
                 anchors = jnp.asarray(self.anchors(int(start[1:]))["anchor"])
                 spaces = self.random_spaces(anchors, self.keys.proj_keys(d, S), d)
             state0 = self.sub_init(jnp.zeros((S, d), dtype), spaces)
-            run_fn = lambda st, e0, n: self.sub_run(st, self.k_train, spaces, e0, self.data, n)  # noqa: E731
+            sub_run = self.sub_run(d)
+            run_fn = lambda st, e0, n: sub_run(st, self.k_train, spaces, e0, self.data, n)  # noqa: E731
             state, hist = self.fit(name, run_fn, state0)
             final = self.evaluate(self.sub_theta(state, spaces))
             acc = hist["test_accuracy"]
