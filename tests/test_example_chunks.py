@@ -18,57 +18,78 @@ C = 3
 N = 24
 
 
+@pytest.fixture(scope="module")
+def _small():
+    """MLP 4-6-3 tanh (D = 51), N = 24 examples of 3 classes, a point theta, sparse P [D, 5] (float64),
+    and the measurement jitted once per example chunk (the tests share the compiles)."""
+    with jax.enable_x64(True):
+        module = models.build(models.ModelSpec("mlp", (6,), "tanh"), C)
+        fm = flat.flat_model(module, (4,), jnp.float64)
+        theta = jax.jit(flat.sample_fn(module, (4,), "xavier", jnp.float64))(jax.random.key(0)) * 2.0
+        x = jax.random.normal(jax.random.key(1), (N, 4), jnp.float64)
+        y = jnp.arange(N) % C
+        make = jax.jit(projections.make, static_argnums=0, static_argnames=("D", "d", "dtype"))
+        P = make("sparse", jax.random.key(2), D=fm.D, d=5, dtype=jnp.float64)  # jitted: 3x less CPU
+    fns = {}
+
+    def measure_with(example_chunk):
+        if example_chunk not in fns:
+            spec = measure.Spec(subspace=True, gn_split=True, example_chunk=example_chunk)
+            fns[example_chunk] = jax.jit(measure.make_measure_fn(fm, spec))
+        return fns[example_chunk]
+
+    return (fm, theta, x, y, P), measure_with
+
+
 @pytest.fixture
-def small(x64):
-    """MLP 4-6-3 tanh (D = 51), N = 24 examples of 3 classes, a point theta, sparse P [D, 5] (float64)."""
-    module = models.build(models.ModelSpec("mlp", (6,), "tanh"), C)
-    fm = flat.flat_model(module, (4,), jnp.float64)
-    theta = flat.sample_fn(module, (4,), "xavier", jnp.float64)(jax.random.key(0)) * 2.0
-    x = jax.random.normal(jax.random.key(1), (N, 4), jnp.float64)
-    y = jnp.arange(N) % C
-    P = projections.make("sparse", jax.random.key(2), D=fm.D, d=5, dtype=jnp.float64)
-    return fm, theta, x, y, P
+def small(x64, _small):
+    return _small[0]
 
 
-def _measure(fm, theta, P, x, y, example_chunk):
-    spec = measure.Spec(subspace=True, gn_split=True, example_chunk=example_chunk)
-    return jax.jit(measure.make_measure_fn(fm, spec))(None, theta, P, x, y)
+@pytest.fixture
+def measure_with(x64, _small):
+    """example_chunk -> the jitted `measure.make_measure_fn` with the subspace and gn_split options."""
+    return _small[1]
 
 
-def test_chunked_measurement_equals_all_at_once_and_the_dense_route(small):
+def test_chunked_measurement_equals_all_at_once_and_the_dense_route(small, measure_with):
     fm, theta, x, y, P = small
-    whole = _measure(fm, theta, P, x, y, None)
+    whole = measure_with(None)(None, theta, P, x, y)
     for example_chunk in (1, 8):
-        got = _measure(fm, theta, P, x, y, example_chunk)
+        got = measure_with(example_chunk)(None, theta, P, x, y)
         assert set(got) == set(whole)
         for k in whole:
             np.testing.assert_allclose(got[k], whole[k], rtol=1e-10, atol=1e-12, err_msg=k)
-    # the dense route: jax.hessian of the mean loss over all N, P^T H P with P dense
+    # the dense route: jax.hessian of the mean loss over all N, P^T H P with P dense (one jitted program)
     f = flat.loss_fn(fm, x, y)
-    Pm = np.asarray(projections.todense(P))
-    H = np.asarray(jax.hessian(f)(theta))
+
+    @jax.jit
+    def dense(theta):
+        z = flat.logits(fm, theta, x)
+        J = jax.jacfwd(lambda th: flat.logits(fm, th, x))(theta)  # [N, C, D]
+        loss, grad = jax.value_and_grad(f)(theta)
+        return projections.todense(P), jax.hessian(f)(theta), J, jax.nn.softmax(z), loss, grad, z
+
+    Pm, H, J, p, loss, grad, z = map(np.asarray, dense(theta))
     np.testing.assert_allclose(got["eigvals"], np.linalg.eigvalsh(Pm.T @ H @ Pm), rtol=1e-10, atol=1e-12)
-    J = np.asarray(jax.jacfwd(lambda th: flat.logits(fm, th, x))(theta))  # [N, C, D]
-    p = np.asarray(jax.nn.softmax(flat.logits(fm, theta, x)))
     G = sum(J[n].T @ (np.diag(p[n]) - np.outer(p[n], p[n])) @ J[n] for n in range(N)) / N
     np.testing.assert_allclose(got["gn_eigvals"], np.linalg.eigvalsh(Pm.T @ G @ Pm), rtol=1e-10, atol=1e-12)
-    assert got["loss"] == pytest.approx(float(f(theta)), rel=1e-12)
-    assert got["grad_norm"] == pytest.approx(np.linalg.norm(jax.grad(f)(theta)), rel=1e-10)
-    z = np.asarray(flat.logits(fm, theta, x))
+    assert got["loss"] == pytest.approx(float(loss), rel=1e-12)
+    assert got["grad_norm"] == pytest.approx(np.linalg.norm(grad), rel=1e-10)
     assert got["accuracy"] == pytest.approx(np.mean(z.argmax(-1) == np.asarray(y)), abs=1e-15)
 
 
-def test_chunked_non_finite_policy(small):
+def test_chunked_non_finite_policy(small, measure_with):
     fm, theta, x, y, P = small
-    out = _measure(fm, theta, P, x.at[7, 0].set(jnp.nan), y, 6)
+    out = measure_with(8)(None, theta, P, x.at[9, 0].set(jnp.nan), y)  # in the second of three chunks
     assert np.isnan(out["loss"]) and np.isnan(out["accuracy"]) and np.all(np.isnan(out["eigvals"]))
     assert np.isfinite(out["radius"])
 
 
-def test_bad_chunks_and_unsupported_options_raise(small):
+def test_bad_chunks_and_unsupported_options_raise(small, measure_with):
     fm, theta, x, y, P = small
     with pytest.raises(ValueError, match="must divide the number of examples N=24"):
-        _measure(fm, theta, P, x, y, 5)
+        measure_with(5)(None, theta, P, x, y)
     for bad, name in (
         (dict(full=fullspace.Spec(num_probes=4)), "full"),
         (dict(top_k=2, order=6), "top_k"),

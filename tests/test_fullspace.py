@@ -164,20 +164,26 @@ def test_point_fn_options():
         "gn_eigvals",
         "res_eigvals",
     } | set(spec.scalar_names()) | set(spec.array_names())
-    theta = subspace.point_at_radius(
-        k_init,
-        radius,
-        convention="xavier_rescaled",
-        sample_fn=kw["sample_fn"],
-        D=fm.D,
-        r_x=kw["r_x"],
-        dtype=jnp.float64,
-    )
     f = flat.loss_fn(fm, x, y)
-    assert full["loss"] == pytest.approx(float(f(theta)), rel=1e-12)  # the point is unchanged
+
+    @jax.jit
+    def reference(k_init, k_proj, radius):  # the references in one program (op by op: ~100 compiles)
+        theta = subspace.point_at_radius(
+            k_init,
+            radius,
+            convention="xavier_rescaled",
+            sample_fn=kw["sample_fn"],
+            D=fm.D,
+            r_x=kw["r_x"],
+            dtype=jnp.float64,
+        )
+        M0 = projections.todense(projections.make("sparse", k_proj, D=fm.D, d=d, dtype=jnp.float64))
+        direct = fullspace.estimates(fullspace.probe_key(k_init), fm, theta, x, y, spec=spec)
+        return f(theta), jax.hessian(f)(theta), M0, direct
+
+    loss, H, M0, direct = jax.tree_util.tree_map(np.asarray, reference(k_init, k_proj, radius))
+    assert full["loss"] == pytest.approx(float(loss), rel=1e-12)  # the point is unchanged
     assert full["radius"] == pytest.approx(5.0, rel=1e-12)
-    H = np.asarray(jax.jit(jax.hessian(f))(theta))
-    M0 = np.asarray(projections.todense(projections.make("sparse", k_proj, D=fm.D, d=d, dtype=jnp.float64)))
     eta = np.repeat(layer_metric.segment_scales(fm, "std"), [s.size for s in fm.segments])
     M = eta[:, None] * M0
     M /= np.linalg.norm(M, axis=0)
@@ -187,8 +193,5 @@ def test_point_fn_options():
     )  # the metric matters
     assert full["gn_trace"] + full["res_trace"] == pytest.approx(full["trace"], rel=1e-10)
     # The probes come from the point's key alone (the same at every d and metric).
-    direct = jax.jit(lambda k, th: fullspace.estimates(fullspace.probe_key(k), fm, th, x, y, spec=spec))(
-        k_init, theta
-    )
     for k in spec.scalar_names():
         assert full[k] == pytest.approx(float(direct[k]), rel=1e-10), k

@@ -142,51 +142,66 @@ def test_the_quick_scan_numbers_do_not_move(tmp_path):
 
 def test_recorded_spectra_equal_a_dense_float64_route(smoke, with_options):
     """One point recomputed independently: theta and P from the recorded keys, then jax.hessian of the
-    loss and the Gauss-Newton matrix J^T H_CE J from dense Jacobians, in float64."""
+    loss and the Gauss-Newton matrix J^T H_CE J from dense Jacobians, in float64. (Each route is one
+    jitted function: op by op, its ~200 primitives compiled one at a time took longer than the scan.)"""
     derived = records.read_config(smoke["path"])["derived"]
     dataset = smoke["config"].data.load()
     index = np.asarray(derived["hessian_examples"])
     module = smoke["config"].model.build(dataset.num_classes)
     keys, ri, d, s = seeds.SeedKeys.from_seed(0), 1, 8, 1
     fm32 = flat.flat_model(module, (40,))
-    theta32 = subspace.point_at_radius(
-        keys.init_keys(SEEDS)[s],
-        jnp.float32(derived["radii"][ri]),
-        convention="xavier_rescaled",
-        sample_fn=flat.sample_fn(module, (40,)),
-        D=fm32.D,
-        r_x=derived["r_x"],
+    metrics = {"none": smoke, "inv_std": with_options}
+
+    @jax.jit
+    def point_and_subspaces(k_init, radius, k_proj):  # float32, as the scan draws them
+        theta32 = subspace.point_at_radius(
+            k_init,
+            radius,
+            convention="xavier_rescaled",
+            sample_fn=flat.sample_fn(module, (40,)),
+            D=fm32.D,
+            r_x=derived["r_x"],
+        )
+        base = projections.make("sparse", k_proj, D=fm32.D, d=d)
+        return theta32, {
+            m: projections.todense(layer_metric.apply(base, fm32, metric=m, renormalise=False))
+            for m in metrics
+        }
+
+    theta32, P32 = point_and_subspaces(
+        keys.init_keys(SEEDS)[s], jnp.float32(derived["radii"][ri]), keys.proj_keys(d, SEEDS)[s]
     )
-    base = projections.make("sparse", keys.proj_keys(d, SEEDS)[s], D=fm32.D, d=d)
     with jax.enable_x64(True):
         fm = flat.flat_model(module, (40,), jnp.float64)
+
+        @jax.jit
+        def dense(theta, x, y, p):
+            H = jax.hessian(flat.loss_fn(fm, x, y))(theta)
+            J = jax.jacfwd(lambda th: flat.logits(fm, th, x))(theta)  # [N, C, D]
+            q = jax.nn.softmax(flat.logits(fm, theta, x))
+            blocks = (
+                jax.vmap(lambda q: jnp.diag(q) - jnp.outer(q, q))(q) / x.shape[0]
+            )  # the softmax Hessians [N, C, C]
+            G = jnp.einsum("nci,ncd,ndj->ij", J, blocks, J)
+            return H, G, gauss_newton.make_gauss_newton_mv(fm, theta, x)(p)
+
         x, y = jnp.asarray(dataset.x_train[index], jnp.float64), jnp.asarray(dataset.y_train[index])
+        P = {m: np.asarray(v, np.float64) for m, v in P32.items()}
         theta = jnp.asarray(theta32, jnp.float64)
-        H = jax.jit(jax.hessian(flat.loss_fn(fm, x, y)))(theta)
-        J = jax.jit(jax.jacfwd(lambda th: flat.logits(fm, th, x)))(theta)  # [N, C, D]
-        p = jax.nn.softmax(flat.logits(fm, theta, x))
-        blocks = (
-            jax.vmap(lambda q: jnp.diag(q) - jnp.outer(q, q))(p) / x.shape[0]
-        )  # the softmax Hessians [N, C, C]
-        G = jnp.einsum("nci,ncd,ndj->ij", J, blocks, J)
-        for run, metric in ((smoke, "none"), (with_options, "inv_std")):
-            arrays = records.load_arrays(run["path"])
-            P = jnp.asarray(
-                projections.todense(layer_metric.apply(base, fm32, metric=metric, renormalise=False)),
-                jnp.float64,
+        H, G, gn = map(np.asarray, dense(theta, x, y, jnp.asarray(P["inv_std"][:, 0])))
+    for metric, run in metrics.items():
+        arrays = records.load_arrays(run["path"])
+        expected = np.linalg.eigvalsh(P[metric].T @ H @ P[metric])
+        atol = 2e-4 * np.abs(expected).max()
+        np.testing.assert_allclose(arrays[f"eigvals_d{d}"][ri, s], expected, rtol=2e-3, atol=atol)
+        if metric != "none":
+            np.testing.assert_allclose(
+                arrays[f"gn_eigvals_d{d}"][ri, s],
+                np.linalg.eigvalsh(P[metric].T @ G @ P[metric]),
+                rtol=2e-3,
+                atol=atol,
             )
-            expected = np.linalg.eigvalsh(np.asarray(P.T @ H @ P))
-            atol = 2e-4 * np.abs(expected).max()
-            np.testing.assert_allclose(arrays[f"eigvals_d{d}"][ri, s], expected, rtol=2e-3, atol=atol)
-            if metric != "none":
-                np.testing.assert_allclose(
-                    arrays[f"gn_eigvals_d{d}"][ri, s],
-                    np.linalg.eigvalsh(np.asarray(P.T @ G @ P)),
-                    rtol=2e-3,
-                    atol=atol,
-                )
-        gn = gauss_newton.make_gauss_newton_mv(fm, theta, x)(P[:, 0])
-        np.testing.assert_allclose(gn, G @ P[:, 0], rtol=1e-8, atol=1e-12)
+    np.testing.assert_allclose(gn, G @ P["inv_std"][:, 0], rtol=1e-8, atol=1e-12)
 
 
 def test_the_api_on_the_same_settings_gives_the_command_lines_arrays(smoke):
