@@ -59,12 +59,12 @@ def test_init_rules_of_any_module_and_the_attention_fans():
     fans = models.kernel_fans(module, shape)
     assert fans["attn/query/kernel"] == (4, 6) and fans["attn/out/kernel"] == (6, 4)  # [4, 2, 3], [2, 3, 4]
     assert fans["embed/kernel"] == (7, 12) and fans["head/kernel"] == (12, 5)
-    params = models.init_params(jax.random.key(0), module, shape)
+    params = jax.jit(lambda k: models.init_params(k, module, shape))(jax.random.key(0))  # one compile
     np.testing.assert_array_equal(params["ln"]["scale"], 1.0)
     np.testing.assert_array_equal(params["ln"]["bias"], 0.0)
     np.testing.assert_array_equal(params["attn"]["query"]["bias"], 0.0)
-    big = models.init_params(jax.random.key(1), models.ViT(num_classes=3, embed_dim=32, mlp_dim=8, depth=1,
-                                                           num_heads=4, patch_size=2), (16, 16, 1))
+    vit = models.ViT(num_classes=3, embed_dim=32, mlp_dim=8, depth=1, num_heads=4, patch_size=2)
+    big = jax.jit(lambda k: models.init_params(k, vit, (16, 16, 1)))(jax.random.key(1))
     pos = np.asarray(big["pos_embedding"])  # [1, 65, 32]: N(0, 1/32)
     assert abs(pos.std() * math.sqrt(32) - 1) < 5 / math.sqrt(2 * pos.size)
     q = np.asarray(big["block_00_attn"]["query"]["kernel"])  # [32, 4, 8]: fans 32 and 32

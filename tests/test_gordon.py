@@ -96,20 +96,27 @@ def test_the_well_spectrum_equals_a_dense_hessian(x64):
 
     module = models.build(models.ModelSpec("mlp", (6,), "tanh"), 3)
     fm = flat.flat_model(module, (4,), jnp.float64)
-    theta = flat.sample_fn(module, (4,), "xavier", jnp.float64)(jax.random.key(0)) * 1.5
-    x = jax.random.normal(jax.random.key(1), (20, 4), jnp.float64)
-    y = jnp.arange(20) % 3
-    starts = jnp.stack([theta + 0.3 * jax.random.normal(jax.random.key(k), (fm.D,), jnp.float64)
-                        for k in (2, 3)])
+    y = jnp.asarray(np.arange(20) % 3)
+
+    @jax.jit  # a program each (op by op, every operation would compile on its own)
+    def setup():
+        theta = flat.sample_fn(module, (4,), "xavier", jnp.float64)(jax.random.key(0)) * 1.5
+        x = jax.random.normal(jax.random.key(1), (20, 4), jnp.float64)
+        starts = jnp.stack([theta + 0.3 * jax.random.normal(jax.random.key(k), (fm.D,), jnp.float64)
+                            for k in (2, 3)])
+        return theta, x, starts
+
+    theta, x, starts = setup()
     out = jax.jit(lambda k: wells.well_spectrum(k, fm, theta, x, y, starts, top_k=4, order=fm.D, probes=3))(
         jax.random.key(4))
-    H = np.asarray(jax.hessian(flat.loss_fn(fm, x, y))(theta))
+    H = jax.jit(jax.hessian(flat.loss_fn(fm, x, y)))(theta)
+    out, H, theta, starts = jax.tree_util.tree_map(np.asarray, (out, H, theta, starts))
     eig = np.linalg.eigvalsh(H)
     np.testing.assert_allclose(out["top"], eig[::-1][:4], rtol=1e-8)
     for k in range(2):
-        b = np.asarray(starts[k] - theta)
+        b = starts[k] - theta
         assert out["start_sq"][k] == pytest.approx(b @ b, rel=1e-12)
-        nodes, weights = np.asarray(out["start_nodes"][k]), np.asarray(out["start_weights"][k])
+        nodes, weights = out["start_nodes"][k], out["start_weights"][k]
         for j in (1, 2, 3):
             assert np.sum(weights * nodes**j) == pytest.approx(b @ np.linalg.matrix_power(H, j) @ b / (b @ b),
                                                                rel=1e-6)

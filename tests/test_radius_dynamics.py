@@ -313,10 +313,17 @@ def test_full_batch_gradient_descent_with_the_learning_rate_scaled_by_the_radius
     np.testing.assert_allclose(result.derived["lr_per_r0"], [lr * a**-p for a in alphas], rtol=1e-15)
     fm = flat.flat_model(module, (6,), jnp.float64)
     k_init = seeds.SeedKeys.from_seed(0).init_keys(1)[0]
-    for i, alpha in enumerate(alphas):
+    loss = flat.loss_fn(fm, jnp.asarray(x), jnp.asarray(y))
+
+    @jax.jit  # one program for every radius (op by op, each operation would compile on its own)
+    def grad_sq(radius):
         theta0 = subspace.point_at_radius(
-            k_init, jnp.float64(alpha * result.r_x), convention="xavier_rescaled", D=fm.D, r_x=result.r_x,
+            k_init, radius, convention="xavier_rescaled", D=fm.D, r_x=result.r_x,
             sample_fn=flat.sample_fn(module, (6,), dtype=jnp.float64), dtype=jnp.float64)
-        grad = jax.grad(flat.loss_fn(fm, jnp.asarray(x), jnp.asarray(y)))(theta0)
+        grad = jax.grad(loss)(theta0)
+        return jnp.vdot(grad, grad)
+
+    for i, alpha in enumerate(alphas):
         step_sq = result.arrays["update_sq"][0, i, 0, 0, 0]  # [mode, r0, seed, epoch, record]
-        assert step_sq == pytest.approx((lr * alpha**-p) ** 2 * float(jnp.vdot(grad, grad)), rel=1e-10)
+        expected = (lr * alpha**-p) ** 2 * float(grad_sq(jnp.float64(alpha * result.r_x)))
+        assert step_sq == pytest.approx(expected, rel=1e-10)

@@ -23,6 +23,9 @@ from gzone.runs import records
 
 REPO = Path(__file__).resolve().parents[1]
 SMOKE = f"--flagfile={REPO}/experiments/flagfiles/smoke.flags"
+# The smoke scan at one d (3 units, one per radius): the engine's contract does not depend on how many d there
+# are, and every d is one more compiled program for each run here.
+SCAN = [SMOKE, "--dims=8"]
 
 
 def _main(argv, capsys):
@@ -38,7 +41,7 @@ def _main(argv, capsys):
 
 
 def _run(argv, lines=None):
-    config = radius_scan.config_from_argv([SMOKE, "--noplots", *argv])
+    config = radius_scan.config_from_argv([*SCAN, "--noplots", *argv])
     return radius_scan.run(config, log=lambda s: None, progress=(lines.append if lines is not None else None))
 
 
@@ -126,7 +129,7 @@ def _file(path):
 @pytest.mark.parametrize("case", sorted(CASES))
 def test_bad_input_ends_with_one_line_and_no_run_folder(case, tmp_path, capsys):
     make, expected = CASES[case]
-    argv = [SMOKE, f"--workdir={tmp_path / 'work'}", *make(tmp_path)]
+    argv = [*SCAN, f"--workdir={tmp_path / 'work'}", *make(tmp_path)]
     code, out, err = _main(argv, capsys)
     assert code == 2 and out == "" and "Traceback" not in err, err
     assert len(err.splitlines()) == 1 and err.startswith("error: ") and expected in err, err
@@ -147,7 +150,7 @@ def test_a_truncated_config_json_is_refused_naming_the_file_and_overwrite(finish
     text = (copy / "config.json").read_text()
     (copy / "config.json").write_text(text[: len(text) // 2])
     before = _snapshot(copy)
-    code, _, err = _main([SMOKE, f"--workdir={tmp_path}"], capsys)
+    code, _, err = _main([*SCAN, f"--workdir={tmp_path}"], capsys)
     assert code == 2 and len(err.splitlines()) == 1 and "config.json" in err and "--overwrite" in err, err
     assert _snapshot(copy) == before
     _run([f"--workdir={tmp_path}", "--overwrite"])  # the fix the message names works
@@ -160,7 +163,7 @@ def test_other_data_under_the_same_flags_is_refused(tmp_path, capsys):
     _run([*flags, f"--data_dir={os.path.dirname(first)}"])
     path = tmp_path / "work" / "radius_scan" / "toy"
     before = _snapshot(path)
-    code, _, err = _main([SMOKE, *flags, f"--data_dir={os.path.dirname(second)}"], capsys)
+    code, _, err = _main([*SCAN, *flags, f"--data_dir={os.path.dirname(second)}"], capsys)
     assert code == 2 and len(err.splitlines()) == 1 and "data" in err and "other settings" in err, err
     assert _snapshot(path) == before
 
@@ -173,7 +176,7 @@ def test_a_damaged_unit_is_computed_again(finished, tmp_path):
     lines = []
     _run([f"--workdir={tmp_path}"], lines)
     assert any("r001_d8: its saved arrays are damaged" in line for line in lines), lines
-    assert "(5/6 units done)" in lines[1] and sum("unit " in line and "/6 " in line for line in lines) == 1
+    assert "(2/3 units done)" in lines[1] and sum("unit " in line and "/3 " in line for line in lines) == 1
     got = records.load_arrays(copy)
     for key, value in finished["arrays"].items():
         np.testing.assert_array_equal(got[key], value, err_msg=key)
@@ -182,7 +185,7 @@ def test_a_damaged_unit_is_computed_again(finished, tmp_path):
 def test_temp_files_of_dead_writers_are_removed_at_start(finished, tmp_path):
     copy = _copy(finished, tmp_path)
     dead = 4_194_400  # above Linux's largest pid (2^22): no such process
-    leftovers = [copy / f"config.json.tmp{dead}", copy / "units" / f"r000_d4.npz.tmp{dead}.npz"]
+    leftovers = [copy / f"config.json.tmp{dead}", copy / "units" / f"r000_d8.npz.tmp{dead}.npz"]
     for path in leftovers:
         path.write_bytes(b"half a write")
     _run([f"--workdir={tmp_path}"])
@@ -203,7 +206,7 @@ def test_a_write_that_fails_midway_leaves_nothing_corrupt_and_the_rerun_complete
         return real(fh, **arrays)
 
     monkeypatch.setattr(records.np, "savez", disk_full_on_the_third_unit)
-    code, _, err = _main([SMOKE, f"--workdir={tmp_path}", "--noplots"], capsys)
+    code, _, err = _main([*SCAN, f"--workdir={tmp_path}", "--noplots"], capsys)
     assert (
         code == 2 and len(err.splitlines()) == 1 and "No space left on device" in err and "resume" in err
     ), err
@@ -273,13 +276,12 @@ def test_kills_at_a_seeded_schedule_of_points_resume_to_the_same_arrays(finished
         "-c",
         KILLER,
         "experiments.radius_scan",
-        SMOKE,
+        *SCAN,
         f"--workdir={tmp_path}",
         "--noplots",
     ]
-    # A run of the smoke flags makes 4 writes when it opens the folder and finishes, plus 2 per unit
-    # (6 units).
-    schedule = sorted(np.random.default_rng(20261201).choice(np.arange(1, 17), size=kills, replace=False))
+    # A run of the scan makes 4 writes when it opens the folder and finishes, plus 2 per unit (3 units).
+    schedule = sorted(np.random.default_rng(20261201).choice(np.arange(1, 11), size=kills, replace=False))
     killed = []
     for k in schedule:  # every run resumes the last one's folder and is killed at its k-th write event
         proc = subprocess.run(
@@ -296,7 +298,7 @@ def test_kills_at_a_seeded_schedule_of_points_resume_to_the_same_arrays(finished
     for key, value in finished["arrays"].items():
         np.testing.assert_array_equal(got[key], value, err_msg=key)
     assert sorted({line["unit"] for line in records.read_jsonl(path)}) == sorted(
-        f"r{r:03d}_d{d}" for r in range(3) for d in (4, 8)
+        f"r{r:03d}_d8" for r in range(3)
     )
     assert (
         not list(path.rglob("*.tmp*"))
@@ -311,13 +313,13 @@ def test_extreme_radii_record_the_radius_and_nan_where_the_logits_overflow():
     ds = data.load("mnist1d", n_train=200)
     module = models.build(models.ModelSpec("mlp", (16,), "relu"), 10)
     result = gzone.radius_scan(
-        module, ds.x_train[:64], ds.y_train[:64], radii=[1e-30, 1.0, 1e30], dims=[4], num_seeds=2, log=None
+        module, ds.x_train[:64], ds.y_train[:64], radii=[1e-30, 1.0, 1e30], dims=[8], num_seeds=2, log=None
     )
     a = result.arrays
     np.testing.assert_allclose(
         a["radius"][:, 0, :], np.array([[1e-30] * 2, [1.0] * 2, [1e30] * 2]), rtol=1e-5
     )
-    assert np.all(np.isfinite(a["loss"][:2])) and np.all(np.isfinite(a["eigvals_d4"][:2]))
+    assert np.all(np.isfinite(a["loss"][:2])) and np.all(np.isfinite(a["eigvals_d8"][:2]))
     for key in (
         "loss",
         "accuracy",
@@ -329,4 +331,4 @@ def test_extreme_radii_record_the_radius_and_nan_where_the_logits_overflow():
         "bottom",
     ):
         assert np.all(np.isnan(a[key][2])), key  # logits overflow at 1e30: NaN, never finite garbage
-    assert np.all(np.isnan(a["eigvals_d4"][2]))
+    assert np.all(np.isnan(a["eigvals_d8"][2]))

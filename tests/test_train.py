@@ -170,49 +170,61 @@ def run_jit(trainer: train.Trainer):
 # --------------------------------------------------------------------------- radius invariants
 
 
-def _radius_runs(dtype, rtol):
-    prob = make_problem(dtype)
-    epochs = 125  # 8 steps per epoch: 1000 steps
-    key = jax.random.key(3)
-    cases = {
-        "full_fixed": (
-            train.spec_for(N_TRAIN, batch_size=8, lr=0.05, record_every=1, fixed_radius=True),
-            prob.theta0,
-            None,
-        ),
-        "hypersphere": (
-            train.spec_for(N_TRAIN, batch_size=8, lr=0.05, record_every=1, mode="hypersphere"),
-            jnp.zeros(10, dtype),
-            make_space(prob, 10),
-        ),
-    }
-    for name, (spec, params0, space) in cases.items():
-        assert spec.steps_per_epoch * epochs >= 1000
-        trainer = train.make_trainer(prob.fm, spec)
-        state0 = trainer.init(params0, space)
-        theta_start = np.asarray(trainer.theta(state0, space), np.float64)
-        r0 = float(state0.r0)
-        state, hist = run_jit(trainer)(state0, key, prob.data, space, 0, epochs)
-        theta = np.asarray(trainer.theta(state, space), np.float64)
-        radius = np.asarray(hist["radius"], np.float64)
-        assert radius.shape == (epochs, spec.steps_per_epoch), name
-        assert np.max(np.abs(radius / r0 - 1)) < rtol, (name, np.max(np.abs(radius / r0 - 1)))
-        assert np.max(np.abs(np.asarray(hist["epoch_radius"]) / r0 - 1)) < rtol, name
-        assert abs(np.linalg.norm(theta) / r0 - 1) < rtol, name
-        assert int(state.step) == 1000
-        # Not vacuous: theta turned well away from its start and training did something.
-        cos = theta @ theta_start / (np.linalg.norm(theta) * np.linalg.norm(theta_start))
-        assert cos < 0.99, (name, cos)
-        assert np.mean(hist["loss"][-1]) < np.mean(hist["loss"][0]), name
+def _check_radius_kept(name, r0, theta_start, theta, steps, hist, rtol):
+    """|theta| = r0 at every record, epoch end and the end of >= 1000 steps (float rounding does not
+    accumulate), and not vacuously: theta turned well away from its start and the loss went down.
+    hist: the run's history, epochs concatenated."""
+    assert steps >= 1000, name
+    radius = np.asarray(hist["radius"], np.float64)
+    assert np.max(np.abs(radius / r0 - 1)) < rtol, (name, np.max(np.abs(radius / r0 - 1)))
+    assert np.max(np.abs(np.asarray(hist["epoch_radius"]) / r0 - 1)) < rtol, name
+    assert abs(np.linalg.norm(theta) / r0 - 1) < rtol, name
+    cos = theta @ theta_start / (np.linalg.norm(theta) * np.linalg.norm(theta_start))
+    assert cos < 0.99, (name, cos)
+    assert np.mean(hist["loss"][-1]) < np.mean(hist["loss"][0]), name
+
+
+def _long_run(trainer, run, data, params0, space, key, *, calls, epochs_per_call):
+    """`calls` consecutive calls of the jitted run (one compile): |theta_0|, the start and end theta, the
+    end state and the history of all epochs."""
+    state = state0 = trainer.init(params0, space)
+    hists = []
+    for i in range(calls):
+        state, hist = run(state, key, data, space, i * epochs_per_call, epochs_per_call)
+        hists.append(hist)
+    hist = {k: np.concatenate([h[k] for h in hists]) for k in ("radius", "epoch_radius", "loss")}
+    theta = lambda st: np.asarray(trainer.theta(st, space), np.float64)  # noqa: E731
+    return float(state0.r0), theta(state0), theta(state), state, hist
 
 
 def test_fixed_radius_and_hypersphere_keep_radius_float32():
-    _radius_runs(jnp.float32, 1e-5)
+    """Full-space fixed radius (1000 steps in one call of 125 epochs) and the hypersphere (1000 steps in
+    250 calls of the seed tests' one-epoch runner: the same property, no compile of its own)."""
+    prob = make_problem(jnp.float32)
+    key = jax.random.key(3)
+    spec = train.spec_for(N_TRAIN, batch_size=8, lr=0.05, record_every=1, fixed_radius=True)
+    trainer = train.make_trainer(prob.fm, spec)
+    r0, start, end, state, hist = _long_run(trainer, run_jit(trainer), prob.data, prob.theta0, None, key,
+                                            calls=1, epochs_per_call=125)
+    assert np.shape(hist["radius"]) == (125, spec.steps_per_epoch) and int(state.step) == 1000
+    _check_radius_kept("full_fixed", r0, start, end, int(state.step), hist, 1e-5)
+    c = seeds_setup()
+    calls = 1000 // c.spec.steps_per_epoch
+    r0, start, end, state, hist = _long_run(c.trainer, c.single, c.prob.data, jnp.zeros(c.d), c.per_seed[0],
+                                            c.k_train[0], calls=calls, epochs_per_call=1)
+    assert int(state.step) == 1000
+    _check_radius_kept("hypersphere", r0, start, end, int(state.step), hist, 1e-5)
 
 
 def test_fixed_radius_and_hypersphere_keep_radius_float64():
+    """The float64 trainers of the scan-vs-loop test (`full_fixed_adam`, `hypersphere_adam`: their one
+    compile of 3 epochs) run on for 42 calls, 1008 steps."""
     with jax.enable_x64(True):
-        _radius_runs(jnp.float64, 1e-12)
+        for name in ("full_fixed_adam", "hypersphere_adam"):
+            c = scan_setup(name)
+            r0, start, end, state, hist = _long_run(c.trainer, c.run, c.prob.data, c.params0, c.space,
+                                                    jax.random.key(3), calls=42, epochs_per_call=c.epochs)
+            _check_radius_kept(name, r0, start, end, int(state.step), hist, 1e-12)
 
 
 def test_tangent_projection_exact_float64():
@@ -250,6 +262,19 @@ CONFIGS = {  # 8 steps per epoch in every config
 }
 
 
+@functools.lru_cache(maxsize=None)
+def scan_setup(name):
+    """A config's float64 problem, spec, start, trainer and jitted run (called inside jax.enable_x64), shared
+    by the scan-vs-loop test and the float64 radius test (one compile of `epochs` = 3)."""
+    prob = make_problem(jnp.float64)
+    spec = train.spec_for(N_TRAIN, batch_size=8, **CONFIGS[name])
+    space = None if spec.mode == "full" else make_space(prob, 6)
+    params0 = prob.theta0 if spec.mode == "full" else jnp.zeros(6, jnp.float64)
+    trainer = train.make_trainer(prob.fm, spec)
+    return types.SimpleNamespace(prob=prob, spec=spec, space=space, params0=params0, trainer=trainer,
+                                 run=run_jit(trainer), epochs=3)
+
+
 @pytest.mark.parametrize("name", list(CONFIGS))
 def test_scan_equals_python_loop_with_history_and_snapshots(name):
     """Final params, per-block records, per-epoch test metrics and snapshots vs an optax loop;
@@ -260,17 +285,14 @@ def test_scan_equals_python_loop_with_history_and_snapshots(name):
     above the tolerance.
     """
     with jax.enable_x64(True):
-        prob = make_problem(jnp.float64)
-        spec = train.spec_for(N_TRAIN, batch_size=8, **CONFIGS[name])
+        c = scan_setup(name)
+        prob, spec, space, params0, trainer, epochs = c.prob, c.spec, c.space, c.params0, c.trainer, c.epochs
         steps = spec.steps_per_epoch
         R, B = spec.records_per_epoch, spec.block
         expected_rb = {3: (2, 3), 20: (1, 8), 1: (8, 1)}[spec.record_every]
         assert (steps, R, B) == (8, *expected_rb)
-        space = None if spec.mode == "full" else make_space(prob, 6)
-        params0 = prob.theta0 if spec.mode == "full" else jnp.zeros(6, jnp.float64)
-        trainer = train.make_trainer(prob.fm, spec)
-        key, epochs = jax.random.key(11), 3
-        state, hist = run_jit(trainer)(trainer.init(params0, space), key, prob.data, space, 0, epochs)
+        key = jax.random.key(11)
+        state, hist = c.run(trainer.init(params0, space), key, prob.data, space, 0, epochs)
         ref = reference_run(prob, spec, params0, key, epochs, space)
         tight = dict(rtol=1e-10, atol=1e-12)
         exact_fraction = dict(rtol=0, atol=1e-7)  # accuracies: float32 means of booleans even under x64
@@ -329,12 +351,19 @@ def test_evaluate_chunked_equals_unchunked():
     prob = make_problem()
     theta = prob.theta0 * 3.0
     x, y = prob.data.x_test, prob.data.y_test  # 37 examples
-    whole = train.evaluate(prob.fm, theta, x, y, chunk=1000)
-    np.testing.assert_allclose(whole[0], flat.loss(prob.fm, theta, x, y), rtol=1e-6)
-    np.testing.assert_allclose(whole[1], flat.accuracy(prob.fm, theta, x, y), rtol=1e-7)
+    chunks = (10, 36)  # 37 = 3*10 + 7 = 36 + 1: padding and masking matter
+
+    @jax.jit  # one program (op by op, each operation would compile on its own)
+    def compute(theta):
+        parts = [train.evaluate(prob.fm, theta, x, y, chunk=c) for c in chunks]
+        return (train.evaluate(prob.fm, theta, x, y, chunk=1000), flat.loss(prob.fm, theta, x, y),
+                flat.accuracy(prob.fm, theta, x, y), parts)
+
+    whole, loss, accuracy, parts = compute(theta)
+    np.testing.assert_allclose(whole[0], loss, rtol=1e-6)
+    np.testing.assert_allclose(whole[1], accuracy, rtol=1e-7)
     assert 0.0 < float(whole[1]) < 1.0
-    for chunk in (10, 36):  # 37 = 3*10 + 7 = 36 + 1: padding and masking matter
-        part = train.evaluate(prob.fm, theta, x, y, chunk=chunk)
+    for part in parts:
         np.testing.assert_allclose(part[0], whole[0], rtol=1e-6)
         np.testing.assert_allclose(part[1], whole[1], rtol=1e-6)
 
@@ -345,7 +374,8 @@ def test_evaluate_chunked_equals_unchunked():
 @functools.lru_cache(maxsize=None)
 def seeds_setup():
     """Hypersphere training of S = 3 seeds (own point, subspace and batch order each), with the
-    jitted runners shared by the seed and fit tests (each compiles once per epoch count)."""
+    jitted runners (`train.seed_runner`, as the experiments use) shared by the seed, fit, trace-count and
+    float32 radius tests (each compiles once per epoch count)."""
     prob = make_problem()
     S, d = 3, 6
     spec = train.spec_for(N_TRAIN, batch_size=16, lr=0.05, record_every=2, mode="hypersphere")
@@ -354,15 +384,12 @@ def seeds_setup():
     spaces = jax.tree_util.tree_map(lambda *a: jnp.stack(a), *per_seed)
     states = jax.vmap(trainer.init)(jnp.zeros((S, d)), spaces)
     k_train = seeds.SeedKeys.from_seed(0).train_keys(S)
-    one_seed = lambda st, k, sp, e0, data, n: trainer.run(st, k, data, sp, e0, n)  # noqa: E731
-    runners = {
-        mode: jax.jit(seeds.map_seeds(one_seed, mode, per_seed=3), static_argnums=5)
-        for mode in seeds.SEED_MODES
-    }
+    runners = {mode: train.seed_runner(trainer, mode) for mode in seeds.SEED_MODES}
     return types.SimpleNamespace(
         prob=prob,
         S=S,
         d=d,
+        spec=spec,
         trainer=trainer,
         per_seed=per_seed,
         spaces=spaces,
@@ -469,13 +496,14 @@ def test_data_parallel_over_four_cpu_devices_matches_one_device(data_parallel_ru
 
 
 def test_fit_in_chunks_equals_one_call_and_resumes_from_checkpoint(tmp_path):
-    """train.fit with epochs_per_call=1 equals one call of all epochs; a run resumed from the
-    checkpoint written after epoch 1 (records.save/load_checkpoint) continues bitwise identically."""
+    """train.fit with epochs_per_call=1 equals calls of 2 epochs and of the 1 left; a run resumed from the
+    checkpoint written after epoch 1 (records.save/load_checkpoint) continues bitwise identically. (The
+    runner and chunk lengths of the trace-count test below: its programs compile once for both.)"""
     c = seeds_setup()
     S, epochs = c.S, 3
-    run_fn = lambda st, e0, n: c.runners["vmap"](st, c.k_train, c.spaces, e0, c.prob.data, n)  # noqa: E731
+    run_fn = lambda st, e0, n: c.runners["map"](st, c.k_train, c.spaces, e0, c.prob.data, n)  # noqa: E731
 
-    whole_state, whole = train.fit(run_fn, c.states, epochs=epochs, epochs_per_call=epochs)
+    whole_state, whole = train.fit(run_fn, c.states, epochs=epochs, epochs_per_call=2)
     saved = []
     os.makedirs(tmp_path / "units")
 
@@ -534,13 +562,10 @@ def test_a_training_run_in_chunks_traces_once_per_chunk_length():
     """The hot function of training: `fit` with epochs_per_call=2 over 5 epochs calls chunks of 2, 2 and 1
     epochs: two traces of the trainer's run (lengths 2 and 1), never one per call."""
     chex.clear_trace_counter()
-    prob = make_problem()
-    spec = train.spec_for(N_TRAIN, batch_size=16, record_every=2)
-    trainer = train.make_trainer(prob.fm, spec)
-    guarded = trainer._replace(run=chex.assert_max_traces(trainer.run, n=2))
+    c = seeds_setup()
+    guarded = c.trainer._replace(run=chex.assert_max_traces(c.trainer.run, n=2))
     runner = train.seed_runner(guarded, "map")
-    states = jax.vmap(trainer.init)(jnp.stack([prob.theta0, 0.5 * prob.theta0]))
-    keys = jax.random.split(jax.random.key(0), 2)
-    train.fit(lambda st, e0, n: runner(st, keys, None, e0, prob.data, n), states, epochs=5, epochs_per_call=2)
+    run_fn = lambda st, e0, n: runner(st, c.k_train, c.spaces, e0, c.prob.data, n)  # noqa: E731
+    train.fit(run_fn, c.states, epochs=5, epochs_per_call=2)
     with pytest.raises(AssertionError, match="traced > 2 times"):
-        runner(states, keys, None, 0, prob.data, 3)  # a third chunk length would compile again
+        run_fn(c.states, 0, 3)  # a third chunk length would compile again
