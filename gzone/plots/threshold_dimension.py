@@ -7,6 +7,9 @@
     bootstrap interval.
   * threshold_vs_t0.png: d* against the burn-in length t0 per target (bars: the bracket from the
     largest failing d to d*), the lottery subspace's d* as a dashed line.
+  * gordon_prediction.png (runs with ``--gordon_seeds``): a panel per burn-in start (rows) and
+    training-loss target (columns): P_s(d), the measured d* with its bracket, and the quadratic-well
+    predictions of d* by eq. (3') and eq. (4) of `analysis.gordon` (seed mean, range over seeds).
 """
 
 from __future__ import annotations
@@ -37,8 +40,11 @@ def _suptitle(fig, config: dict, arrays: dict, what: str) -> None:
 
 @plots.register("threshold_dimension")
 def threshold_dimension_figures(run_dir: str, config: dict, arrays: dict, analysis=None) -> list[str]:
-    return [success_figure(run_dir, config, arrays), accuracy_figure(run_dir, config, arrays),
-            threshold_figure(run_dir, config, arrays)]
+    figures = [success_figure(run_dir, config, arrays), accuracy_figure(run_dir, config, arrays),
+               threshold_figure(run_dir, config, arrays)]
+    if "gordon_cone" in arrays:
+        figures.append(gordon_figure(run_dir, config, arrays))
+    return figures
 
 
 def success_figure(run_dir: str, config: dict, arrays: dict) -> str:
@@ -148,3 +154,67 @@ def threshold_figure(run_dir: str, config: dict, arrays: dict) -> str:
     ax.legend(fontsize=7, loc="best")
     _suptitle(fig, config, arrays, "threshold vs burn-in; bars: bracket from the largest failing d")
     return plots.save(fig, os.path.join(run_dir, "threshold_vs_t0.png"))
+
+
+PREDICTIONS = (("gordon_cone", "eq. (3'): tangent cone", "C3", ":"),
+               ("gordon_larsen", "eq. (4): Larsen et al.", "C2", "-."))
+
+
+def gordon_figure(run_dir: str, config: dict, arrays: dict) -> str:
+    """P_s(d) per burn-in start and target with the measured d* and the predicted d* of both formulas."""
+    starts, dims, targets = config["derived"]["start_names"], arrays["dims"], arrays["targets"]
+    t0s = [int(t) for t in arrays["burn_in"]]
+    level, D = 1.0 - config["settings"]["delta"], int(config["derived"]["D"])
+    fig = Figure(figsize=(4.2 * len(targets) + 1.5, 3.3 * len(t0s)))
+    axes = np.atleast_2d(fig.subplots(len(t0s), len(targets), sharex=True, sharey=True, squeeze=False))
+    values = [dims[arrays["evaluated"].any(0)].astype(float)]
+    for key, *_ in PREDICTIONS:
+        v = arrays[key]
+        values.append(v[np.isfinite(v) & (v >= 1)])
+    values = np.concatenate(values)
+    lo_x, hi_x = values.min() / 1.6, min(max(values.max() * 1.6, 10.0), 1.6 * D)
+    for row, t0 in enumerate(t0s):
+        si = starts.index(f"t{t0}")
+        ev = arrays["evaluated"][si]
+        for ti, target in enumerate(targets):
+            ax = axes[row, ti]
+            if ev.any():
+                p, lo, hi = (arrays[k][ti, si, ev] for k in ("p_success", "p_low", "p_high"))
+                ax.errorbar(dims[ev], p, yerr=np.clip([p - lo, hi - p], 0.0, None), marker="o", ms=4,
+                            capsize=2, color="C0", label="measured $P_s(d)$")
+            d_star, below = arrays["threshold"][ti, si], arrays["threshold_below"][ti, si]
+            if math.isfinite(d_star):
+                ax.axvspan(below if math.isfinite(below) else lo_x, d_star, color="C0", alpha=0.15, lw=0,
+                           label=f"measured $d^*$ = {d_star:g} (bracket)")
+            else:
+                ax.text(0.98, 0.5, f"measured $d^*$ > {np.max(dims[ev]) if ev.any() else 0:g}",
+                        transform=ax.transAxes, ha="right", fontsize=7, color="C0")
+            for n, (key, name, color, ls) in enumerate(PREDICTIONS):
+                seeds = arrays[key][ti, row]
+                finite = seeds[np.isfinite(seeds)]
+                if not finite.size:
+                    ax.text(0.02, 0.9 - 0.08 * n, f"{name}: no well (target <= L*)", transform=ax.transAxes,
+                            fontsize=6, color=color)
+                    continue
+                mean = float(finite.mean())
+                if mean < 1:
+                    ax.text(0.02, 0.9 - 0.08 * n, f"{name}: {mean:.3g} (start inside the well)",
+                            transform=ax.transAxes, fontsize=6, color=color)
+                    continue
+                ax.axvline(mean, color=color, ls=ls, lw=1.5, label=f"{name}: {mean:.4g}")
+                if finite.size > 1:
+                    ax.axvspan(max(finite.min(), lo_x), finite.max(), color=color, alpha=0.12, lw=0)
+            ax.axhline(level, color="gray", ls=":", lw=1)
+            ax.set_xscale("log")
+            ax.set_xlim(lo_x, hi_x)
+            ax.set_ylim(-0.03, 1.03)
+            ax.grid(alpha=0.3, which="both")
+            ax.legend(fontsize=6, loc="lower right")
+            if row == 0:
+                ax.set_title(f"training loss <= {target:g}", fontsize=9)
+            if ti == 0:
+                ax.set_ylabel(f"{_label(f't{t0}')}\n$P_s(d)$", fontsize=8)
+            if row == len(t0s) - 1:
+                ax.set_xlabel("subspace dimension d")
+    _suptitle(fig, config, arrays, "measured vs quadratic-well (Gordon) threshold; bands: range over seeds")
+    return plots.save(fig, os.path.join(run_dir, "gordon_prediction.png"))
