@@ -209,3 +209,6 @@ def test_the_gauss_newton_well_equals_the_dense_gauss_newton_matrix(x64):
     for j in (1, 2, 3):
         assert np.sum(weights * nodes**j) == pytest.approx(b @ np.linalg.matrix_power(G, j) @ b / (b @ b),
                                                            rel=1e-6)
+    loss = flat.loss_fn(fm, x, y)
+    np.testing.assert_allclose(out["line_loss"][0], [loss(theta + s * starts[0] - s * theta)
+                                                     for s in wells.FRACTIONS], rtol=1e-10)

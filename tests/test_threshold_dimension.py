@@ -332,6 +332,9 @@ def test_a_run_with_the_gordon_prediction_records_it_beside_the_measured_thresho
         np.testing.assert_allclose(arrays["gordon_distance"][si], np.linalg.norm(anchor - theta_star, axis=1),
                                    rtol=1e-5)
     np.testing.assert_allclose(arrays["gordon_loss"], arrays["baseline_train_loss"][:2], rtol=1e-5)
+    # the loss along the segment solution -> start ends at the start's own training loss
+    np.testing.assert_allclose(arrays["gordon_line_loss"][..., -1], arrays["anchor_train_loss"][:, :2],
+                               rtol=1e-4)
     eps = np.asarray([1.5, 2.0])[:, None, None] - arrays["gordon_loss"]  # NaN where the target is below L*
     np.testing.assert_allclose(arrays["gordon_epsilon"], np.where(eps > 0, eps, np.nan)[:, [0, 0]], rtol=1e-6)
     cone = arrays["gordon_cone"]

@@ -201,7 +201,8 @@ def predictions(well: dict, *, targets, dimension: int) -> dict[str, np.ndarray]
       dict of [target, start, seed] arrays: ``epsilon``, ``cone`` (eq. 3'), ``larsen`` (eq. 4), ``beta``
       and ``mu0`` (`cone_terms`); [start, seed]: ``distance`` R = |b| and ``start_curvature``
       b^T H_+ b / |b|^2 (H's positive part, from the quadrature seen from b), so that the quadratic
-      model's loss at the start is L* + R^2 start_curvature / 2; [seed]: ``loss`` L* and
+      model's loss at the start is L* + R^2 start_curvature / 2; [start, seed, fraction]: ``line_loss``
+      the loss at theta* + s b (`wells.FRACTIONS`; NaN when `well` has none); [seed]: ``loss`` L* and
       ``top`` the largest eigenvalue.
     """
     G, K = np.shape(well["start_sq"])
@@ -211,6 +212,9 @@ def predictions(well: dict, *, targets, dimension: int) -> dict[str, np.ndarray]
     out["start_curvature"] = np.zeros((K, G))
     out["loss"] = np.asarray(well["loss"], np.float64).reshape(G)
     out["top"] = np.asarray(well["top"], np.float64).reshape(G, -1).max(-1)
+    line = well.get("line_loss")
+    out["line_loss"] = (np.full((K, G, 0), np.nan) if line is None
+                        else np.moveaxis(np.asarray(line, np.float64), 0, 1))
     for g in range(G):
         values, mult = combine_spectrum(
             well["top"][g], well["nodes"][g], well["weights"][g], dimension=dimension

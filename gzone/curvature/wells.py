@@ -13,6 +13,8 @@ At theta* on the examples (x, y), with H the well's curvature there: the Gauss-N
                                          of the k start points: Gauss quadrature of a Lanczos run
                                          started at b (`gordon.cone_terms` reads it)
   ``start_sq``         [k]               |b|^2
+  ``line_loss``        [k, len(FRACTIONS)]  L(theta* + s b) at the fractions s of the way to each start
+                                         (the quadratic model says L* + s^2 b^T H b / 2 there)
   ``loss``             []                L(theta*) on (x, y)
 
 Why G by default: the predictions (`analysis.gordon`) integrate functions of the spectrum that
@@ -25,7 +27,7 @@ quadrature then does not converge in the order (at an MNIST solution the predict
 order 40 to 80). G is also the quadratic model's own curvature: the Hessian of the loss of the
 linearised network, L(f(theta*) + J x).
 
-Cost: order (1 + probes + k) matrix-vector products (a Gauss-Newton product costs about two
+Cost: order (1 + probes + k) matrix-vector products and 5 k losses (a Gauss-Newton product costs about two
 gradients, a Hessian product about three); memory order vectors of size D at a time.
 """
 
@@ -39,6 +41,7 @@ from gzone.curvature import gauss_newton, spectra
 
 Array = jax.Array
 MATRICES = ("gauss_newton", "hessian")
+FRACTIONS = (0.125, 0.25, 0.5, 0.75, 1.0)  # points of the segment theta* -> start where the loss is taken
 
 
 def well_spectrum(
@@ -70,9 +73,10 @@ def well_spectrum(
     def seen_from(start):
         b = (start - theta_star).astype(theta_star.dtype)
         alphas, betas, _ = spectra.lanczos(k_top, mv, dim=fm.D, order=order, dtype=theta_star.dtype, start=b)
-        return (*spectra.gauss_quadrature(alphas, betas), jnp.vdot(b, b))
+        line = jnp.stack([flat.loss(fm, theta_star + s * b, x, y) for s in FRACTIONS])
+        return (*spectra.gauss_quadrature(alphas, betas), jnp.vdot(b, b), line)
 
-    start_nodes, start_weights, start_sq = jax.lax.map(seen_from, starts)
+    start_nodes, start_weights, start_sq, line_loss = jax.lax.map(seen_from, starts)
     return {
         "top": top,
         "nodes": nodes,
@@ -80,5 +84,6 @@ def well_spectrum(
         "start_nodes": start_nodes,
         "start_weights": start_weights,
         "start_sq": start_sq,
+        "line_loss": line_loss,
         "loss": flat.loss(fm, theta_star, x, y),
     }

@@ -18,6 +18,7 @@ import math
 import os
 
 import numpy as np
+from matplotlib import ticker
 from matplotlib.figure import Figure
 
 from gzone import plots
@@ -165,8 +166,13 @@ def gordon_figure(run_dir: str, config: dict, arrays: dict) -> str:
     starts, dims, targets = config["derived"]["start_names"], arrays["dims"], arrays["targets"]
     t0s = [int(t) for t in arrays["burn_in"]]
     level, D = 1.0 - config["settings"]["delta"], int(config["derived"]["D"])
-    fig = Figure(figsize=(4.2 * len(targets) + 1.5, 3.3 * len(t0s)))
-    axes = np.atleast_2d(fig.subplots(len(t0s), len(targets), sharex=True, sharey=True, squeeze=False))
+    line = "gordon_line_loss" in arrays and arrays["gordon_line_loss"].shape[-1] > 0
+    fig = Figure(figsize=(4.2 * (len(targets) + line) + 1.5, 3.3 * len(t0s)))
+    grid = fig.add_gridspec(len(t0s), len(targets) + line)
+    axes = np.empty((len(t0s), len(targets)), object)
+    for row in range(len(t0s)):
+        for ti in range(len(targets)):
+            axes[row, ti] = fig.add_subplot(grid[row, ti], sharex=axes[0, 0], sharey=axes[0, 0])
     values = [dims[arrays["evaluated"].any(0)].astype(float)]
     for key, *_ in PREDICTIONS:
         v = arrays[key]
@@ -216,5 +222,32 @@ def gordon_figure(run_dir: str, config: dict, arrays: dict) -> str:
                 ax.set_ylabel(f"{_label(f't{t0}')}\n$P_s(d)$", fontsize=8)
             if row == len(t0s) - 1:
                 ax.set_xlabel("subspace dimension d")
+        if line:
+            _segment_panel(fig.add_subplot(grid[row, -1]), arrays, row, targets, last=row == len(t0s) - 1)
     _suptitle(fig, config, arrays, "measured vs quadratic-well (Gordon) threshold; bands: range over seeds")
     return plots.save(fig, os.path.join(run_dir, "gordon_prediction.png"))
+
+
+def _segment_panel(ax, arrays: dict, row: int, targets, *, last: bool) -> None:
+    """The training loss along the segment theta* + s (start - theta*) against the quadratic well's
+    L* + s^2 b^T H b / 2, per seed, with the targets: where the well stops describing the loss."""
+    s = np.concatenate([[0.0], arrays["gordon_fractions"]])
+    fine = np.linspace(0.0, 1.0, 50)
+    for g in range(arrays["gordon_loss"].shape[0]):
+        L, R = arrays["gordon_loss"][g], arrays["gordon_distance"][row, g]
+        curvature = arrays["gordon_start_curvature"][row, g]
+        ax.plot(s, np.concatenate([[L], arrays["gordon_line_loss"][row, g]]), "o-", ms=3, color="C0",
+                label="training loss" if g == 0 else None)
+        ax.plot(fine, L + 0.5 * (fine * R) ** 2 * curvature, "--", color="C3",
+                label="quadratic well" if g == 0 else None)
+    for target in targets:
+        ax.axhline(target, color="gray", ls=":", lw=1)
+    ax.set_yscale("log")
+    ax.yaxis.set_major_formatter(ticker.FormatStrFormatter("%g"))
+    ax.yaxis.set_minor_formatter(ticker.FormatStrFormatter("%g"))
+    ax.tick_params(axis="y", which="minor", labelsize=6)
+    ax.grid(alpha=0.3, which="both")
+    ax.legend(fontsize=6, loc="upper left")
+    ax.set_title("loss on the segment solution -> start" if row == 0 else "", fontsize=9)
+    if last:
+        ax.set_xlabel("s: theta* + s (start - theta*)")

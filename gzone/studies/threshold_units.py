@@ -171,10 +171,12 @@ class Units:
              "start_loss": anchors[si]["train_loss"][:G].tolist(),
              "quadratic_start_loss": (pred["loss"] + 0.5 * pred["distance"][si] ** 2
                                       * pred["start_curvature"][si]).tolist(),
+             "line_loss": pred["line_loss"][si].tolist(), "line_fractions": list(wells.FRACTIONS),
              **{k: _mean_finite(pred[k][ti, si]) for k in ("epsilon", "cone", "larsen")},
              **{f"{k}_seeds": pred[k][ti, si].tolist() for k in ("cone", "larsen", "beta", "mu0")}}
             for ti, t in enumerate(o.targets) for si, t0 in enumerate(o.burn_in)]
-        return {f"gordon_{k}": v for k, v in pred.items()}
+        fractions = np.asarray(wells.FRACTIONS)
+        return {**{f"gordon_{k}": v for k, v in pred.items()}, "gordon_fractions": fractions}
 
 
 def _mean_finite(values) -> float:
