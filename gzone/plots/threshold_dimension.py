@@ -243,9 +243,9 @@ def _segment_panel(ax, arrays: dict, row: int, targets, *, last: bool) -> None:
     for target in targets:
         ax.axhline(target, color="gray", ls=":", lw=1)
     ax.set_yscale("log")
+    ax.yaxis.set_major_locator(ticker.LogLocator(subs=(1.0, 2.0, 5.0)))
     ax.yaxis.set_major_formatter(ticker.FormatStrFormatter("%g"))
-    ax.yaxis.set_minor_formatter(ticker.FormatStrFormatter("%g"))
-    ax.tick_params(axis="y", which="minor", labelsize=6)
+    ax.yaxis.set_minor_formatter(ticker.NullFormatter())
     ax.grid(alpha=0.3, which="both")
     ax.legend(fontsize=6, loc="upper left")
     ax.set_title("loss on the segment solution -> start" if row == 0 else "", fontsize=9)
