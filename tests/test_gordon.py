@@ -87,7 +87,8 @@ def test_limits_and_bad_input():
 
 def test_the_well_spectrum_equals_a_dense_hessian(x64):
     """curvature.wells at a point of a small MLP: Lanczos at order D gives the top eigenvalues exactly,
-    the quadrature seen from b the exact moments b^T H^j b / |b|^2, and cone_terms what the dense M gives."""
+    the quadrature seen from b the exact moments b^T H^j b / |b|^2, and cone_terms what the dense M gives
+    (H the Hessian; the Gauss-Newton default in the next test)."""
     import jax
     import jax.numpy as jnp
 
@@ -107,8 +108,8 @@ def test_the_well_spectrum_equals_a_dense_hessian(x64):
         return theta, x, starts
 
     theta, x, starts = setup()
-    out = jax.jit(lambda k: wells.well_spectrum(k, fm, theta, x, y, starts, top_k=4, order=fm.D, probes=3))(
-        jax.random.key(4))
+    out = jax.jit(lambda k: wells.well_spectrum(k, fm, theta, x, y, starts, top_k=4, order=fm.D, probes=3,
+                                                matrix="hessian"))(jax.random.key(4))
     H = jax.jit(jax.hessian(flat.loss_fn(fm, x, y)))(theta)
     out, H, theta, starts = jax.tree_util.tree_map(np.asarray, (out, H, theta, starts))
     eig = np.linalg.eigvalsh(H)
@@ -129,3 +130,92 @@ def test_the_well_spectrum_equals_a_dense_hessian(x64):
         A = Hp / (2 * epsilon)
         assert beta == pytest.approx(b @ A @ b - 1, rel=1e-6)
         assert mu0 == pytest.approx(np.linalg.eigvalsh(np.outer(A @ b, A @ b) - beta * A)[-1], rel=1e-5)
+
+
+def test_predictions_read_the_well_as_the_exact_algebra_does():
+    """`predictions` on a well whose spectra are exact (H's eigenvalues as one SLQ probe of weight 1/D
+    each, H's spectral measure seen from each start): per [target, start, seed], eps = target - L*, the
+    cone terms and eq. (4) of the exact spectrum, eq. (3') within the interlacing error of the exact
+    cone (3); a target at or below L* gives NaN."""
+    k, targets = 5, (0.3, 1.0, 0.05)
+    lams = [np.concatenate([np.geomspace(1e-3, 10, D - 10), np.zeros(10)]), np.geomspace(1e-2, 3, D)]
+    losses = [0.02, 0.2]
+    well = {name: [] for name in ("top", "nodes", "weights", "start_nodes", "start_weights", "start_sq")}
+    cases = []
+    for g, lam in enumerate(lams):
+        H, b0, rng = _quadratic(lam, seed=10 + g)
+        bs = [b0, 2.0 * rng.normal(size=D) / np.sqrt(D)]
+        eig, V = np.linalg.eigh(H)
+        well["top"].append(eig[::-1][:k])
+        well["nodes"].append(eig[None])
+        well["weights"].append(np.full((1, D), 1.0 / D))
+        well["start_nodes"].append(np.stack([eig] * 2))
+        well["start_weights"].append(np.stack([(V.T @ b) ** 2 / (b @ b) for b in bs]))
+        well["start_sq"].append(np.array([b @ b for b in bs]))
+        cases.append((H, eig, bs))
+    well = {name: np.stack(v) for name, v in well.items()}
+    well["loss"] = np.array(losses)
+    out = gordon.predictions(well, targets=targets, dimension=D)
+    assert out["cone"].shape == (3, 2, 2) and out["distance"].shape == (2, 2) and out["top"].shape == (2,)
+    for g, (H, eig, bs) in enumerate(cases):
+        assert out["loss"][g] == losses[g] and out["top"][g] == pytest.approx(eig.max())
+        for si, b in enumerate(bs):
+            assert out["distance"][si, g] == pytest.approx(np.linalg.norm(b), rel=1e-12)
+            assert out["start_curvature"][si, g] == pytest.approx(b @ H @ b / (b @ b), rel=1e-9)
+            for ti, target in enumerate(targets):
+                eps = target - losses[g]
+                if eps <= 0:
+                    assert all(np.isnan(out[key][ti, si, g]) for key in ("epsilon", "cone", "larsen"))
+                    continue
+                A = H / (2 * eps)
+                beta = b @ A @ b - 1
+                assert out["epsilon"][ti, si, g] == pytest.approx(eps, rel=1e-12)
+                assert out["beta"][ti, si, g] == pytest.approx(beta, rel=1e-9)
+                terms = np.where(eig > 0, 2 * eps / (np.maximum(eig, 0) * (b @ b) + 2 * eps), 1.0)
+                assert out["larsen"][ti, si, g] == pytest.approx(np.clip(D - terms.sum(), 0, D), rel=1e-9)
+                if beta <= 0:  # the start is inside the sublevel set
+                    assert out["cone"][ti, si, g] == 0.0
+                    continue
+                mu = np.linalg.eigvalsh(np.outer(A @ b, A @ b) - beta * A)
+                assert out["mu0"][ti, si, g] == pytest.approx(mu[-1], rel=1e-8)
+                exact = gordon.cone_dimension(H, b, epsilon=eps)
+                assert abs(out["cone"][ti, si, g] - exact) < 3, (out["cone"][ti, si, g], exact)
+    assert np.isnan(out["cone"][2, :, 1]).all() and np.isfinite(out["cone"][2, :, 0]).all()
+
+
+def test_the_gauss_newton_well_equals_the_dense_gauss_newton_matrix(x64):
+    """The default well (matrix="gauss_newton") at a point of a small MLP: its top eigenvalues and the
+    moments seen from b are those of the dense G = J^T H_out J (J the logits' Jacobian, H_out the
+    cross-entropy's Hessian in the logits, blockdiag (diag p - p p^T) / N), not of the Hessian."""
+    import jax
+    import jax.numpy as jnp
+
+    from gzone import flat, models
+    from gzone.curvature import wells
+
+    module = models.build(models.ModelSpec("mlp", (6,), "tanh"), 3)
+    fm = flat.flat_model(module, (4,), jnp.float64)
+    theta = flat.sample_fn(module, (4,), "xavier", jnp.float64)(jax.random.key(0)) * 1.5
+    x = jax.random.normal(jax.random.key(1), (20, 4), jnp.float64)
+    y = jnp.arange(20) % 3
+    starts = (theta + 0.3 * jax.random.normal(jax.random.key(2), (fm.D,), jnp.float64))[None]
+    out = jax.jit(lambda k: wells.well_spectrum(k, fm, theta, x, y, starts, top_k=4, order=fm.D, probes=2))(
+        jax.random.key(4))
+    J = np.asarray(jax.jacobian(lambda th: flat.logits(fm, th, x))(theta)).reshape(20 * 3, fm.D)
+    p = np.asarray(jax.nn.softmax(flat.logits(fm, theta, x)))
+    H_out = np.zeros((60, 60))
+    for n in range(20):
+        H_out[3 * n:3 * n + 3, 3 * n:3 * n + 3] = (np.diag(p[n]) - np.outer(p[n], p[n])) / 20
+    G = J.T @ H_out @ J
+    eig = np.linalg.eigvalsh(G)
+    np.testing.assert_allclose(out["top"], eig[::-1][:4], rtol=1e-8)
+    H = np.asarray(jax.hessian(flat.loss_fn(fm, x, y))(theta))
+    assert np.abs(np.linalg.eigvalsh(H)[::-1][:4] - eig[::-1][:4]).max() > 1e-3  # G is not H here
+    b = np.asarray(starts[0] - theta)
+    nodes, weights = np.asarray(out["start_nodes"][0]), np.asarray(out["start_weights"][0])
+    for j in (1, 2, 3):
+        assert np.sum(weights * nodes**j) == pytest.approx(b @ np.linalg.matrix_power(G, j) @ b / (b @ b),
+                                                           rel=1e-6)
+    loss = flat.loss_fn(fm, x, y)
+    np.testing.assert_allclose(out["line_loss"][0], [loss(theta + s * starts[0] - s * theta)
+                                                     for s in wells.FRACTIONS], rtol=1e-10)

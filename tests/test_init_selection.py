@@ -89,6 +89,11 @@ def test_records_selection_and_tests(smoke):
         assert analysis["tests"][name] == pytest.approx(expected)
         assert analysis["tests"][name]["n_a"] == M * S
         assert analysis["tests_init_means"][name]["n_a"] == M
+        top, other = arrays[name].astype(np.float64).mean(-1)
+        effect = analysis["effects"][name]  # top - other on the per-init means, Welch's interval
+        assert effect["difference"] == pytest.approx(top.mean() - other.mean(), rel=1e-5, abs=1e-9)
+        assert effect["low"] < effect["difference"] < effect["high"] and effect["n_a"] == M
+        assert set(analysis["variance_components"][name]) >= {"interaction_var", "between_var"}
     # Runs from one init with different batch orders differ; the seed-s orders are shared by both groups.
     assert not np.array_equal(arrays["train_loss"][0, 0, 0], arrays["train_loss"][0, 0, 1])
     assert Path(path, "init_selection.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

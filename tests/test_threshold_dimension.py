@@ -312,17 +312,30 @@ def test_sigkill_mid_unit_then_rerun_resumes_and_matches_uninterrupted(smoke, tm
 @pytest.mark.slow  # a smoke threshold run on the training loss with the quadratic-well prediction: ~1 min
 def test_a_run_with_the_gordon_prediction_records_it_beside_the_measured_threshold(tmp_path):
     run = _run(tmp_path, "--target_metric=train_loss", "--targets=1.5,2.0", "--gordon_seeds=2",
-               "--gordon_top_k=4", "--gordon_order=12", "--gordon_probes=2", "--nolottery", "--noplots",
-               "--name=gordon")
+               "--gordon_top_k=4", "--gordon_order=12", "--gordon_probes=2", "--nolottery", "--name=gordon")
     config = records.read_config(run["path"])
     assert config["status"] == "complete" and config["axes"] == schema.threshold_dimension_axes(gordon=True)
     arrays = records.load_arrays(run["path"])
     units = [line["unit"] for line in records.read_jsonl(run["path"])]
     assert units.count("gordon_well") == 1
     D = int(config["derived"]["D"])
-    for key in ("gordon_epsilon", "gordon_cone", "gordon_larsen"):
+    for key in ("gordon_epsilon", "gordon_cone", "gordon_larsen", "gordon_beta", "gordon_mu0"):
         a = arrays[key]
         assert a.shape == (2, 2, 2), (key, a.shape)  # [target, t0, seed]
+    # The wells sit at the baseline's solutions and are seen from each seed's own start point: the
+    # initialisation (t0 = 0) and the point after t0 = 8 full-space steps (the subspaces' anchors).
+    unit = lambda name: np.load(Path(run["path"], "units", f"{name}.npz"))  # noqa: E731
+    theta_star = unit("baseline")["theta_final"]
+    for si, t0 in enumerate((0, 8)):
+        anchor = unit(f"burnin_t{t0}")["anchor"][:2]
+        np.testing.assert_allclose(arrays["gordon_distance"][si], np.linalg.norm(anchor - theta_star, axis=1),
+                                   rtol=1e-5)
+    np.testing.assert_allclose(arrays["gordon_loss"], arrays["baseline_train_loss"][:2], rtol=1e-5)
+    # the loss along the segment solution -> start ends at the start's own training loss
+    np.testing.assert_allclose(arrays["gordon_line_loss"][..., -1], arrays["anchor_train_loss"][:, :2],
+                               rtol=1e-4)
+    eps = np.asarray([1.5, 2.0])[:, None, None] - arrays["gordon_loss"]  # NaN where the target is below L*
+    np.testing.assert_allclose(arrays["gordon_epsilon"], np.where(eps > 0, eps, np.nan)[:, [0, 0]], rtol=1e-6)
     cone = arrays["gordon_cone"]
     print("gordon_cone [target, t0, seed]", cone.tolist(), "solution loss", arrays.get("gordon_loss"))
     assert np.isfinite(cone[1]).all()  # the solutions' training loss is below the looser target
@@ -336,6 +349,8 @@ def test_a_run_with_the_gordon_prediction_records_it_beside_the_measured_thresho
     for r in rows:
         assert len(r["cone_seeds"]) == 2 and len(r["solution_loss"]) == 2
         assert "measured_threshold" in r and "larsen" in r
+        assert len(r["distance"]) == len(r["start_loss"]) == len(r["quadratic_start_loss"]) == 2
+    assert Path(run["path"], "gordon_prediction.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
 def test_lr_reference_d_is_inverse_sqrt_d_and_only_a_setting_when_given():

@@ -188,7 +188,7 @@ def subspace_hits(H, center, start, P, *, epsilon: float) -> tuple[bool, float]:
 
 
 def predictions(well: dict, *, targets, dimension: int) -> dict[str, np.ndarray]:
-    """Predicted threshold dimensions per training-loss target, start point and seed.
+    """Predicted threshold dimensions per training-loss target, start point and seed, with what drives them.
 
     Args:
       well: `curvature.wells.well_spectrum`'s arrays with a leading seed axis [G, ...] (the solution
@@ -198,16 +198,33 @@ def predictions(well: dict, *, targets, dimension: int) -> dict[str, np.ndarray]
       dimension: D.
 
     Returns:
-      dict of [target, start, seed] arrays: ``epsilon``, ``cone`` (eq. 3') and ``larsen`` (eq. 4).
+      dict of [target, start, seed] arrays: ``epsilon``, ``cone`` (eq. 3'), ``larsen`` (eq. 4), ``beta``
+      and ``mu0`` (`cone_terms`); [start, seed]: ``distance`` R = |b| and ``start_curvature``
+      b^T H_+ b / |b|^2 (H's positive part, from the quadrature seen from b), so that the quadratic
+      model's loss at the start is L* + R^2 start_curvature / 2; [start, seed, fraction]: ``line_loss``
+      the loss at theta* + s b (`wells.FRACTIONS`; NaN when `well` has none); [seed]: ``loss`` L* and
+      ``top`` the largest eigenvalue.
     """
     G, K = np.shape(well["start_sq"])
-    out = {k: np.full((len(targets), K, G), np.nan) for k in ("epsilon", "cone", "larsen")}
+    names = ("epsilon", "cone", "larsen", "beta", "mu0")
+    out = {k: np.full((len(targets), K, G), np.nan) for k in names}
+    out["distance"] = np.sqrt(np.asarray(well["start_sq"], np.float64)).T
+    out["start_curvature"] = np.zeros((K, G))
+    out["loss"] = np.asarray(well["loss"], np.float64).reshape(G)
+    out["top"] = np.asarray(well["top"], np.float64).reshape(G, -1).max(-1)
+    line = well.get("line_loss")
+    out["line_loss"] = (np.full((K, G, 0), np.nan) if line is None
+                        else np.moveaxis(np.asarray(line, np.float64), 0, 1))
     for g in range(G):
         values, mult = combine_spectrum(
             well["top"][g], well["nodes"][g], well["weights"][g], dimension=dimension
         )
+        for k in range(K):
+            w = np.asarray(well["start_weights"][g][k], np.float64).ravel()
+            nodes = np.maximum(np.asarray(well["start_nodes"][g][k], np.float64).ravel(), 0.0)
+            out["start_curvature"][k, g] = float(np.sum(w * nodes) / np.sum(w))
         for ti, target in enumerate(targets):
-            eps = float(target) - float(well["loss"][g])
+            eps = float(target) - out["loss"][g]
             if not eps > 0:
                 continue
             for k in range(K):
@@ -215,7 +232,7 @@ def predictions(well: dict, *, targets, dimension: int) -> dict[str, np.ndarray]
                 beta, mu0 = cone_terms(
                     well["start_nodes"][g][k], well["start_weights"][g][k], b_norm_sq=sq, epsilon=eps
                 )
-                out["epsilon"][ti, k, g] = eps
+                out["epsilon"][ti, k, g], out["beta"][ti, k, g], out["mu0"][ti, k, g] = eps, beta, mu0
                 out["cone"][ti, k, g] = (
                     cone_prediction(values, mult, dimension=dimension, epsilon=eps, beta=beta, mu0=mu0)
                     if beta > 0

@@ -2,8 +2,9 @@
 
 init_selection.png  (1) the K scores with the selected groups marked, against the initial loss;
                     (2) score of each trained run's init vs its outcome (test loss after the budget), groups
-                    marked, Mann-Whitney p and rank-biserial r over runs and over per-init means in the
-                    title; (3) the same for the area under
+                    marked, Mann-Whitney p and rank-biserial r over runs and over per-init means and
+                    the effect top - other with Welch's 95 % interval in the title; (3) the same for
+                    the area under
                     the training-loss curve (training speed); (4) training curves of both groups.
 """
 
@@ -20,6 +21,11 @@ COLORS = {"top": "C3", "other": "C0"}
 SCORE_LABELS = {"trace_over_frob": r"subspace $\mathrm{Tr}(H)/\|H\|_F$",
                 "frac_pos": "fraction of positive subspace eigenvalues",
                 "full_trace_over_frob": r"full-space $\mathrm{Tr}(H)/\|H\|_F$", "loss": "initial loss"}
+
+
+def _effect_line(effect: dict, compare: str) -> str:
+    return (f"\ntop - {compare}: {effect['difference']:+.3g} [{effect['low']:+.3g}, {effect['high']:+.3g}] "
+            f"(95 %, Welch p = {effect['p_value']:.3g})")
 
 
 @plots.register("init_selection")
@@ -56,10 +62,12 @@ def init_selection_figure(run_dir: str, config: dict, arrays: dict, analysis=Non
         ax.set_ylabel(f"{what} after {analysis['steps']} steps")
         rho = analysis["spearman"][outcome]["rho"]
         per_init = analysis["tests_init_means"][outcome]
+        effect = analysis.get("effects", {}).get(outcome)
         ax.set_title(f"Mann-Whitney over runs: p = {test['p_value']:.3g}, r = {test['rank_biserial']:+.2f}\n"
                      f"over per-init means: p = {per_init['p_value']:.3g}, "
                      f"r = {per_init['rank_biserial']:+.2f}"
-                     + (f"; Spearman rho = {rho:+.2f}" if rho is not None else ""), fontsize=8)
+                     + (f"; Spearman rho = {rho:+.2f}" if rho is not None else "")
+                     + (_effect_line(effect, s["compare"]) if effect else ""), fontsize=8)
 
     steps = arrays["step"].reshape(-1)
     for gi, g in enumerate(("top", "other")):

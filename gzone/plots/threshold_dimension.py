@@ -7,6 +7,9 @@
     bootstrap interval.
   * threshold_vs_t0.png: d* against the burn-in length t0 per target (bars: the bracket from the
     largest failing d to d*), the lottery subspace's d* as a dashed line.
+  * gordon_prediction.png (runs with ``--gordon_seeds``): a panel per burn-in start (rows) and
+    training-loss target (columns): P_s(d), the measured d* with its bracket, and the quadratic-well
+    predictions of d* by eq. (3') and eq. (4) of `analysis.gordon` (seed mean, range over seeds).
 """
 
 from __future__ import annotations
@@ -15,6 +18,7 @@ import math
 import os
 
 import numpy as np
+from matplotlib import ticker
 from matplotlib.figure import Figure
 
 from gzone import plots
@@ -37,8 +41,11 @@ def _suptitle(fig, config: dict, arrays: dict, what: str) -> None:
 
 @plots.register("threshold_dimension")
 def threshold_dimension_figures(run_dir: str, config: dict, arrays: dict, analysis=None) -> list[str]:
-    return [success_figure(run_dir, config, arrays), accuracy_figure(run_dir, config, arrays),
-            threshold_figure(run_dir, config, arrays)]
+    figures = [success_figure(run_dir, config, arrays), accuracy_figure(run_dir, config, arrays),
+               threshold_figure(run_dir, config, arrays)]
+    if "gordon_cone" in arrays:
+        figures.append(gordon_figure(run_dir, config, arrays))
+    return figures
 
 
 def success_figure(run_dir: str, config: dict, arrays: dict) -> str:
@@ -148,3 +155,99 @@ def threshold_figure(run_dir: str, config: dict, arrays: dict) -> str:
     ax.legend(fontsize=7, loc="best")
     _suptitle(fig, config, arrays, "threshold vs burn-in; bars: bracket from the largest failing d")
     return plots.save(fig, os.path.join(run_dir, "threshold_vs_t0.png"))
+
+
+PREDICTIONS = (("gordon_cone", "eq. (3'): tangent cone", "C3", ":"),
+               ("gordon_larsen", "eq. (4): Larsen et al.", "C2", "-."))
+
+
+def gordon_figure(run_dir: str, config: dict, arrays: dict) -> str:
+    """P_s(d) per burn-in start and target with the measured d* and the predicted d* of both formulas."""
+    starts, dims, targets = config["derived"]["start_names"], arrays["dims"], arrays["targets"]
+    t0s = [int(t) for t in arrays["burn_in"]]
+    level, D = 1.0 - config["settings"]["delta"], int(config["derived"]["D"])
+    line = "gordon_line_loss" in arrays and arrays["gordon_line_loss"].shape[-1] > 0
+    fig = Figure(figsize=(4.2 * (len(targets) + line) + 1.5, 3.3 * len(t0s)))
+    grid = fig.add_gridspec(len(t0s), len(targets) + line)
+    axes = np.empty((len(t0s), len(targets)), object)
+    for row in range(len(t0s)):
+        for ti in range(len(targets)):
+            axes[row, ti] = fig.add_subplot(grid[row, ti], sharex=axes[0, 0], sharey=axes[0, 0])
+    values = [dims[arrays["evaluated"].any(0)].astype(float)]
+    for key, *_ in PREDICTIONS:
+        v = arrays[key]
+        values.append(v[np.isfinite(v) & (v >= 1)])
+    values = np.concatenate(values)
+    lo_x, hi_x = values.min() / 1.6, min(max(values.max() * 1.6, 10.0), 1.6 * D)
+    for row, t0 in enumerate(t0s):
+        si = starts.index(f"t{t0}")
+        ev = arrays["evaluated"][si]
+        for ti, target in enumerate(targets):
+            ax = axes[row, ti]
+            if ev.any():
+                p, lo, hi = (arrays[k][ti, si, ev] for k in ("p_success", "p_low", "p_high"))
+                ax.errorbar(dims[ev], p, yerr=np.clip([p - lo, hi - p], 0.0, None), marker="o", ms=4,
+                            capsize=2, color="C0", label="measured $P_s(d)$")
+            d_star, below = arrays["threshold"][ti, si], arrays["threshold_below"][ti, si]
+            if math.isfinite(d_star):
+                ax.axvspan(below if math.isfinite(below) else lo_x, d_star, color="C0", alpha=0.15, lw=0,
+                           label=f"measured $d^*$ = {d_star:g} (bracket)")
+            else:
+                ax.text(0.98, 0.5, f"measured $d^*$ > {np.max(dims[ev]) if ev.any() else 0:g}",
+                        transform=ax.transAxes, ha="right", fontsize=7, color="C0")
+            for n, (key, name, color, ls) in enumerate(PREDICTIONS):
+                seeds = arrays[key][ti, row]
+                finite = seeds[np.isfinite(seeds)]
+                if not finite.size:
+                    ax.text(0.02, 0.9 - 0.08 * n, f"{name}: no well (target <= L*)", transform=ax.transAxes,
+                            fontsize=6, color=color)
+                    continue
+                mean = float(finite.mean())
+                if mean < 1:
+                    ax.text(0.02, 0.9 - 0.08 * n, f"{name}: {mean:.3g} (start inside the well)",
+                            transform=ax.transAxes, fontsize=6, color=color)
+                    continue
+                ax.axvline(mean, color=color, ls=ls, lw=1.5, label=f"{name}: {mean:.4g}")
+                if finite.size > 1:
+                    ax.axvspan(max(finite.min(), lo_x), finite.max(), color=color, alpha=0.12, lw=0)
+            ax.axhline(level, color="gray", ls=":", lw=1)
+            ax.set_xscale("log")
+            ax.set_xlim(lo_x, hi_x)
+            ax.set_ylim(-0.03, 1.03)
+            ax.grid(alpha=0.3, which="both")
+            ax.legend(fontsize=6, loc="lower right")
+            if row == 0:
+                ax.set_title(f"training loss <= {target:g}", fontsize=9)
+            if ti == 0:
+                ax.set_ylabel(f"{_label(f't{t0}')}\n$P_s(d)$", fontsize=8)
+            if row == len(t0s) - 1:
+                ax.set_xlabel("subspace dimension d")
+        if line:
+            _segment_panel(fig.add_subplot(grid[row, -1]), arrays, row, targets, last=row == len(t0s) - 1)
+    _suptitle(fig, config, arrays, "measured vs quadratic-well (Gordon) threshold; bands: range over seeds")
+    return plots.save(fig, os.path.join(run_dir, "gordon_prediction.png"))
+
+
+def _segment_panel(ax, arrays: dict, row: int, targets, *, last: bool) -> None:
+    """The training loss along the segment theta* + s (start - theta*) against the quadratic well's
+    L* + s^2 b^T H b / 2, per seed, with the targets: where the well stops describing the loss."""
+    s = np.concatenate([[0.0], arrays["gordon_fractions"]])
+    fine = np.linspace(0.0, 1.0, 50)
+    for g in range(arrays["gordon_loss"].shape[0]):
+        L, R = arrays["gordon_loss"][g], arrays["gordon_distance"][row, g]
+        curvature = arrays["gordon_start_curvature"][row, g]
+        ax.plot(s, np.concatenate([[L], arrays["gordon_line_loss"][row, g]]), "o-", ms=3, color="C0",
+                label="training loss" if g == 0 else None)
+        ax.plot(fine, L + 0.5 * (fine * R) ** 2 * curvature, "--", color="C3",
+                label="quadratic well" if g == 0 else None)
+    for target in targets:
+        ax.axhline(target, color="gray", ls=":", lw=1)
+    ax.set_yscale("log")
+    ax.yaxis.set_major_locator(ticker.LogLocator(subs=(1.0, 2.0, 5.0)))
+    ax.yaxis.set_major_formatter(ticker.FormatStrFormatter("%g"))
+    ax.yaxis.set_minor_formatter(ticker.NullFormatter())
+    ax.grid(alpha=0.3, which="both")
+    ax.legend(fontsize=6, loc="upper left")
+    ax.set_title("loss on the segment solution -> start" if row == 0 else "", fontsize=9)
+    if last:
+        ax.set_xlabel("s: theta* + s (start - theta*)")

@@ -189,7 +189,10 @@ def threshold_dimension_axes(*, gordon: bool = False) -> dict:
     d, P_s [target, start, d], thresholds [target, start], the baseline [seed, ...], the burn-in start
     points [t0, seed], d_int [stat] (estimate, bootstrap low and high), the lottery basis's singular
     values [seed, rank] and the grids; with the quadratic-well prediction (``--gordon_seeds``),
-    ``gordon_epsilon``, ``gordon_cone``, ``gordon_larsen`` [target, t0, seed]."""
+    ``gordon_epsilon``, ``gordon_cone``, ``gordon_larsen``, ``gordon_beta``, ``gordon_mu0`` [target, t0,
+    seed], ``gordon_distance``, ``gordon_start_curvature`` [t0, seed], ``gordon_loss``, ``gordon_top``
+    [seed], ``gordon_line_loss`` [t0, seed, fraction] at ``gordon_fractions`` [fraction] of the way from
+    the solution to the start (`analysis.gordon.predictions`)."""
     per_d = ["start", "d", "seed"]
     per_target = ["target", "start", "d"]
     axes = {
@@ -217,7 +220,11 @@ def threshold_dimension_axes(*, gordon: bool = False) -> dict:
         "grid": ["grid"],
     }
     if gordon:
-        axes.update({f"gordon_{k}": ["target", "t0", "seed"] for k in ("epsilon", "cone", "larsen")})
+        axes.update({f"gordon_{k}": ["target", "t0", "seed"] for k in ("epsilon", "cone", "larsen", "beta",
+                                                                        "mu0")})
+        axes.update({"gordon_distance": ["t0", "seed"], "gordon_start_curvature": ["t0", "seed"],
+                     "gordon_loss": ["seed"], "gordon_top": ["seed"],
+                     "gordon_line_loss": ["t0", "seed", "fraction"], "gordon_fractions": ["fraction"]})
     return axes
 
 

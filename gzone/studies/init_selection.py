@@ -235,7 +235,9 @@ def outcomes(arrays: dict) -> dict:
 def analyse(arrays: dict, opts: SelectionOptions, steps_per_epoch: int) -> dict:
     """Selection; Mann-Whitney tests top vs other per outcome over all M S runs (``tests``: the S runs of one
     init are not independent of each other, so their p-values overstate the evidence about inits) and over
-    the M per-init means (``tests_init_means``: independent, but M = 3 vs 3 cannot reach p < 0.1);
+    the M per-init means (``tests_init_means``: independent, but M = 3 vs 3 cannot reach p < 0.1); the
+    effect top - other on the per-init means with Welch's t-test and its 95 % interval (``effects``) and
+    the between-init and init x order variances (``variance_components``, with S >= 2 and M >= 2);
     Spearman correlations of score and outcome over the runs and of the scores with each other."""
     groups = schema.SELECTION_GROUPS
     score = arrays[f"score_{opts.score}"]
@@ -247,11 +249,16 @@ def analyse(arrays: dict, opts: SelectionOptions, steps_per_epoch: int) -> dict:
            "selected_scores": {g: score[c].tolist() for g, c in chosen.items()},
            "selected_initial_loss": {g: arrays["score_loss"][c].tolist() for g, c in chosen.items()},
            "score_quantiles": np.quantile(score, [0, 0.25, 0.5, 0.75, 1]).tolist(), "tests": {},
-           "tests_init_means": {}, "spearman": {}, "score_correlations": {}}
+           "tests_init_means": {}, "effects": {}, "variance_components": {}, "spearman": {},
+           "score_correlations": {}}
     for name in schema.SELECTION_OUTCOMES:
         top, other = arrays[name]
         out["tests"][name] = selection.mann_whitney(top, other)
         out["tests_init_means"][name] = selection.mann_whitney(top.mean(-1), other.mean(-1))
+        if opts.num_selected >= 2:
+            out["effects"][name] = selection.welch(top.mean(-1), other.mean(-1), confidence=0.95)
+            if opts.num_seeds >= 2:
+                out["variance_components"][name] = selection.variance_components(arrays[name])
         out["spearman"][name] = selection.spearman(run_score.ravel(), arrays[name].ravel())
     for name in selection.SCORES:
         if name != opts.score and f"score_{name}" in arrays:
@@ -277,4 +284,7 @@ def summary_table(analysis: dict) -> str:
         lines.append(f"{name:<20} {t['median_a']:>11.4g} {t['median_b']:>12.4g} {t['U']:>7.1f} "
                      f"{t['p_value']:>9.3g} {t['rank_biserial']:>13.3f} {rho:>12}   per init: p "
                      f"{m['p_value']:.3g}, r {m['rank_biserial']:+.2f}")
+    for name, e in analysis.get("effects", {}).items():
+        lines.append(f"{name:<20} top - other (per-init means) {e['difference']:+.4g} "
+                     f"[{e['low']:+.4g}, {e['high']:+.4g}] (95 %), Welch p {e['p_value']:.3g}")
     return "\n".join(lines)

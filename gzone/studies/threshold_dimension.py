@@ -82,6 +82,9 @@ class ThresholdOptions(
     gordon_top_k: int = option(20, "Top Hessian eigenvalues by Lanczos for the prediction.", minimum=1)
     gordon_order: int = option(80, "Lanczos steps of the prediction's spectra.", minimum=2)
     gordon_probes: int = option(8, "SLQ probes of the prediction's spectral density.", minimum=1)
+    gordon_matrix: str = option("gauss_newton", "The well's curvature: the Gauss-Newton matrix (positive "
+                                "semidefinite: its quadrature converges) or the Hessian (curvature.wells).",
+                                choices=("gauss_newton", "hessian"))
 
     def _check(self):
         shown = ",".join(f"{t:g}" for t in self.targets)

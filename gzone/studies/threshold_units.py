@@ -162,7 +162,7 @@ class Units:
         o, G = self.opts, self.opts.gordon_seeds
         measure = jax.jit(lambda k, th, st: wells.well_spectrum(
             k, prob.fm, th, self.x_eval, self.y_eval, st, top_k=o.gordon_top_k, order=o.gordon_order,
-            probes=o.gordon_probes))
+            probes=o.gordon_probes, matrix=o.gordon_matrix))
 
         def compute():
             theta_star = self.engine.unit("baseline", _missing)["theta_final"]
@@ -177,11 +177,17 @@ class Units:
         found = {(row["target"], row["start"]): row for row in analysis["thresholds"]}
         analysis["gordon"] = [
             {"target": t, "start": f"t{t0}", "measured_threshold": found[t, f"t{t0}"]["threshold"],
-             "measured_below": found[t, f"t{t0}"]["below"], "solution_loss": well["loss"].tolist(),
+             "measured_below": found[t, f"t{t0}"]["below"], "solution_loss": pred["loss"].tolist(),
+             "top_eigenvalue": pred["top"].tolist(), "distance": pred["distance"][si].tolist(),
+             "start_loss": anchors[si]["train_loss"][:G].tolist(),
+             "quadratic_start_loss": (pred["loss"] + 0.5 * pred["distance"][si] ** 2
+                                      * pred["start_curvature"][si]).tolist(),
+             "line_loss": pred["line_loss"][si].tolist(), "line_fractions": list(wells.FRACTIONS),
              **{k: _mean_finite(pred[k][ti, si]) for k in ("epsilon", "cone", "larsen")},
-             **{f"{k}_seeds": pred[k][ti, si].tolist() for k in ("cone", "larsen")}}
+             **{f"{k}_seeds": pred[k][ti, si].tolist() for k in ("cone", "larsen", "beta", "mu0")}}
             for ti, t in enumerate(o.targets) for si, t0 in enumerate(o.burn_in)]
-        return {f"gordon_{k}": v for k, v in pred.items()}
+        fractions = np.asarray(wells.FRACTIONS)
+        return {**{f"gordon_{k}": v for k, v in pred.items()}, "gordon_fractions": fractions}
 
 
 def _mean_finite(values) -> float:
