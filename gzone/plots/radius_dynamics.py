@@ -73,8 +73,8 @@ def radius_dynamics_figures(run_dir: str, config: dict, arrays: dict, analysis=N
     ax_final.set_ylabel(f"test accuracy after {len(epochs)} epochs")
     mark_rx(ax_final, 1.0)
     if derived.get("reference_radius", "xavier") != "xavier":
-        ax_r.set_title(f"$r_X$ = {r_x:.4g} ({derived['reference_radius']}); Xavier radius {derived['r_x']:.4g}",
-                       fontsize=8)
+        ax_r.set_title(f"$r_X$ = {r_x:.4g} ({derived['reference_radius']}); "
+                       f"Xavier radius {derived['r_x']:.4g}", fontsize=8)
     power = settings.get("lr_radius_power", 0.0)
     lr = f"lr {settings['lr']}" + (f" (r0/r_X)^-{power:g}" if power else "")
     batch = "full batch" if settings.get("full_batch") else f"batch {settings['batch_size']}"
