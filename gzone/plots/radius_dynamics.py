@@ -35,10 +35,10 @@ def radius_dynamics_figures(run_dir: str, config: dict, arrays: dict, analysis=N
             ax_r.plot(steps, np.sqrt(walk["cumulative"]), ls="--", lw=1, color=colors[i])
             if adam and rel[i] < 1:
                 lr_walk = dynamics.adam_walk_r2(r0, steps, D=derived["D"], lr=derived["lr_per_r0"][i])
-                ax_r.plot(steps, np.sqrt(lr_walk), ls=(0, (1, 2)), lw=1.2, color=colors[i])
+                ax_r.plot(steps, np.sqrt(lr_walk), ls=(0, (1, 2)), lw=1.4, color="k", zorder=5)
         ax_r.plot([], [], ls="--", color="gray", label=r"random walk $\sqrt{r_0^2 + \sum |\delta\theta|^2}$")
         if adam:
-            ax_r.plot([], [], ls=(0, (1, 2)), color="gray",
+            ax_r.plot([], [], ls=(0, (1, 2)), color="k",
                       label=r"random walk, Adam step lr: $\sqrt{r_0^2 + D\,\mathrm{lr}^2 t}$")
         ax_r.axhline(r_x, color="k", ls=":", lw=1)
         ax_r.text(steps[0], r_x, " $r_X$", va="bottom", fontsize=8)
@@ -49,7 +49,7 @@ def radius_dynamics_figures(run_dir: str, config: dict, arrays: dict, analysis=N
         ax_r.set_yscale("log")
         ax_r.set_xlabel("step")
         ax_r.set_ylabel(r"radius $|\theta(t)|$ (free training)")
-        ax_r.legend(fontsize=7, loc="best")
+        ax_r.legend(fontsize=7, loc="upper left")
         ax_r.grid(alpha=0.3, which="both")
     epochs = np.arange(1, arrays["test_accuracy"].shape[-1] + 1)
     styles = {"free": "-", "fixed": "--"}
