@@ -75,6 +75,12 @@ class Data(options.Group):
         kind="int",
         minimum=2,
     )
+    input_scaling: str = option(
+        "standardise",
+        "Inputs: standardise: per-channel (x - mean) / std of the training split; unit_range: pixels "
+        "0..255 to [-1, 1], (x / 255 - 0.5) / 0.5 per channel (uint8 datasets only).",
+        choices=data_lib.SCALINGS,
+    )
 
     def load(self) -> data_lib.Dataset:
         """The dataset in memory; its errors become one-line flag errors."""
@@ -88,10 +94,12 @@ class Data(options.Group):
                 n_train=self.n_train,
                 n_test=self.n_test,
                 num_classes=self.num_classes,
+                scaling=self.input_scaling,
             )
         except data_lib.DataError as err:
             message = str(err)  # a subset size out of range starts with its option ("n_train=...")
-            flag = next((f for f in ("n_train", "n_test") if message.startswith(f"{f}=")), "dataset")
+            starts = {"n_train": "n_train", "n_test": "n_test", "scaling": "input_scaling"}
+            flag = next((f for p, f in starts.items() if message.startswith(f"{p}=")), "dataset")
             raise UsageError(flag, str(err)) from None
 
 

@@ -8,10 +8,14 @@ only r0 near r_X trains well.
     python -m experiments.radius_dynamics --flagfile=experiments/flagfiles/cifar10_chang_cpu.flags \
         --data_dir=/path/to/npz
 
+The poster's own protocol (isotropic initial points, r_X = sqrt(units after the input), inputs in
+[-1, 1]): --convention=isotropic --reference_radius=units --input_scaling=unit_range, as in
+cifar10_chang_poster_cpu.flags.
+
 Records r(t) every --record_every steps and test accuracy per epoch; fits, per r0 < r_X, the
 exponent alpha of r(t)^2 - r0^2 ~ t^alpha, and compares with the random-walk model
-<|r(t)|^2> = r0^2 + D sigma^2 t (sigma^2 from the measured update sizes). Records go to
-<workdir>/radius_dynamics/<name>/ (a unit per (mode, r0), analysis.json, radius_dynamics.png).
+<|r(t)|^2> = r0^2 + D sigma^2 t (sigma^2 from the measured update sizes; for Adam also sigma = lr).
+Records go to <workdir>/radius_dynamics/<name>/ (a unit per (mode, r0), analysis.json, radius_dynamics.png).
 Resumes after a kill at epoch granularity (--epochs_per_call): run the same command again.
 """
 

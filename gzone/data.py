@@ -10,9 +10,11 @@ Sources, tried in this order for a dataset name:
 3. tensorflow-datasets: ``tfds.data_source(name, data_dir=tfds_dir, download=False)``, which
    reads a dataset already prepared in array_record format without tensorflow.
 
-Inputs come back float32, normalised by the training set's per-channel mean and std (computed
-on the full training split, before any subset is taken, so subsets share one normalisation);
-labels come back int32.
+Inputs come back float32, by default (``scaling="standardise"``) normalised by the training set's
+per-channel mean and std (computed on the full training split, before any subset is taken, so
+subsets share one normalisation); ``scaling="unit_range"`` maps pixel values 0..255 to [-1, 1]
+instead, (x / 255 - 0.5) / 0.5 per channel (torchvision's ``ToTensor`` then ``Normalize(0.5, 0.5)``;
+uint8 sources only). Labels come back int32.
 
 Everything is checked at load, each problem one `DataError` naming the file and the fix: an archive
 that cannot be read (truncated, corrupt); labels that are not 1-D integers; labels outside
@@ -33,6 +35,7 @@ import zlib
 import numpy as np
 
 MNIST1D = "mnist1d"
+SCALINGS = ("standardise", "unit_range")
 
 
 class DataError(ValueError):
@@ -52,7 +55,8 @@ class Dataset:
       num_classes: number of classes C.
       input_shape: shape of one example, e.g. (40,) or (28, 28, 1).
       source: where the arrays came from (for the records).
-      mean, std: the per-channel statistics used for normalisation.
+      mean, std: the per-channel statistics used for normalisation (127.5, 127.5 for ``unit_range``).
+      scaling: how inputs were normalised (`SCALINGS`).
     """
 
     name: str
@@ -65,6 +69,7 @@ class Dataset:
     source: str
     mean: tuple[float, ...]
     std: tuple[float, ...]
+    scaling: str = "standardise"
 
     def describe(self) -> dict:
         """A JSON-able summary for config.json."""
@@ -77,6 +82,7 @@ class Dataset:
             "num_classes": self.num_classes,
             "mean": list(self.mean),
             "std": list(self.std),
+            "scaling": self.scaling,
         }
 
 
@@ -89,6 +95,7 @@ def load(
     n_test: int | None = None,
     subset_seed: int = 0,
     num_classes: int | None = None,
+    scaling: str = "standardise",
 ) -> Dataset:
     """Loads a dataset by name into memory.
 
@@ -112,7 +119,7 @@ def load(
     raw, source = _load_raw(name, data_dir=data_dir, tfds_data_dir=tfds_data_dir)
     x_train, y_train, x_test, y_test = raw
     num_classes = _check_raw(name, source, x_train, y_train, x_test, y_test, num_classes)
-    mean, std = _channel_stats(x_train)
+    mean, std = _scaling_stats(name, source, x_train, x_test, scaling)
     # Separate streams: the test subset must not depend on whether n_train is given.
     rng_train, rng_test = np.random.default_rng(subset_seed), np.random.default_rng([subset_seed, 1])
     x_train, y_train = _subset(x_train, y_train, n_train, rng_train, "n_train")
@@ -128,6 +135,7 @@ def load(
         source=source,
         mean=tuple(float(m) for m in np.atleast_1d(mean)),
         std=tuple(float(s) for s in np.atleast_1d(std)),
+        scaling=scaling,
     )
 
 
@@ -292,6 +300,23 @@ def _check_raw(name, source, x_train, y_train, x_test, y_test, num_classes=None)
             f"from the training split ({shown}); {fix}"
         )
     return high + 1
+
+
+def _scaling_stats(name, source, x_train, x_test, scaling):
+    """(mean, std) per channel that `_normalise` divides by, for a scaling in `SCALINGS`."""
+    if scaling == "standardise":
+        return _channel_stats(x_train)
+    if scaling != "unit_range":
+        raise DataError(f"scaling={scaling!r} unknown; allowed: {', '.join(SCALINGS)}")
+    for split, x in (("train", x_train), ("test", x_test)):
+        if x.dtype != np.uint8:
+            raise DataError(
+                f"scaling=unit_range needs uint8 pixel values 0..255, but {name} ({source}) has x_{split} "
+                f"of dtype {x.dtype}; use scaling standardise for this dataset"
+            )
+    channels = x_train.shape[-1] if x_train.ndim > 2 else 1
+    half = np.full(channels, 127.5) if x_train.ndim > 2 else np.float64(127.5)
+    return half, half.copy()
 
 
 def _channel_stats(x):

@@ -95,6 +95,34 @@ def test_npz_per_channel_normalisation_matches_numpy(tmp_path):
     assert ds.source == str(tmp_path / "toy.npz")
 
 
+def test_unit_range_scaling_maps_pixels_to_minus_one_one(tmp_path):
+    """scaling=unit_range is (x / 255 - 0.5) / 0.5 per channel: 0 -> -1 and 255 -> 1 exactly, whatever
+    the training statistics; the default (standardise) is untouched by its presence."""
+    raw = _write_npz(tmp_path / "toy.npz")
+    raw["x_train"][0, 0, 0] = (0, 255, 128)
+    raw["x_test"][0, 0, 0] = (255, 0, 1)
+    np.savez(tmp_path / "toy.npz", **raw)
+    ds = data.load("toy", data_dir=str(tmp_path), scaling="unit_range")
+    assert ds.x_train[0, 0, 0, :2].tolist() == [-1.0, 1.0]
+    assert ds.x_test[0, 0, 0, :2].tolist() == [1.0, -1.0]
+    for got, pixels in ((ds.x_train, raw["x_train"]), (ds.x_test, raw["x_test"])):
+        np.testing.assert_allclose(got, (pixels / 255.0 - 0.5) / 0.5, rtol=0, atol=2e-7)
+        assert got.dtype == np.float32 and got.min() >= -1 and got.max() <= 1
+    assert ds.mean == ds.std == (127.5, 127.5, 127.5) and ds.scaling == "unit_range"
+    assert ds.describe()["scaling"] == "unit_range"
+    default = data.load("toy", data_dir=str(tmp_path))
+    assert default.scaling == "standardise" and default.x_train.min() < -1  # standardised, not [-1, 1]
+    x = raw["x_train"].astype(np.float64)
+    np.testing.assert_allclose(default.mean, x.mean(axis=(0, 1, 2)), rtol=1e-12)
+
+
+def test_unit_range_scaling_needs_uint8_pixels(mnist1d):
+    with pytest.raises(data.DataError, match="scaling=unit_range needs uint8"):
+        data.load(data.MNIST1D, scaling="unit_range")
+    with pytest.raises(data.DataError, match="scaling='minmax' unknown"):
+        data.load(data.MNIST1D, scaling="minmax")
+
+
 def test_npz_of_vectors_has_one_channel(tmp_path):
     rng = np.random.default_rng(1)
     x_train = rng.integers(0, 256, (30, 8)).astype(np.uint8)

@@ -123,6 +123,19 @@ def test_isotropic_init(samples):
         assert abs(block.std() / (r_x / math.sqrt(fm.D)) - 1) < 5 / math.sqrt(2 * block.size), seg.name
 
 
+def test_units_radius_is_the_square_root_of_the_units_after_the_input():
+    """The poster's r_X: sqrt(sum of kernel size / fan_in) = sqrt(number of units after the input) for an
+    MLP (widths and logits), with or without biases; output channels for conv kernels."""
+    for use_bias in (True, False):
+        module = models.MLP(widths=(7, 5), num_classes=4, use_bias=use_bias)
+        assert models.units_radius(module, (3,)) == pytest.approx(math.sqrt(7 + 5 + 4), rel=1e-15)
+    poster = models.build(models.ModelSpec("mlp", (200, 200)), 10)
+    assert models.units_radius(poster, (32, 32, 3)) == pytest.approx(math.sqrt(410), rel=1e-15)
+    assert models.xavier_radius(poster, (32, 32, 3)) == pytest.approx(24.384, abs=1e-3)  # another radius
+    cnn = models.build(models.ModelSpec("cnn_fs", (16, 8)), 10)
+    assert models.units_radius(cnn, (8, 8, 3)) == pytest.approx(math.sqrt(16 + 8 + 10), rel=1e-15)
+
+
 def test_unknown_names_are_rejected():
     with pytest.raises(ValueError, match="init convention"):
         models.init_params(jax.random.key(0), _mlp((4,)), (3,), "lecun")

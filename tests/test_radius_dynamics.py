@@ -98,6 +98,10 @@ def check_semantics(config, arrays, analysis, sizes):
             walk = np.sum(upd * (STEPS // R))  # r^2 - r0^2 of the walk
             measured = np.mean(radius[:, -1] ** 2) - r0_sq
             assert row["rw_ratio_cumulative"] == pytest.approx(measured / walk, rel=1e-6)
+            # the walk of Adam's per-coordinate step lr: r^2 - r0^2 = D lr^2 t at the last step t
+            D, lr = config["derived"]["D"], config["settings"]["lr"]
+            assert row["D_lr2"] == pytest.approx(D * lr**2, rel=1e-12)
+            assert row["rw_lr_ratio"] == pytest.approx(measured / (D * lr**2 * steps[-1]), rel=1e-6)
         else:
             assert "alpha" not in row, row
         if row["mode"] == "fixed":
@@ -179,10 +183,17 @@ def test_the_numbers_do_not_move(smoke):
     expected = json.loads((DATA / "radius_dynamics_smoke_analysis_reference.json").read_text())
     got = _read(smoke["path"])[2]
     assert got["r_x"] == pytest.approx(expected["r_x"], rel=1e-12)
+    assert got["reference_radius"] == "xavier" and got["r_x_xavier"] == got["r_x"]  # the default r_X
     assert len(got["rows"]) == len(expected["rows"])
     for row, want in zip(got["rows"], expected["rows"]):
-        assert set(row) == set(want)
+        # added since the reference: the Adam-lr random walk, on the rows with an alpha fit
+        assert set(row) - set(want) == ({"D_lr2", "rw_lr_ratio"} if "alpha" in want else set())
+        row = {k: v for k, v in row.items() if k in want}
         np.testing.assert_allclose(_numbers(row), _numbers(want), rtol=1e-5, err_msg=str(want))
+    config = records.read_config(smoke["path"])
+    settings, derived = config["settings"], config["derived"]
+    assert settings["reference_radius"] == "xavier" and settings["convention"] == "xavier_rescaled"
+    assert derived["r_ref"] == derived["r_x"] and derived["dataset"]["scaling"] == "standardise"
 
 
 def _numbers(row: dict) -> list[float]:
@@ -277,6 +288,9 @@ BAD_INPUTS = {
     "unknown_dataset": (["--dataset=no_such_dataset"], "no_such_dataset"),
     "missing_data_folder": (["--data_dir={tmp}/absent"], "--data_dir"),
     "positional_argument": (["extra"], "positional"),
+    "unknown_reference_radius": (["--reference_radius=lecun"], "--reference_radius"),
+    "unknown_input_scaling": (["--input_scaling=minmax"], "--input_scaling"),
+    "unit_range_of_float_inputs": (["--input_scaling=unit_range"], "--input_scaling"),  # mnist1d: floats
 }
 
 
@@ -327,3 +341,113 @@ def test_full_batch_gradient_descent_with_the_learning_rate_scaled_by_the_radius
         step_sq = result.arrays["update_sq"][0, i, 0, 0, 0]  # [mode, r0, seed, epoch, record]
         expected = (lr * alpha**-p) ** 2 * float(grad_sq(jnp.float64(alpha * result.r_x)))
         assert step_sq == pytest.approx(expected, rel=1e-10)
+
+
+def test_the_poster_flagfile_is_the_cpu_flagfile_with_the_posters_protocol():
+    """cifar10_chang_poster_cpu.flags differs from cifar10_chang_cpu.flags only in the three protocol
+    choices (isotropic points, units r_X, inputs in [-1, 1]) and the run name."""
+    flagfiles = REPO / "experiments" / "flagfiles"
+    xavier, poster = (radius_dynamics.config_from_argv([f"--flagfile={flagfiles / name}"])
+                      for name in ("cifar10_chang_cpu.flags", "cifar10_chang_poster_cpu.flags"))
+    assert poster.dynamics == xavier.dynamics.replace(convention="isotropic", reference_radius="units")
+    assert xavier.dynamics.reference_radius == "xavier" and xavier.data.input_scaling == "standardise"
+    assert poster.data == xavier.data.replace(input_scaling="unit_range")
+    assert poster.model == xavier.model and poster.output.name == "cifar10_chang_poster_cpu"
+
+
+def test_isotropic_points_are_exactly_at_r0_and_isotropic_biases_included(x64):
+    """--convention=isotropic (the poster's initial weights): theta = r0 g / |g|, g ~ N(0, I_D) over all D
+    parameters. |theta| = r0 to rounding; the bias coordinates are non-zero (zero under xavier_rescaled);
+    the direction is uniform on the sphere: the share |u_B|^2 of any k coordinates, the biases or a
+    random permutation's k, is Beta(k/2, (D-k)/2) distributed (Kolmogorov-Smirnov), E u = 0 and
+    E u u^T = I / D."""
+    from scipy import stats
+
+    module = gzone.models.MLP(widths=(6,), num_classes=3)
+    fm = flat.flat_model(module, (4,), jnp.float64)
+    D, r0, n = fm.D, 3.7, 4000
+    bias = np.concatenate([np.arange(s.start, s.start + s.size) for s in fm.segments if "bias" in s.name])
+    assert D == 4 * 6 + 6 + 6 * 3 + 3 and bias.size == 9
+    sample = flat.sample_fn(module, (4,), dtype=jnp.float64)
+    r_x = gzone.models.xavier_radius(module, (4,))
+
+    def points(convention):
+        keys = jax.random.split(jax.random.key(11), n)
+        return np.asarray(jax.vmap(lambda k: subspace.point_at_radius(
+            k, jnp.float64(r0), convention=convention, sample_fn=sample, D=D, r_x=r_x, dtype=jnp.float64
+        ))(keys))
+
+    theta = points("isotropic")
+    np.testing.assert_allclose(np.linalg.norm(theta, axis=1), r0, rtol=1e-14)
+    assert np.all(theta[:, bias] != 0)
+    assert np.all(points("xavier_rescaled")[:, bias] == 0)  # the default convention has no bias part
+    u = theta / r0
+    block = np.random.default_rng(0).permutation(D)[: bias.size]
+    beta = stats.beta(bias.size / 2, (D - bias.size) / 2)
+    for coords in (bias, block):
+        share = np.sum(u[:, coords] ** 2, axis=1)
+        assert stats.kstest(share, beta.cdf).pvalue > 1e-3
+    assert np.max(np.abs(u.mean(axis=0))) < 5 / np.sqrt(D * n)  # each u_i has std 1/sqrt(D)
+    cov = u.T @ u / n
+    np.testing.assert_allclose(np.diag(cov), 1 / D, rtol=5 * np.sqrt(2 / n))  # var(u_i^2) ~ 2 / D^2
+    assert np.max(np.abs(cov - np.diag(np.diag(cov)))) < 5 / (D * np.sqrt(n))
+
+
+def test_the_posters_protocol_starts_isotropic_at_r0_times_the_units_radius(x64):
+    """reference_radius=units: r0 = (r0 / r_X) sqrt(units after the input) = (r0 / r_X) sqrt(5 + 3),
+    the analysis and the reported radii in that r_X, the Xavier radius kept beside it; the first
+    full-batch SGD step is lr^2 |grad L(theta_0)|^2 at the isotropic point of that radius."""
+    rng = np.random.default_rng(2)
+    x = rng.standard_normal((20, 10))
+    y = (x[:, 0] > 0).astype(np.int32) + (x[:, 1] > 0)
+    module = gzone.models.MLP(widths=(5,), num_classes=3)
+    alphas, lr = (0.5, 2.0), 0.05
+    result = gzone.radius_dynamics(module, (x, y), (x[:8], y[:8]), r0_over_rx=alphas, radius_modes=["free"],
+                                   convention="isotropic", reference_radius="units", full_batch=True,
+                                   optimizer="sgd", lr=lr, epochs=2, record_every=1, num_seeds=1,
+                                   dtype="float64", log=None)
+    r_units, r_xavier = np.sqrt(5 + 3), gzone.models.xavier_radius(module, (10,))
+    assert abs(r_units - r_xavier) > 0.1  # the two references differ here
+    np.testing.assert_allclose(result.arrays["r0"], r_units * np.asarray(alphas), rtol=1e-15)
+    assert result.derived["r_ref"] == pytest.approx(r_units, rel=1e-15)
+    assert result.derived["r_x"] == pytest.approx(r_xavier, rel=1e-15)
+    assert result.settings["reference_radius"] == "units"
+    assert result.analysis["r_x"] == pytest.approx(r_units, rel=1e-15)
+    assert result.analysis["reference_radius"] == "units"
+    assert result.analysis["r_x_xavier"] == pytest.approx(r_xavier, rel=1e-15)
+    fm = flat.flat_model(module, (10,), jnp.float64)
+    k_init = seeds.SeedKeys.from_seed(0).init_keys(1)[0]
+    for i, alpha in enumerate(alphas):
+        row = result.analysis["rows"][i]
+        radius = result.arrays["radius"][0, i, 0, -1, -1]
+        assert row["final_radius_over_rx"] == pytest.approx(radius / r_units, rel=1e-12)
+        assert ("alpha" in row) == (alpha < 1) and "rw_lr_ratio" not in row  # sgd: no Adam-lr walk
+        g = jax.random.normal(k_init, (fm.D,), jnp.float64)
+        theta0 = alpha * r_units * g / jnp.linalg.norm(g)
+        grad = jax.grad(flat.loss_fn(fm, jnp.asarray(x), jnp.asarray(y)))(theta0)
+        step_sq = result.arrays["update_sq"][0, i, 0, 0, 0]
+        assert step_sq == pytest.approx(lr**2 * float(jnp.vdot(grad, grad)), rel=1e-10)
+
+
+def test_adams_first_step_moves_every_coordinate_by_lr(x64):
+    """The premise of the lr random walk: Adam's first update is -lr g / (|g| + eps) per coordinate
+    (bias-corrected moments m = g, v = g^2), so |dtheta_1|^2 = D lr^2 up to eps / |g| (tanh: no
+    coordinate has a zero gradient), and the analysis compares with r0^2 + D lr^2 t."""
+    rng = np.random.default_rng(3)
+    x = rng.standard_normal((30, 4))
+    y = (x[:, 0] > 0).astype(np.int32) + (x[:, 1] > 0)
+    module = gzone.models.MLP(widths=(6,), num_classes=3, activation="tanh")
+    lr = 0.01
+    result = gzone.radius_dynamics(module, (x, y), (x[:8], y[:8]), r0_over_rx=(0.3,), radius_modes=["free"],
+                                   convention="isotropic", full_batch=True, optimizer="adam", lr=lr,
+                                   epochs=3, record_every=1, num_seeds=1, dtype="float64", log=None)
+    D = result.derived["D"]
+    assert result.arrays["update_sq"][0, 0, 0, 0, 0] == pytest.approx(D * lr**2, rel=1e-4)
+    row, r0 = result.analysis["rows"][0], result.arrays["r0"][0]
+    steps = result.arrays["step"].reshape(-1)
+    np.testing.assert_array_equal(steps, [1, 2, 3])
+    np.testing.assert_allclose(dynamics.adam_walk_r2(r0, steps, D=D, lr=lr), r0**2 + D * lr**2 * steps,
+                               rtol=1e-15)
+    measured = result.arrays["radius"][0, 0, 0, -1, -1] ** 2 - r0**2
+    assert row["D_lr2"] == pytest.approx(D * lr**2, rel=1e-15)
+    assert row["rw_lr_ratio"] == pytest.approx(measured / (3 * D * lr**2), rel=1e-12)

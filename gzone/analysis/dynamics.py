@@ -4,7 +4,9 @@ A random walk with i.i.d. steps of per-coordinate variance sigma^2 in D dimensio
 <|theta(t)|^2> = r0^2 + D sigma^2 t, so r(t)^2 - r0^2 ~ t^alpha with alpha = 1 (r ~ sqrt(t) once
 r >> r0). `fit_power_law` measures alpha by log-log least squares; `random_walk_r2` gives the
 model's r^2(t) with D sigma^2 estimated from the measured squared update sizes |dtheta|^2;
-`summarise` is the radius-dynamics experiment's analysis of its records (analysis.json).
+`adam_walk_r2` the same model with sigma = Adam's per-coordinate step scale, the learning rate
+(each of the D coordinates moves by about lr per step: D sigma^2 = D lr^2); `summarise` is the
+radius-dynamics experiment's analysis of its records (analysis.json).
 """
 
 from __future__ import annotations
@@ -94,14 +96,24 @@ def random_walk_r2(r0: float, steps, update_sq) -> dict[str, np.ndarray]:
     return {"constant": r0**2 + d_sigma2 * steps, "cumulative": cumulative, "D_sigma2": np.asarray(d_sigma2)}
 
 
-def summarise(arrays: dict, *, modes, r_x: float) -> dict:
+def adam_walk_r2(r0: float, steps, *, D: int, lr: float) -> np.ndarray:
+    """r0^2 + D lr^2 t at the recorded steps t: the random walk whose D coordinates each move by lr per
+    step (Adam's update lr m_hat / (sqrt(v_hat) + eps) has per-coordinate size ~ lr)."""
+    return r0**2 + float(D) * float(lr) ** 2 * np.asarray(steps, float).ravel()
+
+
+def summarise(arrays: dict, *, modes, r_x: float, D: int | None = None, adam_lr=None) -> dict:
     """The radius-dynamics summary (analysis.json) of its records (`schema.radius_dynamics_axes`).
 
     Args:
       arrays: ``radius``, ``update_sq`` [mode, r0, seed, epoch, record], ``test_accuracy``
         [mode, r0, seed, epoch], ``step`` [epoch, record], ``r0``, ``r0_over_rx`` [r0].
       modes: the mode names along the mode axis (``free``, ``fixed``).
-      r_x: the Xavier radius.
+      r_x: the reference radius that r0 and the final radius are measured in (the Xavier radius, or
+        the study's other reference).
+      D, adam_lr: the number of parameters and the learning rate per r0 of an Adam run: then the
+        rows with an alpha fit add the lr walk (`adam_walk_r2`): ``D_lr2`` = D lr^2 and
+        ``rw_lr_ratio``, measured over predicted r^2 - r0^2 at the end. None: left out.
 
     Returns:
       ``{"r_x", "rows"}``, a row per (mode, r0): final radius / r_X, final and best test accuracy
@@ -132,5 +144,9 @@ def summarise(arrays: dict, *, modes, r_x: float) -> dict:
                            D_sigma2=float(walk["D_sigma2"]),
                            rw_ratio_constant=float(growth[-1] / (walk["constant"][-1] - r0**2)),
                            rw_ratio_cumulative=float(growth[-1] / (walk["cumulative"][-1] - r0**2)))
+                if adam_lr is not None:
+                    lr_walk = adam_walk_r2(r0, steps, D=D, lr=adam_lr[i])
+                    row.update(D_lr2=float(D) * float(adam_lr[i]) ** 2,
+                               rw_lr_ratio=float(growth[-1] / (lr_walk[-1] - r0**2)))
             rows.append(row)
     return {"r_x": r_x, "rows": rows}

@@ -49,6 +49,7 @@ from gzone.models.init import (
     init_params,
     kernel_fans,
     layer_xavier_radii,
+    units_radius,
     xavier_radius,
     xavier_std_tree,
 )
@@ -60,7 +61,8 @@ __all__ = [
     "ACTIVATIONS", "INIT_CONVENTIONS", "MODEL_KINDS", "STATE_MODES", "ConvNet", "LeNet5", "MLP", "ModelSpec",
     "PatchConv", "ResNet", "ViT", "apply_fn", "build", "default_widths", "describe", "factory_of", "fans",
     "from_factory", "init_params", "initial_state", "kernel_fans", "layer_xavier_radii", "load_factory",
-    "param_shapes", "state_collections", "takes_train", "variable_shapes", "xavier_radius", "xavier_std_tree",
+    "param_shapes", "state_collections", "takes_train", "units_radius", "variable_shapes", "xavier_radius",
+    "xavier_std_tree",
 ]
 
 MODEL_KINDS = ("mlp", "cnn_fs", "small_cnn", "lenet300_100", "lenet5", "resnet20", "vit_tiny")

@@ -20,6 +20,11 @@ E|theta|^2 = r_X^2 as for ``xavier`` but with no layer structure.
 
 r_X = sqrt(E|theta|^2) under the ``xavier`` rule, over every parameter array:
 r_X^2 = sum_kernels n 2 / (fan_in + fan_out) + (number of scale entries) + sum_other n / n_last.
+
+`units_radius` is another reference radius, sqrt(sum_kernels n / fan_in): the E|theta|^2 of
+LeCun-normal kernels N(0, 1 / fan_in) and nothing else, which for an MLP is the square root of the
+number of units of the layers after the input (sqrt(200 + 200 + 10) = 20.25 for 3072-200-200-10,
+against r_X = 24.38): the radius Chang's radius-dynamics poster calls r_X.
 """
 
 from __future__ import annotations
@@ -133,6 +138,18 @@ def xavier_radius(module: nn.Module, input_shape: Sequence[int]) -> float:
     """
     rules, _ = _rules(module, input_shape, "xavier")
     return math.sqrt(sum(_mean_sq(leaf, std, const) for _, leaf, std, const in rules))
+
+
+def units_radius(module: nn.Module, input_shape: Sequence[int]) -> float:
+    """sqrt(sum over kernels of size / fan_in) (module docstring): sqrt(number of units after the input)
+    for Dense layers (each kernel [in, out] adds out), output channels per conv kernel."""
+    kf = kernel_fans(module, input_shape)
+    shapes = param_shapes(module, input_shape)
+    total = 0.0
+    for path, leaf in jax.tree_util.tree_flatten_with_path(shapes)[0]:
+        if _is_kernel(path):
+            total += float(np.prod(leaf.shape)) / kf[_path_name(path)][0]
+    return math.sqrt(total)
 
 
 def layer_xavier_radii(module: nn.Module, input_shape: Sequence[int]) -> dict[str, float]:

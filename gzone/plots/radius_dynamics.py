@@ -15,11 +15,13 @@ from gzone.plots.common import band, mark_rx, save, title_of
 def radius_dynamics_figures(run_dir: str, config: dict, arrays: dict, analysis=None) -> list[str]:
     from gzone.analysis import dynamics
 
-    modes = config["derived"]["mode_names"]
-    r_x = config["derived"]["r_x"]
+    derived = config["derived"]
+    modes = derived["mode_names"]
+    r_x = derived.get("r_ref", derived["r_x"])  # the reference radius of r0 / r_X
     r0s, rel = arrays["r0"], arrays["r0_over_rx"]
     steps = arrays["step"].reshape(-1)
     settings = config["settings"]
+    adam = settings.get("optimizer") == "adam" and "lr_per_r0" in derived
     colors = [f"C{i}" for i in range(len(r0s))]
     fig = Figure(figsize=(16, 4.6))
     ax_r, ax_acc, ax_final = fig.subplots(1, 3)
@@ -31,14 +33,23 @@ def radius_dynamics_figures(run_dir: str, config: dict, arrays: dict, analysis=N
             upd = arrays["update_sq"][mi, i].reshape(radius.shape).mean(axis=0)
             walk = dynamics.random_walk_r2(r0, steps, upd)
             ax_r.plot(steps, np.sqrt(walk["cumulative"]), ls="--", lw=1, color=colors[i])
+            if adam and rel[i] < 1:
+                lr_walk = dynamics.adam_walk_r2(r0, steps, D=derived["D"], lr=derived["lr_per_r0"][i])
+                ax_r.plot(steps, np.sqrt(lr_walk), ls=(0, (1, 2)), lw=1.4, color="k", zorder=5)
         ax_r.plot([], [], ls="--", color="gray", label=r"random walk $\sqrt{r_0^2 + \sum |\delta\theta|^2}$")
+        if adam:
+            ax_r.plot([], [], ls=(0, (1, 2)), color="k",
+                      label=r"random walk, Adam step lr: $\sqrt{r_0^2 + D\,\mathrm{lr}^2 t}$")
         ax_r.axhline(r_x, color="k", ls=":", lw=1)
         ax_r.text(steps[0], r_x, " $r_X$", va="bottom", fontsize=8)
+        if derived.get("reference_radius", "xavier") != "xavier":
+            ax_r.axhline(derived["r_x"], color="gray", ls=":", lw=1)
+            ax_r.text(steps[-1], derived["r_x"], "Xavier radius ", va="bottom", ha="right", fontsize=8)
         ax_r.set_xscale("log")
         ax_r.set_yscale("log")
         ax_r.set_xlabel("step")
         ax_r.set_ylabel(r"radius $|\theta(t)|$ (free training)")
-        ax_r.legend(fontsize=7, loc="best")
+        ax_r.legend(fontsize=7, loc="upper left")
         ax_r.grid(alpha=0.3, which="both")
     epochs = np.arange(1, arrays["test_accuracy"].shape[-1] + 1)
     styles = {"free": "-", "fixed": "--"}
@@ -61,6 +72,9 @@ def radius_dynamics_figures(run_dir: str, config: dict, arrays: dict, analysis=N
     ax_final.set_xlabel(r"initial radius $r_0 / r_X$")
     ax_final.set_ylabel(f"test accuracy after {len(epochs)} epochs")
     mark_rx(ax_final, 1.0)
+    if derived.get("reference_radius", "xavier") != "xavier":
+        ax_r.set_title(f"$r_X$ = {r_x:.4g} ({derived['reference_radius']}); "
+                       f"Xavier radius {derived['r_x']:.4g}", fontsize=8)
     power = settings.get("lr_radius_power", 0.0)
     lr = f"lr {settings['lr']}" + (f" (r0/r_X)^-{power:g}" if power else "")
     batch = "full batch" if settings.get("full_batch") else f"batch {settings['batch_size']}"

@@ -18,10 +18,16 @@ positively homogeneous network of degree L at weight scale alpha = r0 / r_X, the
 alpha^(L-1) and so the relative step |dtheta| / |theta| as lr alpha^(L-2): p = L - 2 keeps it
 independent of the scale, their protocol. A compile per learning rate.
 
+The poster's own protocol differs from gzone's defaults in three choices, each an option:
+``convention="isotropic"`` (all D parameters, biases included, ~ N(0, 1), rescaled to |theta| = r0),
+``reference_radius="units"`` (r_X = sqrt(number of units after the input), `models.units_radius`,
+instead of the Xavier radius) and the data option ``input_scaling=unit_range`` (pixels to [-1, 1]).
+
 Records (`schema.radius_dynamics_axes`): r(t), |dtheta|^2, train loss and accuracy every
 ``record_every`` steps, test loss and accuracy per epoch; analysis.json (`analysis.dynamics.summarise`):
 per r0 < r_X the exponent alpha of r(t)^2 - r0^2 ~ t^alpha and the random-walk model
-<|r(t)|^2> = r0^2 + D sigma^2 t (sigma^2 from the measured update sizes).
+<|r(t)|^2> = r0^2 + D sigma^2 t, with sigma^2 from the measured update sizes and, for Adam, with
+sigma = lr (`dynamics.adam_walk_r2`).
 """
 
 from __future__ import annotations
@@ -32,7 +38,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from gzone import options, seeds, subspace
+from gzone import models, options, seeds, subspace
 from gzone import problem as problem_lib
 from gzone import train as train_lib
 from gzone.analysis import dynamics
@@ -41,6 +47,7 @@ from gzone.runs import engine as engine_lib
 from gzone.runs import progress, result, schema, stores
 
 EXPERIMENT = "radius_dynamics"
+REFERENCE_RADII = ("xavier", "units")
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
@@ -62,6 +69,13 @@ class RadiusDynamicsOptions(
         0.0,
         "Learning rate lr (r0 / r_X)^-p at each initial radius r0 (p = L - 2 for a homogeneous net of L "
         "layers: Vysogorets et al.'s full-batch protocol); 0: lr at every r0.",
+    )
+    reference_radius: str = option(
+        "xavier",
+        "The r_X of r0_over_rx and of the reported radii: xavier: the Xavier radius sqrt(E|theta|^2); "
+        "units: sqrt(number of units of the layers after the input), sqrt(sum of kernel size / fan_in) "
+        "(the poster's).",
+        choices=REFERENCE_RADII,
     )
     num_seeds: int = options.override(options.Seeds, "num_seeds", 1)
     epochs: int = options.override(options.Training, "epochs", 2)
@@ -86,22 +100,24 @@ class RadiusDynamicsResult(result.Result):
         return tuple(self.derived["mode_names"])
 
     def table(self) -> str:
-        """A row per (mode, r0): final radius, final and best test accuracy, alpha, measured / random walk."""
+        """A row per (mode, r0): final radius, final and best test accuracy, alpha, measured / random walk
+        (sigma from the measured updates; for Adam also sigma = lr)."""
         head = (
             f"{'mode':<6} {'r0/rX':>7} {'r_T/rX':>8} {'test acc':>8} {'best':>6} {'alpha [95% CI]':>22} "
-            f"{'meas/RW':>8}"
+            f"{'meas/RW':>8} {'meas/RW(lr)':>11}"
         )
         lines = [head, "-" * len(head)]
         for row in self.analysis["rows"]:
-            alpha, ratio = "", ""
+            alpha, ratio, lr_ratio = "", "", ""
             if "alpha" in row:
                 a = row["alpha"]
                 alpha = f"{a['alpha']:.3f} [{a['ci_low']:.3f}, {a['ci_high']:.3f}]"
                 ratio = f"{row['rw_ratio_constant']:.3g}"
+                lr_ratio = f"{row['rw_lr_ratio']:.3g}" if "rw_lr_ratio" in row else ""
             lines.append(
                 f"{row['mode']:<6} {row['r0_over_rx']:>7g} {row['final_radius_over_rx']:>8.3g} "
                 f"{row['final_test_accuracy']:>8.3f} {row['best_test_accuracy']:>6.3f} {alpha:>22} "
-                f"{ratio:>8}"
+                f"{ratio:>8} {lr_ratio:>11}"
             )
         return "\n".join(lines)
 
@@ -139,9 +155,10 @@ def run(
 ) -> RadiusDynamicsResult:
     """Radius dynamics of a built problem on validated data (what `radius_dynamics` calls)."""
     fm, r_x, dtype, S = prob.fm, prob.r_x, prob.dtype, opts.num_seeds
+    r_ref = reference_radius(prob, opts.reference_radius)
     n_train = int(data.x_train.shape[0])
     spec = opts.train_spec(n_train, **({"batch_size": n_train} if opts.full_batch else {}))
-    r0s = r_x * np.asarray(opts.r0_over_rx, np.float64)
+    r0s = r_ref * np.asarray(opts.r0_over_rx, np.float64)
     lrs = [opts.lr * float(a) ** -opts.lr_radius_power for a in opts.r0_over_rx]
     seed_mode = options.resolve_seed_mode(opts.seed_mode, "train")
     settings = {
@@ -158,6 +175,8 @@ def run(
         "steps_per_epoch": spec.steps_per_epoch,
         "batch_size": spec.batch_size,
         "lr_per_r0": lrs,
+        "reference_radius": opts.reference_radius,
+        "r_ref": r_ref,
     }
     store = stores.open_store(
         run_dir, experiment=EXPERIMENT, settings=settings, derived=derived, axes=schema.radius_dynamics_axes()
@@ -171,7 +190,8 @@ def run(
             f"({len(store.done())}/{len(names)} units done)"
         )
     engine.say(
-        f"{derived['model']}: D = {fm.D}, r_X = {r_x:.4g}; r0/r_X in {list(opts.r0_over_rx)}; "
+        f"{derived['model']}: D = {fm.D}, r_X = {r_ref:.4g} ({opts.reference_radius}; Xavier radius "
+        f"{r_x:.4g}); r0/r_X in {list(opts.r0_over_rx)}; "
         f"{opts.epochs} epochs x {spec.steps_per_epoch} steps, {S} seeds; seed mode {seed_mode}"
     )
 
@@ -221,7 +241,7 @@ def run(
                     "final_radius": out["radius"][:, -1, -1],
                 }
 
-            engine.unit(name, compute, weight=1.0, what=lambda a, r: _progress_line(a, r, r_x), wait=False)
+            engine.unit(name, compute, weight=1.0, what=lambda a, r: _progress_line(a, r, r_ref), wait=False)
 
     units = {name: engine.unit(name, _missing) for name in names}
     arrays = {
@@ -237,10 +257,19 @@ def run(
         r0_over_rx=np.asarray(opts.r0_over_rx, np.float64),
         modes=np.arange(len(opts.radius_modes)),
     )
-    analysis = dynamics.summarise(arrays, modes=opts.radius_modes, r_x=r_x)
+    adam = {"D": fm.D, "adam_lr": lrs} if opts.optimizer == "adam" else {}
+    analysis = dynamics.summarise(arrays, modes=opts.radius_modes, r_x=r_ref, **adam)
+    analysis.update(reference_radius=opts.reference_radius, r_x_xavier=r_x)
     store.write_json("analysis.json", analysis)
     store.finish(arrays)
     return RadiusDynamicsResult(store, arrays, analysis)
+
+
+def reference_radius(prob: problem_lib.Problem, kind: str) -> float:
+    """The r_X of r0 / r_X (`REFERENCE_RADII`): the Xavier radius or `models.units_radius`."""
+    if kind == "units":
+        return models.units_radius(prob.module, prob.input_shape)
+    return prob.r_x
 
 
 def unit_name(mode: str, i: int) -> str:
