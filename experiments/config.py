@@ -80,6 +80,7 @@ class Data(options.Group):
         "Inputs: standardise: per-channel (x - mean) / std of the training split; unit_range: pixels "
         "0..255 to [-1, 1], (x / 255 - 0.5) / 0.5 per channel (uint8 datasets only).",
         choices=data_lib.SCALINGS,
+        setting="changed",
     )
 
     def load(self) -> data_lib.Dataset:

@@ -76,6 +76,7 @@ class RadiusDynamicsOptions(
         "units: sqrt(number of units of the layers after the input), sqrt(sum of kernel size / fan_in) "
         "(the poster's).",
         choices=REFERENCE_RADII,
+        setting="changed",
     )
     num_seeds: int = options.override(options.Seeds, "num_seeds", 1)
     epochs: int = options.override(options.Training, "epochs", 2)
