@@ -131,6 +131,20 @@ def test_the_mass_bracket_holds_each_probes_exact_measure():
     np.testing.assert_allclose([point, lo, hi], np.mean(per, axis=0), rtol=1e-12)
 
 
+@pytest.mark.usefixtures("x64")
+def test_the_largest_ritz_values_bound_the_top_eigenvalues_and_reach_them_at_order_D():
+    fm, *_, H = _tiny()
+    eig = np.linalg.eigvalsh(H)[::-1]
+    nodes, _ = _estimate(M, P)
+    bounds = sd.ritz_largest(nodes, 4)
+    assert np.all(bounds <= eig[:4] + 1e-12)  # Cauchy interlacing, each probe and so their maximum
+    assert bounds[0] == pytest.approx(eig[0], rel=1e-3)  # the top converges first
+    assert np.all(np.max(np.sort(nodes, -1)[:, ::-1][:, :4], 0) == bounds)
+    assert np.isnan(sd.ritz_largest(nodes, M + 1)[-1])
+    full, _ = _estimate(fm.D, 1)
+    np.testing.assert_allclose(sd.ritz_largest(full, 10), eig[:10], atol=1e-9 * eig[0])
+
+
 def _planted(D=400, k=6):
     """An exact spectral measure as a one-probe quadrature: k outliers above a shifted bulk."""
     rng = np.random.default_rng(0)
@@ -157,12 +171,15 @@ def test_summary_of_an_exact_measure_equals_the_spectrums_own_statistics():
         "bulk_shift": rest.mean() / rest.std(),
         "mass_pos_eps": np.mean(eig > got["eps"]),
         "mass_neg_eps": np.mean(eig < -got["eps"]),
+        "pos_share_eps": np.sum(eig > got["eps"]) / np.sum(np.abs(eig) > got["eps"]),
     }
     for key, value in expected.items():
         assert float(got[key]) == pytest.approx(value, rel=1e-10), key
     assert float(got["eps"]) == pytest.approx(sd.EPS_FRACTION * (eig[-k] - eig[0]) / 2)
     assert got["mass_pos_lo"] <= got["mass_pos"] <= got["mass_pos_hi"]
-    assert sd.kth_largest(nodes, weights, D=D, k=1) == eig[-1]
+    short = sd.summary(nodes[:, -5:], weights[:, -5:] * D / 5, D=D, k=k)  # order < k: no edge
+    assert all(np.isnan(short[key]) for key in ("edge", "top_over_edge", "top_trace_share", "bulk_shift"))
+    assert short["top"] == eig[-1] and np.isfinite(short["eps"])
     stacked = sd.summary(np.stack([nodes, nodes]), np.stack([weights, weights]), D=D, k=k)  # leading axes
     assert stacked["edge"].shape == (2,) and np.all(stacked["edge"] == eig[-k])
 

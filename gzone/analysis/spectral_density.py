@@ -8,7 +8,7 @@ estimate of the spectral measure mu = (1/D) sum_j delta(lambda_j) of H.
   moment(nodes, weights, k)        tr(H^k) / D (each probe's value v^T H^k v / D is exact for
                                    k <= 2 order - 1)
   mass_above(nodes, weights, x)    mu(lambda > x) with a Chebyshev-Markov-Stieltjes bracket
-  kth_largest(nodes, weights, D=, k=)   the k-th largest eigenvalue read off the counting function
+  ritz_largest(nodes, j)           lower bounds on the j largest eigenvalues from the Ritz values
   summary(nodes, weights, D=, k=)  the statistics of one point (`SUMMARY_KEYS`, below)
   smoothed(nodes, weights, grid, scale=, width=)   the smoothed density of s = asinh(lambda / scale)
 
@@ -16,21 +16,32 @@ Brackets (Chebyshev-Markov-Stieltjes): a Gauss quadrature t_1 < ... < t_m, w of 
 satisfies sum_{j<i} w_j <= nu(lambda < t_i) and nu(lambda <= t_i) <= sum_{j<=i} w_j, so for
 t_k <= x < t_{k+1}, nu(lambda <= x) lies in [sum_{j<k} w_j, sum_{j<=k+1} w_j]: each probe's own
 measure nu_v = sum_j (q_j . v)^2 / D delta(lambda_j) is known to within the weights of the two nodes
-next to x. The network Hessians here put ~95 % of mu within 1e-3 of the spectral radius of 0 (the
-null space of the Gauss-Newton part, rank <= N C, smeared by the residual), which Gauss quadrature
-represents by one or two heavy nodes next to 0: the sign of that mass is not resolved, and the
-bracket of mu(lambda > 0) says so. ``mass_pos_eps`` / ``mass_neg_eps`` count the mass beyond
-+-eps, eps = EPS_FRACTION of the bulk's half-width, past that cluster.
+next to x. The network Hessians here put most of mu (91-97 % for the MNIST MLP) within 1 % of the
+bulk's half-width of 0 (the null space of the Gauss-Newton part, rank <= N (C - 1), smeared by the
+residual), which Gauss quadrature represents by one or two heavy nodes next to 0: the sign of that
+mass is not resolved, and the bracket of mu(lambda > 0) says so. ``mass_pos_eps`` /
+``mass_neg_eps`` count the mass beyond +-eps, eps = EPS_FRACTION of the bulk's half-width
+(edge - bottom) / 2, past that cluster, and ``pos_share_eps`` the positive share of it (the
+full-space analogue of a fraction of positive eigenvalues).
 
-The bulk edge: ``edge`` = the k-th largest eigenvalue (k = 2 C in the studies, C the classes: twice
-the number of outliers expected from the C logits), read off the counting function D mu_hat(lambda
->= t). A bulk of ~D eigenvalues has its k-th largest at its upper edge, to O((k/D)^(2/3)) of its
-width; up to ~k outliers lie above it. ``top_over_edge`` ~ 1 means no outlier; >> 1 a top
-eigenvalue far above the bulk. ``top_trace_share`` is the share of Tr(H) carried by the
-eigenvalues above the edge; ``bulk_shift`` the mean of the rest in units of its standard deviation.
+The extremes come from the nodes themselves, which are Ritz values: by Cauchy interlacing the j-th
+largest node of any probe is <= lambda_j, so the largest over the probes is the best lower bound,
+and the top ones converge to the top eigenvalues within a few tens of steps (equal across probes).
+``top`` = lambda_1, ``bottom`` = lambda_min, ``edge`` = lambda_k, the bulk's upper edge, with k =
+2 C in the studies (C classes: twice the C outliers the logits can make; NaN when order < k, and
+with it the trace share and the bulk shift; eps then uses the top instead): a
+bulk of ~D eigenvalues has its k-th largest at its edge, and up to k - 1 outliers lie above it.
+``top_over_edge`` ~ 1 means no outlier, >> 1 a top eigenvalue far above the bulk. Each probe's
+quadrature splits at the edge into the nodes above it (converged top eigenvalues, weights
+(q_j . v)^2 / D, chi-squared noisy) and the rest (the bulk, ~D eigenvalues, well averaged):
+``top_trace_share`` = 1 - (the rest's share of sum_i w_i theta_i), the share of Tr(H) above the edge
+(a ratio of the same probes' sums, so it can pass 1 where the bulk's net trace is <= 0), and
+``bulk_shift`` = the rest's mean over its standard deviation: how far the bulk sits off 0.
 """
 
 from __future__ import annotations
+
+import warnings
 
 import jax.numpy as jnp
 import numpy as np
@@ -46,25 +57,15 @@ SUMMARY_KEYS = (
     "mass_pos_hi",  # its bracket
     "mass_pos_eps",  # mu(lambda > eps)
     "mass_neg_eps",  # mu(lambda < -eps)
+    "pos_share_eps",  # mass_pos_eps / (mass_pos_eps + mass_neg_eps): the positive share past the cluster at 0
     "eps",
-    "top",  # the largest Ritz value over the probes (a lower bound on lambda_max)
-    "bottom",  # the smallest (an upper bound on lambda_min)
-    "edge",  # the k-th largest eigenvalue, the bulk's upper edge
+    "top",  # lambda_1 (the largest Ritz value over the probes)
+    "bottom",  # lambda_min (the smallest)
+    "edge",  # lambda_k, the bulk's upper edge
     "top_over_edge",
-    "top_trace_share",  # share of Tr(H) above the edge
+    "top_trace_share",  # the share of Tr(H) above the edge
     "bulk_shift",  # mean / std of the measure at or below the edge
 )
-
-
-def _pooled(nodes, weights) -> tuple[np.ndarray, np.ndarray]:
-    """[..., P m] nodes and weights / P (the probes' mean measure), sorted ascending by node."""
-    nodes, weights = np.asarray(nodes, np.float64), np.asarray(weights, np.float64)
-    if nodes.shape != weights.shape or nodes.ndim < 2:
-        raise ValueError(f"nodes {nodes.shape} and weights {weights.shape}: need equal [..., probe, node]")
-    P = nodes.shape[-2]
-    nodes, weights = nodes.reshape(*nodes.shape[:-2], -1), weights.reshape(*weights.shape[:-2], -1) / P
-    order = np.argsort(nodes, axis=-1, kind="stable")
-    return np.take_along_axis(nodes, order, -1), np.take_along_axis(weights, order, -1)
 
 
 def moment(nodes, weights, k: int) -> np.ndarray:
@@ -91,26 +92,31 @@ def mass_above(nodes, weights, x) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     return 1 - point.mean(-1), 1 - hi_cdf.mean(-1), 1 - lo_cdf.mean(-1)
 
 
-def kth_largest(nodes, weights, *, D: int, k: int) -> np.ndarray:
-    """The largest node t with D mu_hat(lambda >= t) >= k: the k-th largest eigenvalue, [...]."""
-    t, w = _pooled(nodes, weights)
-    count = D * np.cumsum(w[..., ::-1], -1)  # eigenvalues at or above each node, descending
-    first = np.argmax(count >= k * (1 - 1e-9), axis=-1)
-    return np.take_along_axis(t[..., ::-1], first[..., None], -1)[..., 0]
+def ritz_largest(nodes, j: int) -> np.ndarray:
+    """[..., j]: the j largest nodes of each probe, the largest over the probes at each rank (descending):
+    lower bounds on lambda_1 >= ... >= lambda_j (Cauchy interlacing); NaN beyond the order."""
+    nodes = np.sort(np.asarray(nodes, np.float64), axis=-1)[..., ::-1]
+    m = nodes.shape[-1]
+    out = np.max(nodes[..., : min(j, m)], axis=-2)
+    pad = np.full((*out.shape[:-1], max(j - m, 0)), np.nan)
+    return np.concatenate([out, pad], -1)
 
 
 def summary(nodes, weights, *, D: int, k: int) -> dict[str, np.ndarray]:
     """The statistics of `SUMMARY_KEYS` for each point ([...], the probe and node axes reduced)."""
-    t, w = _pooled(nodes, weights)
-    m1, m2 = np.sum(w * t, -1), np.sum(w * t**2, -1)
-    edge = kth_largest(nodes, weights, D=D, k=k)
-    top, bottom = t[..., -1], t[..., 0]
-    eps = EPS_FRACTION * np.maximum(edge - bottom, 0.0) / 2
-    above = t > edge[..., None]
-    rest = np.sum(np.where(above, 0.0, w), -1)
-    bulk_mean = np.sum(np.where(above, 0.0, w * t), -1) / rest
-    bulk_var = np.sum(np.where(above, 0.0, w * t**2), -1) / rest - bulk_mean**2
+    m1, m2 = moment(nodes, weights, 1), moment(nodes, weights, 2)
+    top_k = ritz_largest(nodes, k)
+    edge = top_k[..., -1]
+    bottom = np.min(np.asarray(nodes, np.float64), axis=(-2, -1))
+    upper = np.where(np.isfinite(edge), edge, top_k[..., 0])  # the top where order < k
+    eps = EPS_FRACTION * np.maximum(upper - bottom, 0.0) / 2
+    t, w = np.asarray(nodes, np.float64), np.asarray(weights, np.float64)
+    high = t > upper[..., None, None]  # each probe's nodes above the edge: converged top eigenvalues
+    part = lambda f: np.mean(np.sum(np.where(high, 0.0, w * f), -1), -1)  # noqa: E731  the rest
+    bulk_mean = part(t) / part(1.0)
+    bulk_var = part(t**2) / part(1.0) - bulk_mean**2
     pos, pos_lo, pos_hi = mass_above(nodes, weights, 0.0)
+    pos_eps, neg_eps = mass_above(nodes, weights, eps)[0], mass_above(-t, weights, eps)[0]
     with np.errstate(divide="ignore", invalid="ignore"):
         return {
             "trace": m1,
@@ -118,15 +124,16 @@ def summary(nodes, weights, *, D: int, k: int) -> dict[str, np.ndarray]:
             "mass_pos": pos,
             "mass_pos_lo": pos_lo,
             "mass_pos_hi": pos_hi,
-            "mass_pos_eps": mass_above(nodes, weights, eps)[0],
-            "mass_neg_eps": mass_above(-np.asarray(nodes), weights, eps)[0],
+            "mass_pos_eps": pos_eps,
+            "mass_neg_eps": neg_eps,
+            "pos_share_eps": pos_eps / (pos_eps + neg_eps),
             "eps": eps,
-            "top": top,
+            "top": top_k[..., 0],
             "bottom": bottom,
             "edge": edge,
-            "top_over_edge": top / edge,
-            "top_trace_share": np.sum(np.where(above, w * t, 0.0), -1) / m1,
-            "bulk_shift": bulk_mean / np.sqrt(np.maximum(bulk_var, 0.0)),
+            "top_over_edge": top_k[..., 0] / edge,
+            "top_trace_share": np.where(np.isfinite(edge), 1 - part(t) / m1, np.nan),
+            "bulk_shift": np.where(np.isfinite(edge), bulk_mean / np.sqrt(np.maximum(bulk_var, 0.0)), np.nan),
         }
 
 
@@ -150,18 +157,30 @@ def edge_rank(num_classes: int) -> int:
 
 
 def table(labels, stats: dict[str, np.ndarray]) -> str:
-    """Rows: points (`labels`); columns: `summary` statistics, means over the leading (seed) axis of each
-    row's values ([point, seed] arrays)."""
-    mean = {k: np.nanmean(np.asarray(v, np.float64), axis=-1) for k, v in stats.items()}
-    head = (f"{'point':>14} {'Tr(H)/D':>10} {'Tr/|H|_F':>8} {'mass>0':>6} {'[bracket]':>13} {'>eps':>6} "
-            f"{'<-eps':>6} {'top':>10} {'edge':>10} {'top/edge':>8} {'Tr share':>8} {'bulk shift':>10}")
-    lines = ["full Hessian spectral density (SLQ; edge = k-th largest eigenvalue, eps = "
-             f"{EPS_FRACTION:g} x bulk half-width)", head, "-" * len(head)]
+    """Rows: points (`labels`); columns: `summary` statistics, the mean over the last (seed) axis of each
+    row's values ([point, seed] arrays), +- the seed standard deviation for Tr/||H||_F, top/edge and the
+    trace share."""
+    values = {k: np.asarray(v, np.float64) for k, v in stats.items()}
+    with warnings.catch_warnings():  # all-NaN rows (an edge beyond the order, non-finite points) stay NaN
+        warnings.simplefilter("ignore", RuntimeWarning)
+        mean = {k: np.nanmean(v, axis=-1) for k, v in values.items()}
+        spread = {k: np.nanstd(v, axis=-1, ddof=1) if v.shape[-1] > 1 else np.full(v.shape[:-1], np.nan)
+                  for k, v in values.items()}
+    head = (f"{'point':>14} {'Tr(H)/D':>10} {'Tr/|H|_F':>13} {'mass>0':>6} {'[bracket]':>13} {'>eps':>6} "
+            f"{'<-eps':>6} {'share+':>6} {'top':>9} {'edge':>9} {'top/edge':>13} {'Tr share':>13} "
+            f"{'bulk shift':>10}")
+    lines = [f"full Hessian spectral density (SLQ; edge = the k-th largest eigenvalue, eps = "
+             f"{EPS_FRACTION:g} x bulk half-width; +- seed std)", head, "-" * len(head)]
+
+    def pm(key, i, f):
+        return f"{mean[key][i]:{f}} +- {spread[key][i]:.2f}"
+
     for i, label in enumerate(labels):
         m = {k: v[i] for k, v in mean.items()}
         lines.append(
-            f"{label:>14} {m['trace']:>10.3e} {m['trace_over_frob']:>8.3f} {m['mass_pos']:>6.3f} "
+            f"{label:>14} {m['trace']:>10.3e} {pm('trace_over_frob', i, '.2f'):>13} {m['mass_pos']:>6.3f} "
             f"{'[%.2f, %.2f]' % (m['mass_pos_lo'], m['mass_pos_hi']):>13} {m['mass_pos_eps']:>6.3f} "
-            f"{m['mass_neg_eps']:>6.3f} {m['top']:>10.4g} {m['edge']:>10.4g} {m['top_over_edge']:>8.3g} "
-            f"{m['top_trace_share']:>8.3f} {m['bulk_shift']:>10.3g}")
+            f"{m['mass_neg_eps']:>6.3f} {m['pos_share_eps']:>6.3f} {m['top']:>9.4g} {m['edge']:>9.4g} "
+            f"{pm('top_over_edge', i, '.2f'):>13} {pm('top_trace_share', i, '.2f'):>13} "
+            f"{m['bulk_shift']:>10.3g}")
     return "\n".join(lines)
