@@ -14,8 +14,9 @@ logits would be finite garbage); the caller records it and goes on. Options (`Sp
                  `SUBSPACE_SCALARS` (frac_pos, trace_over_frob, trace, frob, top, bottom), ``eigvals`` [d],
                  ``n_pos`` (the number of positive eigenvalues)
   gn_split       with subspace: P^T G P and P^T R P, R = H - G (`fullspace.subspace_split`): gn_*, res_*
-  full           full-space Tr/||.||_F with standard errors, extreme Lanczos eigenvalues
-                 (`fullspace.estimates`, probes from ``key``): full_*
+  full           full-space Tr/||.||_F with standard errors, extreme Lanczos eigenvalues, the SLQ
+                 quadrature of H's spectral density (`fullspace.estimates`, probes from ``key``): full_*,
+                 density_nodes and density_weights [probe, node]
   top_k, order   the top-k Ritz pairs of H by Lanczos from ``key``: ``top_eigs`` [k] (largest first) and
                  ``overlap`` [k] (the share of |g|^2 in the span of the top j Ritz vectors)
   gram           the logit-gradient Gram matrix on (xg, yg) grouped by logit and class

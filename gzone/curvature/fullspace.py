@@ -5,7 +5,8 @@ R the residual):
 
   estimates(key, fm, theta, x, y, spec=)   full-space Tr/||.||_F of H (and of G and R) by
                                            Rademacher probes, with standard errors; the top and
-                                           bottom k eigenvalues of H by Lanczos
+                                           bottom k eigenvalues of H by Lanczos; the SLQ
+                                           quadrature of H's spectral density (nodes, weights)
   subspace_split(fm, theta, x, P, h_sub)   spectra of P^T G P and P^T R P = P^T H P - P^T G P
 
 Fort & Scherlis compare the subspace Tr(H)/||H||_F with the full-space one. For P with i.i.d.
@@ -30,6 +31,8 @@ from gzone.curvature import gauss_newton, spectra
 
 Array = jax.Array
 STREAM = 0x46554C4C  # fold_in constant of the full-space probe stream ("FULL")
+DENSITY_STREAM = 0x534C51  # fold_in constant of the density probes within it ("SLQ")
+DENSITY_KEYS = ("density_nodes", "density_weights")  # [probe, node] each
 STATS = ("trace", "trace_se", "frob", "frob_se", "trace_over_frob", "trace_over_frob_se")
 SPLIT_SCALARS = tuple(
     f"{part}_{m}"
@@ -47,12 +50,16 @@ class Spec:
       top_k: extreme eigenvalues of H per end by Lanczos (0: none).
       order: Lanczos steps (>= 2 top_k when top_k > 0).
       gn: also the Gauss-Newton matrix G and the residual R (same probes).
+      density_probes: Rademacher probes of the SLQ spectral density of H (0: none).
+      density_order: Lanczos steps per density probe (>= 1 with density_probes).
     """
 
     num_probes: int = 0
     top_k: int = 0
     order: int = 0
     gn: bool = False
+    density_probes: int = 0
+    density_order: int = 0
 
     def __post_init__(self):
         if self.num_probes < 0 or self.num_probes == 1:
@@ -61,6 +68,11 @@ class Spec:
             raise ValueError(f"top_k must be >= 0, got {self.top_k}")
         if self.top_k and self.order < 2 * self.top_k:
             raise ValueError(f"Lanczos order {self.order} must be >= 2 top_k = {2 * self.top_k}")
+        if self.density_probes < 0 or (self.density_probes and self.density_order < 1):
+            raise ValueError(
+                f"density_probes must be >= 0 and density_order >= 1 with probes, got "
+                f"{self.density_probes}, {self.density_order}"
+            )
 
     def scalar_names(self) -> tuple[str, ...]:
         """Scalar outputs of `estimates` (``full_*``)."""
@@ -72,6 +84,10 @@ class Spec:
     def array_names(self) -> tuple[str, ...]:
         """[top_k] outputs of `estimates`: ``full_top`` (largest first), ``full_bottom`` (smallest first)."""
         return ("full_top", "full_bottom") if self.top_k else ()
+
+    def density_names(self) -> tuple[str, ...]:
+        """[density_probes, density_order] outputs of `estimates`: `DENSITY_KEYS`."""
+        return DENSITY_KEYS if self.density_probes else ()
 
 
 def record_keys(
@@ -126,7 +142,10 @@ def estimates(
       dict: `Spec.scalar_names` scalars (``full_trace``, ``full_trace_over_frob_se``, ...,
       ``full_gn_*``, ``full_res_*``) and, with top_k, ``full_top`` [k] (largest first) and
       ``full_bottom`` [k] (smallest first): Ritz values, inside the spectrum, extreme ones
-      converging first.
+      converging first; with density_probes, ``density_nodes`` and ``density_weights``
+      [density_probes, density_order]: the Gauss quadrature of each probe's Lanczos run
+      (`spectra.slq`, probes from fold_in(key, DENSITY_STREAM): adding them leaves the other
+      estimates' probes as they were). Memory: one [density_order, D] Krylov basis at a time.
     """
     mvs = gauss_newton.make_curvature_mvs(fm, theta, x, y)
     k_probe, k_lanczos = jax.random.split(key)
@@ -159,6 +178,15 @@ def estimates(
             dtype=theta.dtype,
         )
         out["full_bottom"], out["full_top"] = values[: spec.top_k], values[spec.top_k :]
+    if spec.density_probes:
+        out["density_nodes"], out["density_weights"] = spectra.slq(
+            jax.random.fold_in(key, DENSITY_STREAM),
+            mvs["hessian"],
+            dim=fm.D,
+            order=spec.density_order,
+            num_probes=spec.density_probes,
+            dtype=theta.dtype,
+        )
     return out
 
 

@@ -6,7 +6,9 @@ hessian_outliers.png     the top Hessian eigenvalues over training, the spectrum
                          with the detected bulk edge, the outlier count over training and over radius;
 gradient_overlap.png     the fraction of |g|^2 inside the top-j Hessian subspace over training and radius;
 logit_variance.png       logit variance across classes and weight radius over training and over radius
-                         (Fort & Ganguli, Fig. 4), with the training curves.
+                         (Fort & Ganguli, Fig. 4), with the training curves;
+spectral_density_<part>.png, spectral_density_summary_<part>.png   with density probes: the full Hessian's
+                         spectral density per point and its statistics (`plots.spectral_density`).
 Lines are means over seeds; bands are min..max over seeds unless a legend says otherwise.
 """
 
@@ -18,6 +20,8 @@ import numpy as np
 from matplotlib.figure import Figure
 
 from gzone import plots
+from gzone.analysis import spectral_density as analysis_density
+from gzone.plots import spectral_density as density_plots
 
 GROUP_LABELS = {"slsc": "same logit, same class", "sl": "same logit, any class",
                 "sldc": "same logit, different class", "dl": "different logits"}
@@ -52,8 +56,33 @@ def _suptitle(fig, config: dict, what: str) -> None:
 
 @plots.register("emergent_geometry")
 def emergent_figures(run_dir: str, config: dict, arrays: dict, analysis=None) -> list[str]:
-    return [draw_clustering(run_dir, config, arrays), draw_outliers(run_dir, config, arrays),
-            draw_overlap(run_dir, config, arrays), draw_logit_variance(run_dir, config, arrays)]
+    out = [draw_clustering(run_dir, config, arrays), draw_outliers(run_dir, config, arrays),
+           draw_overlap(run_dir, config, arrays), draw_logit_variance(run_dir, config, arrays)]
+    return out + [path for part in _parts(arrays) if f"{part[0]}_density_nodes" in arrays
+                  for path in draw_density(run_dir, config, arrays, *part)]
+
+
+def draw_density(run_dir: str, config: dict, arrays: dict, part: str, x: np.ndarray, label: str) -> list[str]:
+    """The full Hessian's spectral density at each point of a part, and its statistics across them."""
+    derived = config["derived"]
+    nodes, weights = arrays[f"{part}_density_nodes"], arrays[f"{part}_density_weights"]
+    stats = analysis_density.summary(nodes, weights, D=derived["D"],
+                                     k=analysis_density.edge_rank(derived["num_classes"]))
+    if part == "train":
+        labels, rx = [f"step {int(v)}" for v in x], None
+    else:
+        labels = [f"$r^2/r_X^2 = 10^{{{v:+.1f}}}$" for v in x]
+        rx = density_plots.rx_index(x)
+    what = (f"{plots.title_of(config)}; full Hessian, SLQ {nodes.shape[-2]} probes x {nodes.shape[-1]} steps "
+            f"x {nodes.shape[1]} seeds")
+    name = "training" if part == "train" else "radius"
+    panels = os.path.join(run_dir, f"spectral_density_{name}.png")
+    summary = os.path.join(run_dir, f"spectral_density_summary_{name}.png")
+    return [
+        density_plots.density_panels(panels, what, labels, nodes, weights, stats, D=derived["D"],
+                                     highlight=rx),
+        density_plots.density_summary(summary, what, x, stats, xlabel=label, rx=part == "radius"),
+    ]
 
 
 def draw_clustering(run_dir: str, config: dict, arrays: dict) -> str:

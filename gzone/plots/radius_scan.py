@@ -2,7 +2,9 @@
 
 A scan with a temperature axis gets the (radius, temperature) zone map (``zone_map.png``: frac+
 and Tr(H)/||H||_F per d over the grid) and the figures of a scan without one at the temperature
-closest to 1 (titled with it).
+closest to 1 (titled with it). A scan with density probes gets ``spectral_density.png`` (the full
+Hessian's smoothed density per radius) and ``spectral_density_summary.png`` (its statistics across
+radii beside the first d's subspace frac+ and Tr/||.||_F): `plots.spectral_density`.
 """
 
 from __future__ import annotations
@@ -14,6 +16,8 @@ import numpy as np
 from matplotlib.figure import Figure
 
 from gzone import plots
+from gzone.analysis import spectral_density as analysis_density
+from gzone.plots import spectral_density as density_plots
 from gzone.plots.common import band, mark_rx, radius_axes, save, title_of
 from gzone.runs import schema
 
@@ -107,7 +111,32 @@ def _figures(run_dir: str, config: dict, arrays: dict, at: str = "") -> list[str
     out.append(save(fig, os.path.join(run_dir, "loss_accuracy.png")))
     if "gn_trace_over_frob" in arrays or "full_trace_over_frob" in arrays:
         out.append(curvature_split_figure(run_dir, config, arrays))
+    if "density_nodes" in arrays:
+        out += density_figures(run_dir, config, arrays, at)
     return out
+
+
+def density_figures(run_dir: str, config: dict, arrays: dict, at: str = "") -> list[str]:
+    """The full Hessian's spectral density per radius and its statistics across radii (the first d's
+    records: the density does not depend on d)."""
+    derived, x = config["derived"], np.asarray(arrays["log10_r2_over_rx2"], float)
+    nodes, weights = arrays["density_nodes"][:, 0], arrays["density_weights"][:, 0]
+    stats = analysis_density.summary(nodes, weights, D=derived["D"],
+                                     k=analysis_density.edge_rank(derived["num_classes"]))
+    probes, order = nodes.shape[-2:]
+    what = f"{title_of(config)}; full Hessian, SLQ {probes} probes x {order} steps x {nodes.shape[1]} seeds"
+    labels = [f"$r^2/r_X^2 = 10^{{{v:+.1f}}}$ (r = {r:.3g})" for v, r in zip(x, arrays["radii"])]
+    rx = density_plots.rx_index(x)
+    subspace = {"d": int(arrays["dims"][0]), "frac_pos": arrays["frac_pos"][:, 0],
+                "trace_over_frob": arrays["trace_over_frob"][:, 0]}  # the first d's, like the density
+    panels = os.path.join(run_dir, "spectral_density.png")
+    summary = os.path.join(run_dir, "spectral_density_summary.png")
+    return [
+        density_plots.density_panels(panels, what + at, labels, nodes, weights, stats, D=derived["D"],
+                                     highlight=rx),
+        density_plots.density_summary(summary, what + at, x, stats, xlabel=r"$\log_{10}(r^2 / r_X^2)$",
+                                      rx=True, subspace=subspace),
+    ]
 
 
 def curvature_split_figure(run_dir: str, config: dict, arrays: dict) -> str:

@@ -93,11 +93,12 @@ SCAN_SCALARS = (
 
 
 def radius_scan_axes(
-    dims, *, extra_scalars=(), extra_per_d=(), extra_per_k=(), temperatures: bool = False
+    dims, *, extra_scalars=(), extra_per_d=(), extra_per_k=(), extra_per_node=(), temperatures: bool = False
 ) -> dict:
     """Axes of a radius scan: scalars [radius, d, seed]; ``eigvals_d<d>`` [radius, seed, eigenvalue] per d;
     the options' scalars, per-d vectors (``<key>_d<d>``) and [k]-vectors (`fullspace.record_keys`);
-    ``layer_sq_frac`` [d, seed, segment]; the grids.
+    the density's quadratures (``density_nodes``, ``density_weights``: `fullspace.Spec.density_names`)
+    [radius, d, seed, probe, node]; ``layer_sq_frac`` [d, seed, segment]; the grids.
 
     With a temperature axis (``temperatures``: the scan's ``temperatures`` option) every measured
     array gets a ``temperature`` axis before its seed axis: scalars [radius, d, temperature, seed],
@@ -111,6 +112,7 @@ def radius_scan_axes(
     axes.update({f"eigvals_d{d}": ["radius", *t, "seed", "eigenvalue"] for d in dims})
     axes.update({f"{k}_d{d}": ["radius", *t, "seed", "eigenvalue"] for k in extra_per_d for d in dims})
     axes.update({k: ["radius", "d", *t, "seed", "k"] for k in extra_per_k})
+    axes.update({k: ["radius", "d", *t, "seed", "probe", "node"] for k in extra_per_node})
     axes.update(
         layer_sq_frac=["d", "seed", "segment"], radii=["radius"], log10_r2_over_rx2=["radius"], dims=["d"]
     )
@@ -293,6 +295,7 @@ EMERGENT_VECTOR_AXES = {
     "overlap": ["eigen"],
     "block_mean": ["logit", "class", "logit2", "class2"],
 }
+EMERGENT_DENSITY_AXES = {"density_nodes": ["probe", "node"], "density_weights": ["probe", "node"]}
 EMERGENT_CURVES = {
     "train_loss_curve": ["seed", "epoch", "record"],
     "train_accuracy_curve": ["seed", "epoch", "record"],
@@ -303,16 +306,18 @@ EMERGENT_CURVES = {
 }
 
 
-def emergent_geometry_axes(parts) -> dict:
+def emergent_geometry_axes(parts, *, density: bool = False) -> dict:
     """Keys ``train_<key>`` [checkpoint, seed, ...] and ``radius_<key>`` [radius, seed, ...] per measured part
-    (the scalars, the Gram pair counts ``n_<group>``, the vectors; the outlier counts by both rules),
-    the training curves and the grids."""
+    (the scalars, the Gram pair counts ``n_<group>``, the vectors, with ``density`` the full Hessian's SLQ
+    quadratures ``<part>_density_nodes`` / ``_weights`` [point, seed, probe, node]; the outlier counts by
+    both rules), the training curves and the grids."""
     axes = {}
+    vectors = {**EMERGENT_VECTOR_AXES, **(EMERGENT_DENSITY_AXES if density else {})}
     for part, point, wanted in (("train", "checkpoint", "training"), ("radius", "radius", "radius")):
         if wanted not in parts:
             continue
-        for key in (*EMERGENT_SCALARS, *(f"n_{g}" for g in EMERGENT_GROUPS), *EMERGENT_VECTOR_AXES):
-            axes[f"{part}_{key}"] = [point, "seed", *EMERGENT_VECTOR_AXES.get(key, [])]
+        for key in (*EMERGENT_SCALARS, *(f"n_{g}" for g in EMERGENT_GROUPS), *vectors):
+            axes[f"{part}_{key}"] = [point, "seed", *vectors.get(key, [])]
         axes[f"{part}_outliers"] = [point, "seed"]
         axes[f"{part}_outliers_largest"] = [point, "seed"]
     if "training" in parts:

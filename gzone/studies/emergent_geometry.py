@@ -14,13 +14,17 @@ per-example logit gradients grouped as q_SLSC / q_SL / q_SLDC / q_DL (C x ``gram
 examples, balanced); the top ``top_k`` Hessian eigenvalues by Lanczos and the outliers above the bulk
 (`analysis.emergent.count_outliers`, both rules); the fraction of |g|^2 inside the top-j Hessian
 subspace; loss, accuracy, |g|, the radial gradient g . theta / |theta|, the logit variance across
-classes and |theta| (on ``n_hessian`` examples). The training examples are drawn from the training
-set with the run's key streams; the test set gives the training curves' test loss and accuracy.
+classes and |theta| (on ``n_hessian`` examples); with ``density_probes``, the SLQ quadrature of the full
+Hessian's spectral density (`studies.spectral_density`, the measurement's ``full`` option). The
+training examples are drawn from the training set with the run's key streams; the test set gives the
+training curves' test loss and accuracy.
 
 Units: ``train`` (epoch checkpoints inside; it records the measured thetas), ``ckpt_<i>`` and
 ``radius_<i>`` (all seeds each). Records (`schema.emergent_geometry_axes`): ``train_<key>``
-[checkpoint, seed, ...], ``radius_<key>`` [radius, seed, ...], the training curves; analysis.json:
-per point the means over seeds, the outlier counts per seed, the gradient overlap with the top C.
+[checkpoint, seed, ...], ``radius_<key>`` [radius, seed, ...] (``<part>_density_nodes`` / ``_weights``
+[point, seed, probe, node]), the training curves; analysis.json: per point the means over seeds, the
+outlier counts per seed, the gradient overlap with the top C (and the density's `analysis.spectral_density`
+summary).
 """
 
 from __future__ import annotations
@@ -34,10 +38,12 @@ import numpy as np
 from gzone import measure, models, options, seeds, subspace
 from gzone import problem as problem_lib
 from gzone import train as train_lib
-from gzone.analysis import emergent
+from gzone.analysis import emergent, spectral_density
+from gzone.curvature import fullspace
 from gzone.options import OptionError, option
 from gzone.runs import engine as engine_lib
 from gzone.runs import progress, records, result, schema, stores
+from gzone.studies.spectral_density import DensityOptions
 
 EXPERIMENT = "emergent_geometry"
 PARTS = schema.EMERGENT_PARTS
@@ -45,7 +51,8 @@ PARTS = schema.EMERGENT_PARTS
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
 class EmergentOptions(
-    options.Training, options.Radii, options.Points, options.Objective, options.Seeds, options.Precision
+    options.Training, options.Radii, options.Points, options.Objective, options.Seeds, options.Precision,
+    DensityOptions,
 ):
     """The options of an emergent-geometry run (keyword arguments of `emergent_geometry`); the radii
     (`options.Radii`) are needed by the radius part only."""
@@ -144,6 +151,7 @@ def run(prob: problem_lib.Problem, data: train_lib.Data, opts: EmergentOptions, 
                           f"{C * opts.gram_per_class}")
     if opts.lanczos_order > fm.D:
         raise OptionError("lanczos_order", f"{opts.lanczos_order} exceeds the number of parameters D={fm.D}")
+    density = opts.density_fields(fm.D)
     keys = seeds.SeedKeys.from_seed(opts.seed)
     k_gram, k_hess = jax.random.split(keys.k_data)
     try:
@@ -162,9 +170,9 @@ def run(prob: problem_lib.Problem, data: train_lib.Data, opts: EmergentOptions, 
                          "fingerprint": problem_lib.fingerprint(*data)}}
     derived = {**prob.describe(), "steps_per_epoch": steps, "checkpoint_steps": ck_steps, "radii": radii,
                "log10_r2_over_rx2": log10_rel, "gram_examples": gram_index, "hessian_examples": hess_index,
-               "seed_mode": seed_mode}
+               "seed_mode": seed_mode, **({"density_order": density["density_order"]} if density else {})}
     store = stores.open_store(run_dir, experiment=EXPERIMENT, settings=settings, derived=derived,
-                              axes=schema.emergent_geometry_axes(opts.parts))
+                              axes=schema.emergent_geometry_axes(opts.parts, density=bool(density)))
     engine = engine_lib.Engine(store, label=EXPERIMENT, log=log)
     ck_units = [f"ckpt_{i:03d}" for i in range(ck_index.size)]
     radius_units = [f"radius_{ri:03d}" for ri in range(radii.size)]
@@ -180,7 +188,8 @@ def run(prob: problem_lib.Problem, data: train_lib.Data, opts: EmergentOptions, 
     k_init, k_train = keys.init_keys(S), keys.train_keys(S)
     k_lanczos = jax.vmap(lambda s: jax.random.fold_in(keys.k_proj, s))(jnp.arange(S))
     spec_point = measure.Spec(top_k=opts.top_k, order=opts.lanczos_order, logit_var=True,
-                              gram=measure.Gram(num_classes=C, chunk=opts.gram_chunk))
+                              gram=measure.Gram(num_classes=C, chunk=opts.gram_chunk),
+                              full=fullspace.Spec(**density) if density else None)
     core = measure.make_measure_fn(fm, spec_point)
     point_fn = lambda k, th, xg, yg, xh, yh: core(k, th, None, xh, yh, xg, yg)  # noqa: E731
     measure_fn = jax.jit(seeds.map_seeds(point_fn, seed_mode))  # (keys [S], thetas [S, D], examples)
@@ -216,7 +225,7 @@ def run(prob: problem_lib.Problem, data: train_lib.Data, opts: EmergentOptions, 
                 points(k_init, jnp.asarray(r, dtype)), record), weight=1.0, what=point_line)
 
     arrays = assemble(engine, opts, ck_units, radius_units, ck_steps, radii, log10_rel)
-    analysis = records.to_jsonable(analyse(arrays, opts, C))
+    analysis = records.to_jsonable(analyse(arrays, opts, C, D=fm.D))
     store.write_json("analysis.json", analysis)
     store.finish(arrays)
     return EmergentResult(store, arrays, analysis=analysis)
@@ -270,11 +279,16 @@ def assemble(engine: engine_lib.Engine, opts: EmergentOptions, ck_units, radius_
     return arrays
 
 
-def analyse(arrays: dict, opts: EmergentOptions, C: int) -> dict:
-    """Per point: means over seeds, the outlier counts per seed, the gradient overlap with the top C."""
+def analyse(arrays: dict, opts: EmergentOptions, C: int, *, D: int) -> dict:
+    """Per point: means over seeds, the outlier counts per seed, the gradient overlap with the top C; with the
+    density, its `analysis.spectral_density.summary` per seed (``density``)."""
     out = {"num_classes": C, "outlier_min_ratio": opts.outlier_min_ratio, "train": [], "radius": []}
     for part, label, values in (("train", "step", arrays.get("checkpoint_step", [])),
                                 ("radius", "log10_r2_over_rx2", arrays.get("log10_r2_over_rx2", []))):
+        density = None
+        if f"{part}_density_nodes" in arrays:
+            nodes, weights = arrays[f"{part}_density_nodes"], arrays[f"{part}_density_weights"]
+            density = spectral_density.summary(nodes, weights, D=D, k=spectral_density.edge_rank(C))
         for i, value in enumerate(values):
             out[part].append({
                 label: value,
@@ -282,7 +296,8 @@ def analyse(arrays: dict, opts: EmergentOptions, C: int) -> dict:
                 "outliers": arrays[f"{part}_outliers"][i].tolist(),
                 "outliers_largest": arrays[f"{part}_outliers_largest"][i].tolist(),
                 "top_eigs": np.mean(arrays[f"{part}_top_eigs"][i], axis=0).tolist(),
-                "overlap_top_C": arrays[f"{part}_overlap"][i][:, C - 1].tolist()})
+                "overlap_top_C": arrays[f"{part}_overlap"][i][:, C - 1].tolist(),
+                **({"density": {k: v[i].tolist() for k, v in density.items()}} if density else {})})
     return out
 
 
@@ -292,12 +307,21 @@ def summary_table(analysis: dict) -> str:
     head = (f"{'point':>14} {'loss':>7} {'acc':>5} {'|theta|':>8} {'logit var':>9} {'q_SLSC':>7} {'q_SL':>7} "
             f"{'q_SLDC':>7} {'q_DL':>7} {'outliers':>9} {'l_1':>8} {f'ovl top{C}':>9}")
     lines = [head, "-" * len(head)]
-    for part, label in (("train", "step"), ("radius", "log10_r2_over_rx2")):
-        for row in analysis[part]:
-            name = f"step {row['step']}" if part == "train" else f"r2/rX2 1e{row[label]:+.1f}"
+    for part in ("train", "radius"):
+        for name, row in zip(_names(analysis, part), analysis[part]):
             lines.append(f"{name:>14} {row['loss']:>7.3g} {row['accuracy']:>5.3f} {row['radius']:>8.4g} "
                          f"{row['logit_var']:>9.3g} {row['q_slsc']:>7.3f} {row['q_sl']:>7.3f} "
                          f"{row['q_sldc']:>7.3f} {row['q_dl']:>7.3f} "
                          f"{','.join(map(str, row['outliers'])):>9} {row['top_eigs'][0]:>8.3g} "
                          f"{np.mean(row['overlap_top_C']):>9.3f}")
+    rows = [(n, row) for part, label in (("train", "step"), ("radius", "log10_r2_over_rx2"))
+            for n, row in zip(_names(analysis, part), analysis[part]) if "density" in row]
+    if rows:
+        stats = {k: np.asarray([row["density"][k] for _, row in rows]) for k in spectral_density.SUMMARY_KEYS}
+        lines.append(spectral_density.table([n for n, _ in rows], stats))
     return "\n".join(lines)
+
+
+def _names(analysis: dict, part: str) -> list[str]:
+    return [f"step {row['step']}" if part == "train" else f"r2/rX2 1e{row['log10_r2_over_rx2']:+.1f}"
+            for row in analysis[part]]

@@ -7,8 +7,9 @@ random d-dimensional subspace through it (`Projection`, `Metric`) and, on the fi
 (x, y), the loss, accuracy, gradient and the exact d x d subspace Hessian P^T H P
 (`measure.make_point_fn`). A unit of the run is one (radius, d) with all seeds, as one compiled
 call (seeds vmapped or mapped, sharded over the local devices). Options: the Gauss-Newton /
-residual split (``gn_split``), full-space estimates (``fullspace_*``), per-layer metrics, the loss
-kind, model state and temperature (`options.Objective`).
+residual split (``gn_split``), full-space estimates (``fullspace_*``), the SLQ quadrature of the
+full Hessian's spectral density (``density_*``, `studies.spectral_density`), per-layer metrics, the
+loss kind, model state and temperature (`options.Objective`).
 
 Temperatures (``temperatures=[T1, T2, ...]``, or ``temperature=`` a list): the same points and
 subspaces measured with the logits divided by each T, a unit per (radius, d, T); the temperature
@@ -20,7 +21,8 @@ alpha^2): the (radius, temperature) map of frac+ and Tr/||H||_F is constant alon
 Records (`schema.radius_scan_axes`): scalars [radius, d, seed], ``eigvals_d<d>`` [radius, seed,
 eigenvalue], ``layer_sq_frac`` [d, seed, segment] (the share of |P e_j|^2 in each parameter array,
 from the projection keys alone); with temperatures a ``temperature`` axis before the seed axis and
-the grid ``temperatures``.
+the grid ``temperatures``; with density probes ``density_nodes`` / ``density_weights`` [radius, d,
+seed, probe, node] (the same at every d: measure it with one cheap d).
 """
 
 from __future__ import annotations
@@ -33,11 +35,14 @@ import numpy as np
 
 from gzone import curvature, layer_metric, measure, options, seeds
 from gzone import problem as problem_lib
-from gzone.analysis import zone
+from gzone.analysis import spectral_density, zone
 from gzone.curvature import fullspace
 from gzone.options import OptionError, option
 from gzone.runs import engine as engine_lib
 from gzone.runs import progress, result, schema, stores
+from gzone.studies import scan_units
+from gzone.studies.scan_units import assemble, t_indices, unit_name
+from gzone.studies.spectral_density import DensityOptions
 
 EXPERIMENT = "radius_scan"
 
@@ -51,6 +56,7 @@ class ScanOptions(
     options.Objective,
     options.Seeds,
     options.Precision,
+    DensityOptions,
 ):
     """The options of a radius scan (keyword arguments of `radius_scan`)."""
 
@@ -112,8 +118,10 @@ class ScanOptions(
             raise OptionError(
                 "fullspace_probes", "must be 0 (off) or >= 2 (a standard error needs two probes), got 1"
             )
-        if self.example_chunk and (self.fullspace_probes or self.fullspace_top_k):
-            raise OptionError("example_chunk", "not with --fullspace_probes or --fullspace_top_k")
+        if self.example_chunk and (self.fullspace_probes or self.fullspace_top_k or self.density_probes):
+            raise OptionError(
+                "example_chunk", "not with --fullspace_probes, --fullspace_top_k or --density_probes"
+            )
         if self.fullspace_order and not self.fullspace_top_k:
             raise OptionError("fullspace_order", "only used with --fullspace_top_k > 0")
         if self.fullspace_top_k and self.fullspace_order and self.fullspace_order < 2 * self.fullspace_top_k:
@@ -152,11 +160,12 @@ class ScanResult(result.Result):
 
     def table(self) -> str:
         if self.temperatures is None:
-            lines = _tables(self.arrays, self.dims)
+            lines = _tables(self.arrays, self.dims, self.derived)
         else:
             lines = []
             for ti, t in enumerate(self.temperatures):
-                lines += [f"temperature T = {t:g}", *_tables(self.at_temperature(ti), self.dims)]
+                at = self.at_temperature(ti)
+                lines += [f"temperature T = {t:g}", *_tables(at, self.dims, self.derived)]
         names = [layer["name"] for layer in self.derived["layers"]]
         for di, d in enumerate(self.dims):
             shares = ", ".join(
@@ -166,10 +175,15 @@ class ScanResult(result.Result):
         return "\n".join(lines)
 
 
-def _tables(arrays: dict, dims) -> list[str]:
+def _tables(arrays: dict, dims, derived: dict) -> list[str]:
     lines = [zone.summary_table(arrays, dims)]
     if any(k.startswith(("gn_", "full_")) for k in arrays):
         lines.append(zone.extra_table(arrays, dims))
+    if "density_nodes" in arrays:  # the same at every d: the first d's
+        stats = spectral_density.summary(arrays["density_nodes"][:, 0], arrays["density_weights"][:, 0],
+                                         D=derived["D"], k=spectral_density.edge_rank(derived["num_classes"]))
+        labels = [f"r2/rX2 1e{x:+.1f}" for x in arrays["log10_r2_over_rx2"]]
+        lines.append(spectral_density.table(labels, stats))
     return lines
 
 
@@ -223,10 +237,11 @@ def run(
             measure.check_example_chunk(fm, x.shape[0], opts.example_chunk)
         except ValueError as err:
             raise OptionError("example_chunk", str(err)) from None
-    full_spec = None
-    if opts.fullspace_probes or opts.fullspace_top_k:
+    full_spec, density = None, opts.density_fields(fm.D)
+    if opts.fullspace_probes or opts.fullspace_top_k or density:
         full_spec = fullspace.Spec(
-            opts.fullspace_probes, opts.fullspace_top_k, order if opts.fullspace_top_k else 0, opts.gn_split
+            opts.fullspace_probes, opts.fullspace_top_k, order if opts.fullspace_top_k else 0, opts.gn_split,
+            **density,
         )
     try:
         metric_scales = layer_metric.segment_scales(fm, opts.projection_metric)
@@ -236,6 +251,7 @@ def run(
     seed_mode = options.resolve_seed_mode(opts.seed_mode, "scan")
     devices = opts.devices
     scalars, per_d, per_k = fullspace.record_keys(gn_split=opts.gn_split, spec=full_spec)
+    per_node = full_spec.density_names() if full_spec else ()
     settings = {
         **options.settings(opts),
         "seed_mode": seed_mode,
@@ -255,17 +271,18 @@ def run(
             "segment_scales": {s.name: v for s, v in zip(fm.segments, metric_scales)},
         },
         "fullspace_order": order if opts.fullspace_top_k else None,
+        **({"density_order": density["density_order"]} if density else {}),
     }
     temps = opts.temperatures
     if temps is not None:
         derived["temperatures"] = list(temps)
-    axes = schema.radius_scan_axes(
-        opts.dims, extra_scalars=scalars, extra_per_d=per_d, extra_per_k=per_k, temperatures=temps is not None
-    )
+    axes = schema.radius_scan_axes(opts.dims, extra_scalars=scalars, extra_per_d=per_d, extra_per_k=per_k,
+                                   extra_per_node=per_node, temperatures=temps is not None)
     store = stores.open_store(run_dir, experiment=EXPERIMENT, settings=settings, derived=derived, axes=axes)
     engine = engine_lib.Engine(store, label=EXPERIMENT, log=log)
-    grid = [(ri, d, ti) for d in opts.dims for ri in range(len(radii)) for ti in _t_indices(temps)]
-    units = [(unit_name(ri, d, ti), d + 2) for ri, d, ti in grid]
+    grid = [(ri, d, ti) for d in opts.dims for ri in range(len(radii)) for ti in t_indices(temps)]
+    cost = density.get("density_probes", 0) * density.get("density_order", 0)  # HVPs beside d + 2
+    units = [(unit_name(ri, d, ti), d + 2 + cost) for ri, d, ti in grid]
     engine.plan(units)
     if store.path:
         engine.say(
@@ -323,13 +340,19 @@ def run(
                 }
                 if ti is not None:
                     record.update(temperature_index=ti, temperature=temps[ti])
+                if per_node:
+                    record.update(scan_units.density_means(out["density_nodes"], out["density_weights"]))
                 return out, record
 
             engine.unit(
-                unit_name(ri, d, ti), compute, weight=d + 2, what=lambda a, r: _progress_line(r), wait=False
+                unit_name(ri, d, ti),
+                compute,
+                weight=d + 2 + cost,
+                what=lambda a, r: scan_units.progress_line(r),
+                wait=False,
             )
 
-    arrays = assemble(engine, opts.dims, radii, log10_rel, scalars, per_d, per_k, temps)
+    arrays = assemble(engine, opts.dims, radii, log10_rel, scalars, per_d, (*per_k, *per_node), temps)
     split = {
         "kind": opts.projection,
         "metric": opts.projection_metric,
@@ -341,56 +364,3 @@ def run(
     ])
     store.finish(arrays)
     return ScanResult(store, arrays)
-
-
-def unit_name(ri: int, d: int, ti: int | None = None) -> str:
-    return f"r{ri:03d}_d{d}" if ti is None else f"r{ri:03d}_d{d}_t{ti:02d}"
-
-
-def _t_indices(temps) -> list:
-    return [None] if temps is None else list(range(len(temps)))
-
-
-def assemble(
-    engine: engine_lib.Engine, dims, radii, log10_rel, scalars=(), per_d=(), per_k=(), temps=None
-) -> dict:
-    """The units stacked into the schema's arrays (a temperature axis before the seeds with `temps`)."""
-    R, T = range(len(radii)), _t_indices(temps)
-    units = {(ri, d, ti): engine.unit(unit_name(ri, d, ti), _missing) for ri in R for d in dims for ti in T}
-
-    def per_t(get):  # [T, ...] stacked, or the one value without a temperature axis
-        return get(None) if temps is None else np.stack([get(ti) for ti in T])
-
-    arrays = {
-        k: np.stack([np.stack([per_t(lambda ti: units[ri, d, ti][k]) for d in dims]) for ri in R])
-        for k in (*schema.SCAN_SCALARS, *scalars, *per_k)
-    }
-    for d in dims:
-        arrays[f"eigvals_d{d}"] = np.stack([per_t(lambda ti: units[ri, d, ti]["eigvals"]) for ri in R])
-        for k in per_d:
-            arrays[f"{k}_d{d}"] = np.stack([per_t(lambda ti: units[ri, d, ti][k]) for ri in R])
-    arrays.update(radii=np.asarray(radii), log10_r2_over_rx2=np.asarray(log10_rel), dims=np.asarray(dims))
-    if temps is not None:
-        arrays["temperatures"] = np.asarray(temps, np.float64)
-    return arrays
-
-
-def _missing():
-    raise RuntimeError("a unit of the scan is missing at assembly")
-
-
-def _progress_line(record: dict) -> str:
-    m = record["mean"]
-    at = f" T={record['temperature']:.3g}" if "temperature" in record else ""
-    line = (
-        f"d={record['d']} log10(r^2/r_X^2)={record['log10_r2_over_rx2']:+.2f}{at}: frac+ "
-        f"{zone.fmt(m['frac_pos'])}, Tr/||H|| {zone.fmt(m['trace_over_frob'])}"
-    )
-    if "gn_trace_over_frob" in m:
-        line += (
-            f", G Tr/||G|| {zone.fmt(m['gn_trace_over_frob'])}, R frac+ {zone.fmt(m['res_frac_pos'])} "
-            f"Tr/||R|| {zone.fmt(m['res_trace_over_frob'])}"
-        )
-    if "full_trace_over_frob" in m:
-        line += f", full Tr/||H|| {zone.fmt(m['full_trace_over_frob'])}"
-    return line
