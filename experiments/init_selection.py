@@ -5,7 +5,8 @@ each on --n_score fixed training examples (the exact d-dimensional subspace Hess
 fraction of positive eigenvalues, the full-space Tr(H)/||H||_F by --num_probes probes, the initial loss),
 pick the --num_selected best by --score and as many bottom-scored (or random, --compare) ones, train each
 from the same initial point with --num_seeds batch orders for the same budget (--epochs), and compare the
-two groups by a two-sided Mann-Whitney U test with the rank-biserial effect size.
+two groups by a two-sided Mann-Whitney U test with the rank-biserial effect size, and on per-init means
+by Welch's t-test with a 95 % interval of the difference top - other.
 
     python -m experiments.init_selection --flagfile=experiments/flagfiles/mnist_init_selection_cpu.flags \
         --data_dir=/path/to/npz

@@ -12,7 +12,8 @@ the fraction of positive eigenvalues, the full-space Tr(H)/||H||_F, the initial 
 each from the same initial point with ``num_seeds`` batch orders (the same orders in both groups)
 for the same budget, and compare the final test loss / accuracy and the training loss (last
 record block, and its mean over the run) of the two groups by a two-sided Mann-Whitney U test
-with the rank-biserial effect size (`selection.mann_whitney`).
+with the rank-biserial effect size (`selection.mann_whitney`), and on the per-init means by Welch's
+t-test with a 95 % interval of the difference (`selection.welch`).
 
 Units: ``score_b<j>`` (``score_block`` inits each, one compiled call), ``train_top`` and
 ``train_other`` (epoch checkpoints inside). Records (`schema.init_selection_axes`): scores [init],
