@@ -84,7 +84,7 @@ class ThresholdOptions(
     gordon_probes: int = option(8, "SLQ probes of the prediction's spectral density.", minimum=1)
     gordon_matrix: str = option("gauss_newton", "The well's curvature: the Gauss-Newton matrix (positive "
                                 "semidefinite: its quadrature converges) or the Hessian (curvature.wells).",
-                                choices=("gauss_newton", "hessian"))
+                                choices=("gauss_newton", "hessian"), setting="changed")
 
     def _check(self):
         shown = ",".join(f"{t:g}" for t in self.targets)
