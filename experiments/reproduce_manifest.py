@@ -17,7 +17,9 @@ Adding claim N: a line ``N: "title"`` in CLAIMS and its entries in ENTRIES, e.g.
           overrides=(AT_RX,), quantities=(...)),
 
 then ``python -m experiments.reproduce --check --claims=N --quick --data_dir=...`` and write the quick
-entry's values into the claim's section of REPRODUCTION.md as a "Quick check" line.
+entry's values into the claim's section of REPRODUCTION.md as a "Quick check" line. tests/test_reproduce.py
+fails while a claim section has no entries (a quick one among them) or a recorded value is not written
+in its section (as a number of its own: "0.86", "707", "+2.5").
 """
 
 from __future__ import annotations
