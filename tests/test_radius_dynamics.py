@@ -192,7 +192,7 @@ def test_the_numbers_do_not_move(smoke):
         np.testing.assert_allclose(_numbers(row), _numbers(want), rtol=1e-5, err_msg=str(want))
     config = records.read_config(smoke["path"])
     settings, derived = config["settings"], config["derived"]
-    assert settings["reference_radius"] == "xavier" and settings["convention"] == "xavier_rescaled"
+    assert "reference_radius" not in settings and settings["convention"] == "xavier_rescaled"  # a default
     assert derived["r_ref"] == derived["r_x"] and derived["dataset"]["scaling"] == "standardise"
 
 
