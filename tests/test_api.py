@@ -69,24 +69,30 @@ def test_scan_of_a_module_defined_here_matches_jax_hessian(scan, examples):
     module = TinyTanhNet()
     fm = flat.flat_model(module, (6,))
     keys = seeds.SeedKeys.from_seed(4)
-    for ri, di, s in ((0, 0, 1), (2, 1, 0)):
-        d = scan.dims[di]
+    loss = flat.loss_fn(fm, jnp.asarray(x), jnp.asarray(y))
+
+    @jax.jit
+    def reference(k_init, radius):  # one program for both points (op by op: ~130 compiles)
         theta = subspace.point_at_radius(
-            keys.init_keys(2)[s],
-            jnp.float32(scan.arrays["radii"][ri]),
+            k_init,
+            radius,
             convention="xavier_rescaled",
             sample_fn=flat.sample_fn(module, (6,)),
             D=fm.D,
             r_x=scan.r_x,
         )
-        P = projections.make("dense", keys.proj_keys(d, 2)[s], D=fm.D, d=d).matrix
-        loss = flat.loss_fn(fm, jnp.asarray(x), jnp.asarray(y))
-        H = np.asarray(jax.hessian(loss)(theta), np.float64)
-        eig = np.linalg.eigvalsh(np.asarray(P, np.float64).T @ H @ np.asarray(P, np.float64))
+        return loss(theta), jax.hessian(loss)(theta)
+
+    make = jax.jit(projections.make, static_argnums=0, static_argnames=("D", "d", "dtype"))
+    for ri, di, s in ((0, 0, 1), (2, 1, 0)):
+        d = scan.dims[di]
+        value, H = reference(keys.init_keys(2)[s], jnp.float32(scan.arrays["radii"][ri]))
+        P = np.asarray(make("dense", keys.proj_keys(d, 2)[s], D=fm.D, d=d).matrix, np.float64)
+        eig = np.linalg.eigvalsh(P.T @ np.asarray(H, np.float64) @ P)
         got = scan.arrays[f"eigvals_d{d}"][ri, s]
         np.testing.assert_allclose(got, eig, rtol=1e-3, atol=1e-4 * np.abs(eig).max())
         assert scan.arrays["frac_pos"][ri, di, s] == pytest.approx(np.mean(eig > 0), rel=1e-6)
-        assert scan.arrays["loss"][ri, di, s] == pytest.approx(float(loss(theta)), rel=1e-6)
+        assert scan.arrays["loss"][ri, di, s] == pytest.approx(float(value), rel=1e-6)
         assert scan.arrays["radius"][ri, di, s] == pytest.approx(scan.arrays["radii"][ri], rel=1e-5)
 
 

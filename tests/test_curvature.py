@@ -108,7 +108,7 @@ def test_default_chunk_size():
     assert curvature.default_chunk_size(scaled) == 16
 
 
-DQ, dQ = 40, 6  # the quadratic's sizes
+DQ = 39  # the quadratic's dimension: the tiny MLP's D, so it takes the same projections (no new compiles)
 
 
 @jax.jit
@@ -118,14 +118,10 @@ def _quadratic_hessian(A, theta, P):
 
 
 @pytest.fixture(scope="module")
-def quadratic_subspaces():
-    with jax.enable_x64(True):
-        make = jax.jit(projections.make, static_argnums=0, static_argnames=("D", "d", "dtype"))
-        out = {}
-        for kind in ("dense", "sparse"):
-            P = make(kind, jax.random.key(4), D=DQ, d=dQ, dtype=jnp.float64)
-            out[kind] = (P, np.asarray(jax.jit(projections.todense)(P)))
-        return out
+def quadratic_subspaces(subspaces):
+    """kind -> (P [DQ, d], its dense matrix) for the dense and sparse kinds."""
+    assert all(M.shape == (DQ, d) for _, M in subspaces.values())
+    return {kind: subspaces[kind] for kind in ("dense", "sparse")}
 
 
 @pytest.mark.parametrize("kind", ["dense", "sparse"])
@@ -160,8 +156,12 @@ def test_quadratic_closed_forms(x64, quadratic_subspaces):
 # --------------------------------------------------------------------------- spectrum metrics
 
 
+# Sizes shared with the tests above (d x d float64, 4 x 4 float32): spectrum_metrics runs op by op
+# here, and each new shape compiles its ~20 primitives again.
+
+
 def test_metrics_of_the_identity_and_its_negative(x64):
-    n = 7
+    n = d
     spec = curvature.spectrum_metrics(jnp.eye(n))
     assert float(spec["frac_pos"]) == 1.0
     assert float(spec["trace_over_frob"]) == pytest.approx(math.sqrt(n), rel=1e-14)
@@ -177,7 +177,7 @@ def test_metrics_of_the_identity_and_its_negative(x64):
 
 
 def test_metrics_of_a_random_symmetric_matrix_match_numpy(x64):
-    a = np.random.default_rng(7).standard_normal((9, 9))
+    a = np.random.default_rng(7).standard_normal((d, d))
     h = a + a.T
     spec = curvature.spectrum_metrics(jnp.asarray(h))
     eig = np.linalg.eigvalsh(h)
@@ -216,7 +216,7 @@ def test_non_finite_input_gives_nan_metrics(bad):
 
 def test_metrics_of_tiny_and_zero_matrices_in_float32():
     # entries ~1e-23 square to below float32's smallest number: ||h||_F must still be right
-    a = np.random.default_rng(9).standard_normal((6, 6))
+    a = np.random.default_rng(9).standard_normal((4, 4))
     h = (a + a.T).astype(np.float32)
     ref = curvature.spectrum_metrics(jnp.asarray(h))
     for scale in (1e-23, 1e-30, 1e25):

@@ -288,7 +288,8 @@ def test_default_seed_mode():
 
 
 def test_a_scan_unit_compiles_once_for_every_radius(problem):
-    """The hot function of a scan: one trace for all radii (data), a new one only for other shapes."""
+    """The hot function of a scan: one trace for all radii (data), a new one only for other shapes.
+    (S seeds as in `unit_results`: the same program, so the compilation cache serves it.)"""
     chex.clear_trace_counter()
     point_fn = chex.assert_max_traces(
         measure.make_point_fn(
@@ -304,6 +305,6 @@ def test_a_scan_unit_compiles_once_for_every_radius(problem):
     unit_fn = seeds.make_unit_fn(point_fn, seed_mode="vmap")
     keys, x, y = problem["keys"], problem["x"], problem["y"]
     for r in (0.5, 2.0, 8.0):
-        unit_fn(keys.init_keys(2), keys.proj_keys(D_SUB, 2), jnp.float32(r), x, y)
+        unit_fn(keys.init_keys(S), keys.proj_keys(D_SUB, S), jnp.float32(r), x, y)
     with pytest.raises(AssertionError, match="traced > 1 times"):
-        unit_fn(keys.init_keys(3), keys.proj_keys(D_SUB, 3), jnp.float32(1.0), x, y)
+        unit_fn(keys.init_keys(S - 1), keys.proj_keys(D_SUB, S - 1), jnp.float32(1.0), x, y)
