@@ -175,3 +175,19 @@ def test_checkpoint_round_trip(tmp_path):
     np.testing.assert_array_equal(history["loss"], np.arange(4.0))
     records.drop_checkpoint(str(tmp_path), "u")
     assert records.load_checkpoint(str(tmp_path), "u", state) is None
+
+
+def test_an_optional_setting_at_its_default_matches_its_absence(tmp_path):
+    """Options declared ``setting="changed"`` (here threshold_dimension's lr_reference_d, default 0) are
+    settings only off their default: a folder that recorded the default (written by code where it was
+    a plain setting) resumes without it, and one recorded off the default does not."""
+    from gzone.studies import threshold_dimension  # noqa: F401  (defines the option)
+
+    assert records.optional_defaults()["lr_reference_d"] == 0
+    _open(tmp_path / "a", settings={**SETTINGS, "lr_reference_d": 0})
+    assert _open(tmp_path / "a") is True
+    _open(tmp_path / "b")
+    assert _open(tmp_path / "b", settings={**SETTINGS, "lr_reference_d": 0}) is True
+    _open(tmp_path / "c", settings={**SETTINGS, "lr_reference_d": 1000})
+    with pytest.raises(records.RunDirError, match="lr_reference_d"):
+        _open(tmp_path / "c")

@@ -62,6 +62,23 @@ def run_path(workdir: str, experiment: str, name: str) -> str:
     return os.path.join(workdir, experiment, name)
 
 
+def optional_defaults() -> dict:
+    """{name: default} of the options that are settings only off their default (``setting="changed"``):
+    a run folder that recorded such an option at its default (or not at all) resumes either way."""
+    import dataclasses
+
+    from gzone import options
+
+    out, todo = {}, [options.Group]
+    while todo:
+        cls = todo.pop()
+        todo.extend(cls.__subclasses__())
+        if dataclasses.is_dataclass(cls):
+            out.update({f.name: to_jsonable(f.default) for f in dataclasses.fields(cls)
+                        if f.metadata.get("setting") == "changed"})
+    return out
+
+
 def open_run(
     path: str,
     *,
@@ -114,12 +131,10 @@ def open_run(
                 f"{schema_version}); "
                 "pass --overwrite (overwrite=True) to replace it or choose another --name"
             )
-        if old.get("settings") != settings or old.get("experiment") != experiment:
-            diff = sorted(
-                k
-                for k in set(old.get("settings", {})) | set(settings)
-                if old.get("settings", {}).get(k) != settings.get(k)
-            )
+        saved, optional = old.get("settings", {}), optional_defaults()
+        diff = sorted(k for k in set(saved) | set(settings)  # an absent optional setting is its default
+                      if saved.get(k, optional.get(k)) != settings.get(k, optional.get(k)))
+        if diff or old.get("experiment") != experiment:
             raise RunDirError(
                 f"{path} holds a run with other settings (differs in: {', '.join(diff) or 'experiment'}); "
                 "pass --overwrite to replace it or choose another --name"
