@@ -346,7 +346,7 @@ ENTRIES: tuple[Entry, ...] = (
         Q("positive share beyond +-eps at r_X", "-", "0.53", x.density("pos_share_eps", radius=0), SLQ),
     ) + _scan(3, (10, "-", "0.967", "-", "2.72"))),
     # ---------------------------------------------------------------- claim 11
-    Entry(11, "mnist_gordon_cpu", "threshold_dimension", "mnist_gordon_cpu", minutes=30, quantities=tuple(
+    Entry(11, "mnist_gordon_cpu", "threshold_dimension", "mnist_gordon_cpu", minutes=15, quantities=tuple(
         Q(f"{what} d*, target {target:g}, {start}", "-", value, x.gordon(field, target=target, start=start),
           tol)
         for field, what, tol, cells in (
@@ -356,7 +356,7 @@ ENTRIES: tuple[Entry, ...] = (
         + (Q("d_int90 (grid)", "-", "692", x.d_int("grid"), GRID_D),)),
     # ---------------------------------------------------------------- claim 12
     Entry(12, "mnist_init_selection_powered_cpu", "init_selection", "mnist_init_selection_powered_cpu",
-          minutes=36, quantities=(
+          minutes=25, quantities=(
         Q("final test loss, top - bottom", "lower", "-0.0040",
           x.analysis("effects.final_test_loss.difference"), EFFECT),
         Q("final test loss: Welch p", "significant", "0.0003", x.analysis("effects.final_test_loss.p_value"),
