@@ -16,6 +16,8 @@ dimensions or seeds) is read the same way as the full one:
     row("alpha.alpha", mode="free", r0=0.01)  a field of a radius-dynamics analysis row
     d_int("grid")                             threshold_dimension's d_int90 (grid or interpolated)
     diagonal_spread("frac_pos", d=50, degree=3)  largest spread of a zone map along r^L / T = const
+    density("top_over_edge", radius=0)        seed mean of a `gzone.analysis.spectral_density.summary` field
+    gordon("larsen", target=0.8, start="t0")  a field of threshold_dimension's Gordon prediction rows
 
 Coordinates: ``radius`` (x = log10(r^2/r_X^2)), ``d``, ``temperature`` (T), ``r0`` (r0 / r_X),
 ``mode`` (its name), ``start`` and ``epoch`` (an index, -1 the last); the axes not named are
@@ -30,6 +32,7 @@ from typing import Callable
 
 import numpy as np
 
+from gzone.analysis import spectral_density
 from gzone.analysis import zone as zone_lib
 from gzone.runs.schema import Records
 
@@ -192,3 +195,25 @@ def diagonal_spread(key: str, *, d: int, degree: int) -> Extractor:
         spreads = [np.ptp(np.stack(cells), axis=0).max() for cells in classes.values() if len(cells) > 1]
         return float(max(spreads)) if spreads else math.nan
     return _named(fn, f"diagonal spread {key} d={d}")
+
+
+def density(key: str, *, radius: float) -> Extractor:
+    """The seed mean (NaN-skipping, as the study's table) at one radius of a statistic of the recorded SLQ
+    quadratures of the full Hessian (`gzone.analysis.spectral_density.summary`, edge rank 2 C)."""
+    def fn(r):
+        stats = spectral_density.summary(r.arrays["density_nodes"][:, 0], r.arrays["density_weights"][:, 0],
+                                         D=r.derived["D"],
+                                         k=spectral_density.edge_rank(r.derived["num_classes"]))
+        return float(np.nanmean(np.asarray(stats[key])[_position(r, "radius", radius)]))
+    return _named(fn, f"density {key} radius={radius:g}")
+
+
+def gordon(path: str, *, target: float, start: str) -> Extractor:
+    """A field (dotted path) of threshold_dimension's ``gordon`` analysis row of (target, start), e.g.
+    ``measured_threshold`` or ``larsen`` (eq. (4), the mean over the solutions)."""
+    def fn(r):
+        for item in r.analysis["gordon"]:
+            if item["start"] == start and math.isclose(item["target"], target, rel_tol=1e-6):
+                return _field(item, path)
+        raise KeyError(f"no gordon row for target {target:g}, start {start}")
+    return _named(fn, f"gordon target={target:g} {start} {path}")

@@ -19,7 +19,8 @@ Adding claim N: a line ``N: "title"`` in CLAIMS and its entries in ENTRIES, e.g.
 then ``python -m experiments.reproduce --check --claims=N --quick --data_dir=...`` and write the quick
 entry's values into the claim's section of REPRODUCTION.md as a "Quick check" line. tests/test_reproduce.py
 fails while a claim section has no entries (a quick one among them) or a recorded value is not written
-in its section (as a number of its own: "0.86", "707", "+2.5").
+in its section (as a number of its own: "0.86", "707", "+2.5"). A claim that no cut-down run can
+measure in a few minutes is listed in NO_QUICK with the reason instead of a quick entry.
 """
 
 from __future__ import annotations
@@ -48,6 +49,15 @@ ALPHA = Tol(0.02, 0, "power-law fit of a float32 training run's radius curve")
 DINT = Tol(0, 0.16, "first grid d reaching the goal; seed means near it move it a grid step (16/decade)")
 DIAG = Tol(0.002, 0, "float32 rounding of curvatures that differ up to 1e9 between the cells of a class")
 SPREAD = Tol(0.05, 0.1, "largest difference over many cells and seeds, float32")
+SLQ = Tol(0.02, 0.03, "SLQ of a float32 Hessian (80 Lanczos steps, 5 probes) across XLA versions; the Ritz "
+          "values and weights of the outliers move with the rounding; written to 2-3 digits")
+GRID_D = Tol(0, 0.34, "the first evaluated d with P_s >= 0.5 of 6 float32 trainings; one trial's outcome "
+             "near the target moves it one grid step (8/decade: x1.33)")
+LARSEN = Tol(0, 0.03, "eq. (4) from float32 Lanczos / SLQ of G at float32 training end points")
+EFFECT = Tol(0.0005, 0, "difference of means of 48 x 8 float32 trainings across XLA versions, "
+             "written to 4 decimals")
+P_WELCH = Tol(0.0003, 0, "Welch p is steep in t (here ~4): a float32 shift of the effect by 0.0003 "
+              "moves p by up to 2x; the check asks p < 0.0006")
 
 CLAIMS = {
     1: "the Goldilocks zone of the MNIST MLP (Fort & Scherlis 2019, Fig. 3)",
@@ -59,6 +69,18 @@ CLAIMS = {
     7: "zone of LeNet-300-100 and LeNet-5, its Gauss-Newton origin, trainability",
     8: "ResNet-20 with BatchNorm and a ViT with LayerNorm",
     9: "intrinsic dimension d_int90 of the MNIST FC net (Li et al. 2018)",
+    10: "the full-space spectral density across radii",
+    11: "the threshold training dimension predicted from the Hessian (Larsen et al. 2021)",
+    12: "selecting initialisations by convexity (Fort & Scherlis 2019)",
+}
+# Claims without a quick entry, and why no cut-down run measures their quantities in a few minutes.
+NO_QUICK = {
+    10: "the density needs the full MNIST MLP's Hessian (D = 199,210) at each point: 5 x 80 Lanczos steps "
+        "per point already take minutes, and fewer steps or probes do not resolve the outliers and the edge",
+    11: "d* needs an adaptive search of trainings over d and the curvature of full-space solutions: "
+        "no cut-down run measures it in a few minutes",
+    12: "the effect is 0.004 in test loss against a per-init SD of 0.0036: fewer inits or orders than the "
+        "powered 24 + 24 x 8 runs cannot measure it",
 }
 AT_RX = "--log10_r2_over_rx2=0,0,1"
 M = x.mean
@@ -312,4 +334,37 @@ ENTRIES: tuple[Entry, ...] = (
         Q("d_int90 (grid)", "~750", "707", x.d_int("grid"), DINT),
         Q("d_int90 (interpolated)", "~750", "659.8", x.d_int("interpolated"), DINT),
         Q("full-space baseline test acc.", "-", "0.9739", x.analysis("baseline_test_accuracy"), ACC))),
+    # ---------------------------------------------------------------- claim 10
+    Entry(10, "mnist_density_cpu", "radius_scan", "mnist_density_cpu", minutes=15, quantities=(
+        Q("full-space Tr/||H||_F at r_X", "-", "6.43", x.density("trace_over_frob", radius=0), SLQ),
+        Q("lambda_1 at r_X", "-", "30.8", x.density("top", radius=0), SLQ),
+        Q("lambda_1 / bulk edge at r_X", "-", "7.42", x.density("top_over_edge", radius=0), SLQ),
+        Q("lambda_1 / bulk edge at x = -2", "-", "1.46", x.density("top_over_edge", radius=-2), SLQ),
+        Q("share of Tr(H) above the edge at r_X", "-", "0.33", x.density("top_trace_share", radius=0), SLQ),
+        Q("share of Tr(H) above the edge at x = +1", "-", "0.48", x.density("top_trace_share", radius=1),
+          SLQ),
+        Q("positive share beyond +-eps at r_X", "-", "0.53", x.density("pos_share_eps", radius=0), SLQ),
+    ) + _scan(3, (10, "-", "0.967", "-", "2.72"))),
+    # ---------------------------------------------------------------- claim 11
+    Entry(11, "mnist_gordon_cpu", "threshold_dimension", "mnist_gordon_cpu", minutes=15, quantities=tuple(
+        Q(f"{what} d*, target {target:g}, {start}", "-", value, x.gordon(field, target=target, start=start),
+          tol)
+        for field, what, tol, cells in (
+            ("measured_threshold", "measured", GRID_D, ("297", "522", "918", "96", "393", "692")),
+            ("larsen", "eq. (4)", LARSEN, ("704", "927", "1139", "625", "829", "1025")))
+        for (start, target), value in zip([(s, t) for s in ("t0", "t8") for t in (0.8, 0.5, 0.35)], cells))
+        + (Q("d_int90 (grid)", "-", "692", x.d_int("grid"), GRID_D),)),
+    # ---------------------------------------------------------------- claim 12
+    Entry(12, "mnist_init_selection_powered_cpu", "init_selection", "mnist_init_selection_powered_cpu",
+          minutes=25, quantities=(
+        Q("final test loss, top - bottom", "lower", "-0.0040",
+          x.analysis("effects.final_test_loss.difference"), EFFECT),
+        Q("final test loss: Welch p", "significant", "0.0003", x.analysis("effects.final_test_loss.p_value"),
+          P_WELCH),
+        Q("final test accuracy, top - bottom", "higher", "+0.0009",
+          x.analysis("effects.final_test_accuracy.difference"), Tol(0.0005, 0, "as the test loss's effect")),
+        Q("mean training loss, top - bottom", "faster", "-0.029",
+          x.analysis("effects.mean_train_loss.difference"), Tol(0.003, 0, "as the test loss's effect")),
+        Q("Spearman rho of score and initial loss", "-", "-0.69", x.analysis("score_correlations.loss.rho"),
+          Tol(0.02, 0, "rank correlation of 256 float32 scores")))),
 )

@@ -8,6 +8,7 @@ import os
 import re
 from pathlib import Path
 
+import numpy as np
 import pytest
 from shared_data import generated_once, shared_data_dir
 
@@ -46,8 +47,12 @@ def test_every_recorded_value_is_written_in_its_claims_section():
 def test_every_claim_section_has_entries_and_every_entry_a_section():
     sections, entries = _sections(), reproduce_manifest.ENTRIES
     assert sorted(sections) == sorted({e.claim for e in entries}) == sorted(reproduce_manifest.CLAIMS)
-    for claim in sections:  # --quick checks something real for each claim
-        assert any(e.quick for e in entries if e.claim == claim), f"claim {claim} has no quick entry"
+    no_quick = reproduce_manifest.NO_QUICK
+    assert set(no_quick) <= set(sections) and all(why.strip() for why in no_quick.values())
+    for claim in sections:  # --quick checks something real for each claim, or the manifest says why not
+        quick = any(e.quick for e in entries if e.claim == claim)
+        assert quick != (claim in no_quick), (f"claim {claim}: a quick entry or a NO_QUICK reason, "
+                                              f"not {'both' if quick else 'neither'}")
 
 
 def test_written_matches_whole_numbers_only():
@@ -186,3 +191,26 @@ def test_quick_check_on_the_real_data(tmp_path):
     report = reproduce.run(c, log=print, progress=None)
     assert report.ok, [(r.claim, r.run, r.quantity.name, r.quantity.recorded, r.now, r.note)
                        for r in report.rows if not r.passed]
+
+
+def test_density_and_gordon_extractors_read_by_named_coordinates():
+    from types import SimpleNamespace
+
+    # two radii x 1 d x 2 seeds x 1 probe x 2 nodes; at x = 0 seed 0 has nodes 1, 3 (weights 1/2):
+    # m1 = 2, m2 = 5, so Tr/||H||_F = sqrt(D) 2 / sqrt(5); seed 1 has 2, 2: sqrt(D) 2 / 2
+    nodes = np.zeros((2, 1, 2, 1, 2))
+    nodes[1, 0, 0, 0], nodes[1, 0, 1, 0] = (1.0, 3.0), (2.0, 2.0)
+    records = SimpleNamespace(arrays={"density_nodes": nodes, "density_weights": np.full_like(nodes, 0.5),
+                                      "log10_r2_over_rx2": np.array([-1.0, 0.0])},
+                              derived={"D": 16, "num_classes": 1})
+    want = 4 * (2 / math.sqrt(5) + 1) / 2
+    assert math.isclose(x.density("trace_over_frob", radius=0)(records), want, rel_tol=1e-12)
+    with pytest.raises(KeyError):
+        x.density("trace_over_frob", radius=1)(records)
+    rows = [{"target": 0.8, "start": "t0", "larsen": 704.1}, {"target": 0.8, "start": "t8", "larsen": 624.6},
+            {"target": 0.5, "start": "t0", "larsen": None}]
+    records = SimpleNamespace(analysis={"gordon": rows})
+    assert x.gordon("larsen", target=0.8, start="t8")(records) == 624.6
+    assert math.isnan(x.gordon("larsen", target=0.5, start="t0")(records))
+    with pytest.raises(KeyError):
+        x.gordon("larsen", target=0.35, start="t0")(records)
