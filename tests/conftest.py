@@ -99,7 +99,8 @@ def run_python(subprocess_env):
 # file to whichever worker is free, so the long ones start early and no worker is left with one at
 # the end while the other idles. Files not named keep their order after these.
 _LONGEST_FIRST = (
-    "test_radius_scan.py", "test_train.py", "test_reliability.py", "test_projections.py",
+    "test_radius_scan.py", "test_spectral_density.py", "test_train.py", "test_reliability.py",
+    "test_projections.py", "test_gordon.py",
     "test_objective.py", "test_radius_dynamics.py", "test_api.py", "test_threshold_dimension.py",
     "test_measure.py", "test_spectra.py", "test_architectures.py", "test_scan.py",
 )
