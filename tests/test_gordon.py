@@ -195,27 +195,33 @@ def test_the_gauss_newton_well_equals_the_dense_gauss_newton_matrix(x64):
 
     module = models.build(models.ModelSpec("mlp", (6,), "tanh"), 3)
     fm = flat.flat_model(module, (4,), jnp.float64)
-    theta = flat.sample_fn(module, (4,), "xavier", jnp.float64)(jax.random.key(0)) * 1.5
-    x = jax.random.normal(jax.random.key(1), (20, 4), jnp.float64)
     y = jnp.arange(20) % 3
-    starts = (theta + 0.3 * jax.random.normal(jax.random.key(2), (fm.D,), jnp.float64))[None]
+
+    @jax.jit  # one program for the point and every dense reference (op by op, each would compile alone)
+    def setup():
+        theta = flat.sample_fn(module, (4,), "xavier", jnp.float64)(jax.random.key(0)) * 1.5
+        x = jax.random.normal(jax.random.key(1), (20, 4), jnp.float64)
+        starts = (theta + 0.3 * jax.random.normal(jax.random.key(2), (fm.D,), jnp.float64))[None]
+        loss = flat.loss_fn(fm, x, y)
+        J = jax.jacobian(lambda th: flat.logits(fm, th, x))(theta).reshape(20 * 3, fm.D)
+        p = jax.nn.softmax(flat.logits(fm, theta, x))
+        line = jnp.stack([loss(theta + s * starts[0] - s * theta) for s in wells.FRACTIONS])
+        return theta, x, starts, J, p, jax.hessian(loss)(theta), line
+
+    theta, x, starts, J, p, H, line = setup()
     out = jax.jit(lambda k: wells.well_spectrum(k, fm, theta, x, y, starts, top_k=4, order=fm.D, probes=2))(
         jax.random.key(4))
-    J = np.asarray(jax.jacobian(lambda th: flat.logits(fm, th, x))(theta)).reshape(20 * 3, fm.D)
-    p = np.asarray(jax.nn.softmax(flat.logits(fm, theta, x)))
+    J, p, H = np.asarray(J), np.asarray(p), np.asarray(H)
     H_out = np.zeros((60, 60))
     for n in range(20):
         H_out[3 * n:3 * n + 3, 3 * n:3 * n + 3] = (np.diag(p[n]) - np.outer(p[n], p[n])) / 20
     G = J.T @ H_out @ J
     eig = np.linalg.eigvalsh(G)
     np.testing.assert_allclose(out["top"], eig[::-1][:4], rtol=1e-8)
-    H = np.asarray(jax.hessian(flat.loss_fn(fm, x, y))(theta))
     assert np.abs(np.linalg.eigvalsh(H)[::-1][:4] - eig[::-1][:4]).max() > 1e-3  # G is not H here
     b = np.asarray(starts[0] - theta)
     nodes, weights = np.asarray(out["start_nodes"][0]), np.asarray(out["start_weights"][0])
     for j in (1, 2, 3):
         assert np.sum(weights * nodes**j) == pytest.approx(b @ np.linalg.matrix_power(G, j) @ b / (b @ b),
                                                            rel=1e-6)
-    loss = flat.loss_fn(fm, x, y)
-    np.testing.assert_allclose(out["line_loss"][0], [loss(theta + s * starts[0] - s * theta)
-                                                     for s in wells.FRACTIONS], rtol=1e-10)
+    np.testing.assert_allclose(out["line_loss"][0], np.asarray(line), rtol=1e-10)

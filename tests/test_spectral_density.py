@@ -21,6 +21,8 @@ from experiments import emergent_geometry, radius_scan
 from gzone import flat, models, seeds, subspace
 from gzone.analysis import spectral_density as sd
 from gzone.curvature import fullspace
+from gzone.plots import emergent_geometry as emergent_figures
+from gzone.plots import radius_scan as scan_figures
 from gzone.runs import records, schema
 
 REPO = Path(__file__).resolve().parents[1]
@@ -62,12 +64,16 @@ def _tiny():
         return fm, 3.0 * theta, x, y, H
 
 
-def _estimate(order: int, num_probes: int, key=jax.random.key(5)):
+@functools.lru_cache  # a program per (order, probes), shared by the tests (a fresh jit would recompile)
+def _estimate(order: int, num_probes: int):
     fm, theta, x, y, _ = _tiny()
     spec = fullspace.Spec(density_probes=num_probes, density_order=order)
-    run = jax.jit(lambda k, th: fullspace.estimates(k, fm, th, x, y, spec=spec))
-    out = run(key, theta)
-    return np.asarray(out["density_nodes"]), np.asarray(out["density_weights"])
+    with jax.enable_x64(True):
+        run = jax.jit(lambda k, th: fullspace.estimates(k, fm, th, x, y, spec=spec))
+        out = run(jax.random.key(5), theta)
+    nodes, weights = np.asarray(out["density_nodes"]), np.asarray(out["density_weights"])
+    nodes.flags.writeable = weights.flags.writeable = False  # shared: no test may change them
+    return nodes, weights
 
 
 @pytest.mark.usefixtures("x64")
@@ -141,8 +147,9 @@ def test_the_largest_ritz_values_bound_the_top_eigenvalues_and_reach_them_at_ord
     assert bounds[0] == pytest.approx(eig[0], rel=1e-3)  # the top converges first
     assert np.all(np.max(np.sort(nodes, -1)[:, ::-1][:, :4], 0) == bounds)
     assert np.isnan(sd.ritz_largest(nodes, M + 1)[-1])
-    full, _ = _estimate(fm.D, 1)
+    full, _ = _estimate(fm.D, 2)  # at order D every probe's nodes are the eigenvalues
     np.testing.assert_allclose(sd.ritz_largest(full, 10), eig[:10], atol=1e-9 * eig[0])
+    np.testing.assert_allclose(sd.ritz_largest(full[:1], 10), eig[:10], atol=1e-9 * eig[0])
 
 
 def _planted(D=400, k=6):
@@ -213,10 +220,10 @@ def _scan(workdir, *flags):
 
 @pytest.fixture(scope="module")
 def scan(tmp_path_factory):
-    return _scan(tmp_path_factory.mktemp("density"))
+    return _scan(tmp_path_factory.mktemp("density"), "--noplots")  # the density figures drawn below only
 
 
-def test_the_scan_records_the_quadratures_on_the_schemas_axes(scan):
+def test_the_scan_records_the_quadratures_on_the_schemas_axes(scan, tmp_path):
     config, arrays = records.read_config(scan["path"]), records.load_arrays(scan["path"])
     schema.check(config, arrays)
     assert config["settings"]["density_probes"] == P and config["derived"]["density_order"] == M
@@ -226,8 +233,11 @@ def test_the_scan_records_the_quadratures_on_the_schemas_axes(scan):
     np.testing.assert_allclose(arrays["density_weights"].sum(-1), 1.0, rtol=1e-10)
     # The probes come from the seed's point key, not from d: the same quadrature at d = 4 and d = 8.
     np.testing.assert_allclose(arrays["density_nodes"][:, 0], arrays["density_nodes"][:, 1], rtol=1e-10)
-    for name in ("spectral_density.png", "spectral_density_summary.png"):
-        assert Path(scan["path"], name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n", name
+    # The scan's density figures from its records (its other figures: tests/test_radius_scan.py).
+    paths = scan_figures.density_figures(str(tmp_path), config, arrays)
+    assert [os.path.basename(f) for f in paths] == ["spectral_density.png", "spectral_density_summary.png"]
+    for f in paths:
+        assert Path(f).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n", f
     assert "density: top Ritz" in scan["progress"][-1]
 
 
@@ -284,7 +294,7 @@ DENSITY = [f"--density_probes={P}", f"--density_order={M}"]
 
 
 def test_emergent_geometry_records_the_density_on_the_schemas_axes(tmp_path):
-    path, lines = _emergent(tmp_path, "dens", *DENSITY)
+    path, lines = _emergent(tmp_path, "dens", "--noplots", *DENSITY)
     config, arrays = records.read_config(path), records.load_arrays(path)
     assert set(arrays) == set(config["axes"]) == set(schema.emergent_geometry_axes(["radius"], density=True))
     for key in fullspace.DENSITY_KEYS:
@@ -296,8 +306,13 @@ def test_emergent_geometry_records_the_density_on_the_schemas_axes(tmp_path):
     top = np.max(arrays["radius_density_nodes"], axis=(-2, -1))  # [radius, seed]
     np.testing.assert_allclose([row["density"]["top"] for row in analysis["radius"]], top, rtol=1e-6)
     assert "full Hessian spectral density" in "\n".join(lines)
-    for name in ("spectral_density_radius.png", "spectral_density_summary_radius.png"):
-        assert Path(path, name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n", name
+    # The density figures from the records (the run's other figures: tests/test_emergent_geometry.py).
+    x = np.asarray(arrays["log10_r2_over_rx2"], float)
+    paths = emergent_figures.draw_density(str(tmp_path), config, arrays, "radius", x, "radius")
+    names = ["spectral_density_radius.png", "spectral_density_summary_radius.png"]
+    assert [os.path.basename(f) for f in paths] == names
+    for f in paths:
+        assert Path(f).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n", f
 
 
 @pytest.mark.slow
