@@ -334,6 +334,10 @@ ENTRIES: tuple[Entry, ...] = (
         Q("d_int90 (grid)", "~750", "707", x.d_int("grid"), DINT),
         Q("d_int90 (interpolated)", "~750", "659.8", x.d_int("interpolated"), DINT),
         Q("full-space baseline test acc.", "-", "0.9739", x.analysis("baseline_test_accuracy"), ACC))),
+    Entry(9, "cifar10_dint90_cpu", "threshold_dimension", "cifar10_dint90_cpu", minutes=40, quantities=(
+        Q("CIFAR-10 d_int90 (grid)", "~9000", "12365", x.d_int("grid"), DINT),
+        Q("CIFAR-10 d_int90 (interpolated)", "~9000", "11018", x.d_int("interpolated"), DINT),
+        Q("CIFAR-10 baseline test acc.", "-", "0.5105", x.analysis("baseline_test_accuracy"), ACC1))),
     # ---------------------------------------------------------------- claim 10
     Entry(10, "mnist_density_cpu", "radius_scan", "mnist_density_cpu", minutes=15, quantities=(
         Q("full-space Tr/||H||_F at r_X", "-", "6.43", x.density("trace_over_frob", radius=0), SLQ),
