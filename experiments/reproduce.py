@@ -38,7 +38,7 @@ class Reproduce(options.Group):
     list: bool = option(False, "Print the claims and their entries (run, quick or long, expected minutes).")
     check: bool = option(False, "Run (resume, or read) the entries and compare with REPRODUCTION.md.")
     claims: tuple[str, ...] | None = option(None, "Claim ids to check, e.g. 1,7 (default: all).", kind="strs")
-    quick: bool = option(False, "Only the quick entries (reduced settings; ~20 min in all on 2 cores).")
+    quick: bool = option(False, "Only the quick entries (reduced settings; ~10 min in all on 2 cores).")
     long: bool = option(False, "Only the long entries (the full runs; e.g. to read finished run folders).")
     data_dir: str | None = option(None, "Folder of the real datasets' <name>.npz archives.", kind="str")
     workdir: str = option("runs", "Root of the run folders <workdir>/<experiment>/<name>/ and of the table.")

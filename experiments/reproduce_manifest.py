@@ -5,9 +5,10 @@ plus overrides, under a run name, and the quantities read from its records: the 
 (text), the value recorded in REPRODUCTION.md (as written in the claim's section: a test checks
 that it appears there), a tolerance with its reason and an extractor. ``quick`` entries make up
 ``--quick``: reduced settings (fewer radii, dimensions, seeds or epochs of the same flagfile) that
-still measure the claim's quantity, a few minutes each and ~20 min in all on 2 cores; the other
-entries are the full CPU-sized runs of REPRODUCTION.md (long: 3-45 min each). Entries with the
-same experiment, flagfile and overrides share one run folder (claim 5 reads the scans of 1 and 2).
+still measure the claim's quantity, a few minutes each and ~10 min in all on 2 cores (9 min 49 s
+from scratch on a fresh clone); the other entries are the full CPU-sized runs of REPRODUCTION.md
+(long: 3-45 min each). Entries with the same experiment, flagfile and overrides share one run
+folder (claim 5 reads the scans of 1 and 2).
 
 Adding claim N: a line ``N: "title"`` in CLAIMS and its entries in ENTRIES, e.g.
 
