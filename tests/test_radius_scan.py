@@ -140,6 +140,17 @@ def test_the_quick_scan_numbers_do_not_move(tmp_path):
     _assert_close_to_reference(records.load_arrays(path), _reference("quick"))
 
 
+@pytest.mark.slow
+def test_the_numbers_do_not_move_under_xlas_default_compiler(tmp_path, run_python, subprocess_env):
+    """The tests compile with XLA:CPU at optimisation level 0 and its older emitters (conftest.py);
+    real runs use XLA's defaults: the smoke scan run that way equals the same reference."""
+    env = {**subprocess_env, "XLA_FLAGS": ""}
+    args = ["-m", "experiments.radius_scan", SMOKE, f"--workdir={tmp_path}", "--noplots"]
+    result = run_python(args, env=env)
+    assert result.returncode == 0, result.stderr[-2000:]
+    _assert_close_to_reference(records.load_arrays(tmp_path / "radius_scan" / "smoke"), _reference("smoke"))
+
+
 def test_recorded_spectra_equal_a_dense_float64_route(smoke, with_options):
     """One point recomputed independently: theta and P from the recorded keys, then jax.hessian of the
     loss and the Gauss-Newton matrix J^T H_CE J from dense Jacobians, in float64. (Each route is one
