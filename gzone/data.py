@@ -2,8 +2,9 @@
 
 Sources, tried in this order for a dataset name:
 
-1. ``mnist1d``: MNIST-1D generated locally by the ``mnist1d`` package (``make_dataset``;
-   never its download path). The embedded default: no file, no network.
+1. ``mnist1d``: MNIST-1D generated locally by the ``mnist1d`` package (``make_dataset``; never
+   its download path; kept in `cache_dir()` for later processes). The embedded default: no file,
+   no network.
    4000 train / 1000 test examples, 40 features, 10 classes.
 2. ``<data_dir>/<name>.npz`` holding uint8 arrays ``x_train``, ``y_train``, ``x_test``,
    ``y_test`` (images NHWC), e.g. written by ``python -m experiments.prepare_data``.
@@ -183,31 +184,79 @@ def _load_raw(name, *, data_dir, tfds_data_dir):
     )
 
 
+CACHE_ENV = "GZONE_CACHE_DIR"  # where generated data is kept; "" turns the cache off
+
+
+def cache_dir() -> str | None:
+    """gzone's cache folder: $GZONE_CACHE_DIR, else $XDG_CACHE_HOME/gzone, else ~/.cache/gzone;
+    None when $GZONE_CACHE_DIR is set to the empty string."""
+    if CACHE_ENV in os.environ:
+        return os.environ[CACHE_ENV] or None
+    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    return os.path.join(base, "gzone")
+
+
 @functools.lru_cache(maxsize=1)
 def _load_mnist1d():
     """MNIST-1D from the package's generator; restores the global RNG state it seeds.
 
-    Generated once per process (about a second; the arguments are fixed, so it is the same every
-    time) and returned read-only: `load` derives new arrays from it.
+    The arguments are fixed, so it is the same every time: generated once (about 2 s) and kept in
+    `cache_dir()` as ``mnist1d-<hash of the package version and arguments>.npz`` (written
+    atomically; a file that cannot be read is generated again), read from there by later
+    processes; once per process in memory, returned read-only (`load` derives new arrays from it).
     """
+    import hashlib
+    import importlib.metadata
+
     from mnist1d.data import get_dataset_args, make_dataset
 
-    np_state, py_state = np.random.get_state(), random.getstate()
-    try:
-        args = get_dataset_args()
-        raw = make_dataset(args)
-    finally:
-        np.random.set_state(np_state)
-        random.setstate(py_state)
-    arrays = (
-        np.array(raw["x"], np.float32),
-        np.array(raw["y"]),
-        np.array(raw["x_test"], np.float32),
-        np.array(raw["y_test"]),
-    )
+    args = get_dataset_args()
+    key = repr((importlib.metadata.version("mnist1d"), sorted(vars(args).items())))
+    folder = cache_dir()
+    path = folder and os.path.join(folder, f"mnist1d-{hashlib.sha256(key.encode()).hexdigest()[:16]}.npz")
+    arrays = _read_cached(path) if path else None
+    if arrays is None:
+        np_state, py_state = np.random.get_state(), random.getstate()
+        try:
+            raw = make_dataset(args)
+        finally:
+            np.random.set_state(np_state)
+            random.setstate(py_state)
+        arrays = (
+            np.array(raw["x"], np.float32),
+            np.array(raw["y"]),
+            np.array(raw["x_test"], np.float32),
+            np.array(raw["y_test"]),
+        )
+        if path:
+            _write_cached(path, arrays)
     for a in arrays:
         a.setflags(write=False)
     return arrays
+
+
+_CACHED = ("x_train", "y_train", "x_test", "y_test")
+
+
+def _read_cached(path):
+    try:
+        with np.load(path, allow_pickle=False) as archive:
+            return tuple(archive[k] for k in _CACHED)
+    except (OSError, ValueError, EOFError, KeyError, zipfile.BadZipFile, zlib.error):
+        return None  # absent, or damaged: generated again
+
+
+def _write_cached(path, arrays):
+    tmp = f"{path}.tmp{os.getpid()}.npz"
+    try:
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        np.savez(tmp, **dict(zip(_CACHED, arrays)))
+        os.replace(tmp, path)
+    except OSError:  # a read-only or full cache folder: the data is still returned, only not kept
+        try:
+            os.remove(tmp)
+        except OSError:
+            pass
 
 
 def _load_npz(path):

@@ -46,6 +46,13 @@ def cache_env(cache_dir: str = CACHE_DIR) -> dict:
     }
 
 
+# Generated data (MNIST-1D) cached once per test session, shared by the pytest-xdist workers and the
+# tests' subprocesses (`gzone.data.cache_dir`), not in the user's ~/.cache.
+DATA_CACHE_DIR = os.path.join(
+    tempfile.gettempdir(), f"gzone-test-data-{os.environ.get('PYTEST_XDIST_TESTRUNUID') or os.getpid()}"
+)
+os.environ["GZONE_CACHE_DIR"] = DATA_CACHE_DIR
+atexit.register(shutil.rmtree, DATA_CACHE_DIR, ignore_errors=True)
 jax.config.update("jax_compilation_cache_dir", CACHE_DIR)
 jax.config.update("jax_persistent_cache_min_compile_time_secs", 0)
 jax.config.update("jax_persistent_cache_min_entry_size_bytes", 0)

@@ -74,6 +74,48 @@ def test_mnist1d_restores_the_global_rng(mnist1d):
     assert restored, "mnist1d generation must leave numpy's and random's global state as it found them"
 
 
+def test_mnist1d_is_generated_once_then_read_from_the_cache_folder(tmp_path, monkeypatch):
+    import mnist1d.data
+
+    make_dataset = mnist1d.data.make_dataset
+    monkeypatch.setenv(data.CACHE_ENV, str(tmp_path))
+    data._load_mnist1d.cache_clear()
+    try:
+        np.random.seed(1234)
+        random.seed(1234)
+        before = np.random.get_state(), random.getstate()
+        generated = data._load_mnist1d()
+        after = np.random.get_state(), random.getstate()
+        assert all(np.array_equal(a, b) for a, b in zip(before[0], after[0])) and before[1] == after[1]
+        (path,) = tmp_path.glob("mnist1d-*.npz")
+        assert not list(tmp_path.glob("*.tmp*")), "the temporary file is renamed, not left"
+
+        def fail(args):
+            raise AssertionError("generated again although the cache holds it")
+
+        monkeypatch.setattr(mnist1d.data, "make_dataset", fail)
+        data._load_mnist1d.cache_clear()
+        cached = data._load_mnist1d()
+        assert len(cached) == 4
+        for a, b in zip(generated, cached):
+            assert a.dtype == b.dtype and np.array_equal(a, b) and not b.flags.writeable
+        # A damaged file is generated again (and replaced); an empty GZONE_CACHE_DIR writes nothing.
+        path.write_bytes(b"not an archive")
+        calls = []
+        monkeypatch.setattr(mnist1d.data, "make_dataset", lambda args: calls.append(1) or make_dataset(args))
+        data._load_mnist1d.cache_clear()
+        again = data._load_mnist1d()
+        assert calls == [1] and all(np.array_equal(a, b) for a, b in zip(generated, again))
+        assert all(np.array_equal(a, b) for a, b in zip(generated, data._read_cached(str(path))))
+        monkeypatch.setenv(data.CACHE_ENV, "")
+        assert data.cache_dir() is None
+        monkeypatch.delenv(data.CACHE_ENV)
+        monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
+        assert data.cache_dir() == str(tmp_path / "xdg" / "gzone")
+    finally:
+        data._load_mnist1d.cache_clear()  # later tests load through their own cache folder again
+
+
 # --------------------------------------------------------------------------- .npz archives
 
 
