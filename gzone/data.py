@@ -3,8 +3,8 @@
 Sources, tried in this order for a dataset name:
 
 1. ``mnist1d``: MNIST-1D generated locally by the ``mnist1d`` package (``make_dataset``; never
-   its download path; kept in `cache_dir()` for later processes). The embedded default: no file,
-   no network.
+   its download path; kept in `cache_dir()` for later processes if one is set). The embedded
+   default: no file, no network.
    4000 train / 1000 test examples, 40 features, 10 classes.
 2. ``<data_dir>/<name>.npz`` holding uint8 arrays ``x_train``, ``y_train``, ``x_test``,
    ``y_test`` (images NHWC), e.g. written by ``python -m experiments.prepare_data``.
@@ -184,26 +184,22 @@ def _load_raw(name, *, data_dir, tfds_data_dir):
     )
 
 
-CACHE_ENV = "GZONE_CACHE_DIR"  # where generated data is kept; "" turns the cache off
+CACHE_ENV = "GZONE_CACHE_DIR"  # a folder to keep generated data in; unset or "": nothing is kept
 
 
 def cache_dir() -> str | None:
-    """gzone's cache folder: $GZONE_CACHE_DIR, else $XDG_CACHE_HOME/gzone, else ~/.cache/gzone;
-    None when $GZONE_CACHE_DIR is set to the empty string."""
-    if CACHE_ENV in os.environ:
-        return os.environ[CACHE_ENV] or None
-    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
-    return os.path.join(base, "gzone")
+    """gzone's cache folder, $GZONE_CACHE_DIR; None when it is unset or empty (nothing written)."""
+    return os.environ.get(CACHE_ENV) or None
 
 
 @functools.lru_cache(maxsize=1)
 def _load_mnist1d():
     """MNIST-1D from the package's generator; restores the global RNG state it seeds.
 
-    The arguments are fixed, so it is the same every time: generated once (about 2 s) and kept in
-    `cache_dir()` as ``mnist1d-<hash of the package version and arguments>.npz`` (written
-    atomically; a file that cannot be read is generated again), read from there by later
-    processes; once per process in memory, returned read-only (`load` derives new arrays from it).
+    The arguments are fixed, so it is the same every time: generated (about 2 s) and, when
+    `cache_dir()` names a folder, kept there as ``mnist1d-<hash of version and arguments>.npz``
+    (written atomically; a file that cannot be read is generated again) for later processes; once
+    per process in memory, returned read-only (`load` derives new arrays from it).
     """
     import hashlib
     import importlib.metadata

@@ -99,7 +99,7 @@ def test_mnist1d_is_generated_once_then_read_from_the_cache_folder(tmp_path, mon
         assert len(cached) == 4
         for a, b in zip(generated, cached):
             assert a.dtype == b.dtype and np.array_equal(a, b) and not b.flags.writeable
-        # A damaged file is generated again (and replaced); an empty GZONE_CACHE_DIR writes nothing.
+        # A damaged file is generated again (and replaced).
         path.write_bytes(b"not an archive")
         calls = []
         monkeypatch.setattr(mnist1d.data, "make_dataset", lambda args: calls.append(1) or make_dataset(args))
@@ -107,11 +107,13 @@ def test_mnist1d_is_generated_once_then_read_from_the_cache_folder(tmp_path, mon
         again = data._load_mnist1d()
         assert calls == [1] and all(np.array_equal(a, b) for a, b in zip(generated, again))
         assert all(np.array_equal(a, b) for a, b in zip(generated, data._read_cached(str(path))))
-        monkeypatch.setenv(data.CACHE_ENV, "")
-        assert data.cache_dir() is None
-        monkeypatch.delenv(data.CACHE_ENV)
-        monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
-        assert data.cache_dir() == str(tmp_path / "xdg" / "gzone")
+        for unset in (True, False):  # without GZONE_CACHE_DIR (or with it empty) nothing is written
+            monkeypatch.setenv("HOME", str(tmp_path / "home"))
+            monkeypatch.delenv(data.CACHE_ENV) if unset else monkeypatch.setenv(data.CACHE_ENV, "")
+            data._load_mnist1d.cache_clear()
+            calls.clear()
+            data._load_mnist1d()
+            assert calls == [1] and data.cache_dir() is None and not (tmp_path / "home").exists()
     finally:
         data._load_mnist1d.cache_clear()  # later tests load through their own cache folder again
 
