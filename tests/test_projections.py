@@ -141,6 +141,29 @@ def test_every_impl_equals_dense(p64, kind):
             np.testing.assert_allclose(apply_T(P, v, impl=impl), M.T @ np.asarray(v), rtol=1e-12, atol=1e-14)
 
 
+@pytest.mark.parametrize("D_, d_", [(300, 16), (8250, 8200)])
+def test_ptv_by_a_product_with_ones_and_by_adds_equal_the_transpose(x64, D_, d_):
+    """Both ways P^T v sums its slots (d_ = 8200: past ADDS_MIN_D, with a remainder of the unrolled
+    loop as K is no multiple of 8), alone, as the vjp of P z and under vmap, against numpy's sum
+    over P's nonzeros in float64 (and against the dense P^T where it is small)."""
+    from gzone import projection_kernels as kernels
+
+    P = make("sparse", jax.random.key(7), D=D_, d=d_, dtype=jnp.float64)
+    rows, values = (np.asarray(a) for a in P.by_column())  # [d, K]
+    V = np.random.default_rng(3).standard_normal((3, D_))
+    expected = np.stack([np.sum(values * v[rows], axis=1) for v in V])
+    if D_ * d_ < 10**6:
+        np.testing.assert_allclose(expected, V @ np.asarray(todense(P)), rtol=1e-12, atol=1e-13)
+    assert (P.d >= kernels.ADDS_MIN_D) == (d_ == 8200) and P.K % kernels.ADDS_UNROLL
+    for by_adds in (False, True):
+        got = kernels.sparse_ptv(P, jnp.asarray(V[0]), by_adds=by_adds)
+        np.testing.assert_allclose(got, expected[0], rtol=1e-12, atol=1e-13)
+        batched = jax.vmap(lambda v: kernels.sparse_ptv(P, v, by_adds=by_adds))(jnp.asarray(V))
+        np.testing.assert_allclose(batched, expected, rtol=1e-12, atol=1e-13)
+    _, vjp = jax.vjp(lambda z: apply(P, z), jnp.zeros(d_))  # the default route, through linear_op
+    np.testing.assert_allclose(vjp(jnp.asarray(V[1]))[0], expected[1], rtol=1e-12, atol=1e-13)
+
+
 def _row_major(P) -> np.ndarray:
     """The [D, d] matrix from the row-major layout alone (ELL slots and overflow list)."""
     M = np.zeros(P.shape)
