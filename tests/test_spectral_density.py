@@ -18,7 +18,7 @@ from shared_data import generated_once
 
 from experiments import config as config_lib
 from experiments import emergent_geometry, radius_scan
-from gzone import flat, models, seeds, subspace
+from gzone import flat, models, plots, seeds, subspace
 from gzone.analysis import spectral_density as sd
 from gzone.curvature import fullspace
 from gzone.plots import emergent_geometry as emergent_figures
@@ -233,9 +233,14 @@ def test_the_scan_records_the_quadratures_on_the_schemas_axes(scan, tmp_path):
     np.testing.assert_allclose(arrays["density_weights"].sum(-1), 1.0, rtol=1e-10)
     # The probes come from the seed's point key, not from d: the same quadrature at d = 4 and d = 8.
     np.testing.assert_allclose(arrays["density_nodes"][:, 0], arrays["density_nodes"][:, 1], rtol=1e-10)
-    # The scan's density figures from its records (its other figures: tests/test_radius_scan.py).
-    paths = scan_figures.density_figures(str(tmp_path), config, arrays)
-    assert [os.path.basename(f) for f in paths] == ["spectral_density.png", "spectral_density_summary.png"]
+    # The scan's figures from its records through the dispatcher, which adds the density figures when
+    # the records hold the density (the other figures' content: tests/test_radius_scan.py).
+    paths = plots.draw_records(str(tmp_path), schema.read(scan["path"]))
+    density = ["spectral_density.png", "spectral_density_summary.png"]
+    assert [os.path.basename(f) for f in paths][-2:] == density
+    (tmp_path / "plain").mkdir()
+    assert not any(os.path.basename(f) in density for f in scan_figures.radius_scan_figures(
+        str(tmp_path / "plain"), config, {k: v for k, v in arrays.items() if "density" not in k}))
     for f in paths:
         assert Path(f).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n", f
     assert "density: top Ritz" in scan["progress"][-1]
@@ -306,11 +311,16 @@ def test_emergent_geometry_records_the_density_on_the_schemas_axes(tmp_path):
     top = np.max(arrays["radius_density_nodes"], axis=(-2, -1))  # [radius, seed]
     np.testing.assert_allclose([row["density"]["top"] for row in analysis["radius"]], top, rtol=1e-6)
     assert "full Hessian spectral density" in "\n".join(lines)
-    # The density figures from the records (the run's other figures: tests/test_emergent_geometry.py).
-    x = np.asarray(arrays["log10_r2_over_rx2"], float)
-    paths = emergent_figures.draw_density(str(tmp_path), config, arrays, "radius", x, "radius")
+    # The run's figures through the dispatcher, which adds the density figures of each part that
+    # holds one (the other four figures stubbed here; drawn in tests/test_emergent_geometry.py).
+    others = ("draw_clustering", "draw_outliers", "draw_overlap", "draw_logit_variance")
+    with pytest.MonkeyPatch.context() as patch:
+        for name in others:
+            patch.setattr(emergent_figures, name, lambda *args, name=name: name)
+        paths = plots.draw_records(str(tmp_path), schema.read(path))
     names = ["spectral_density_radius.png", "spectral_density_summary_radius.png"]
-    assert [os.path.basename(f) for f in paths] == names
+    assert tuple(paths[:4]) == others and [os.path.basename(f) for f in paths[4:]] == names
+    paths = paths[4:]
     for f in paths:
         assert Path(f).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n", f
 
