@@ -22,7 +22,6 @@ from gzone import flat, models, plots, seeds, subspace
 from gzone.analysis import spectral_density as sd
 from gzone.curvature import fullspace
 from gzone.plots import emergent_geometry as emergent_figures
-from gzone.plots import radius_scan as scan_figures
 from gzone.runs import records, schema
 
 REPO = Path(__file__).resolve().parents[1]
@@ -238,9 +237,6 @@ def test_the_scan_records_the_quadratures_on_the_schemas_axes(scan, tmp_path):
     paths = plots.draw_records(str(tmp_path), schema.read(scan["path"]))
     density = ["spectral_density.png", "spectral_density_summary.png"]
     assert [os.path.basename(f) for f in paths][-2:] == density
-    (tmp_path / "plain").mkdir()
-    assert not any(os.path.basename(f) in density for f in scan_figures.radius_scan_figures(
-        str(tmp_path / "plain"), config, {k: v for k, v in arrays.items() if "density" not in k}))
     for f in paths:
         assert Path(f).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n", f
     assert "density: top Ritz" in scan["progress"][-1]
