@@ -165,18 +165,18 @@ def sparse_pz_columns(P: Sparse, z: jax.Array) -> jax.Array:
 
 
 # P^T v sums its K slots by a loop of adds of [d] gathers (ADDS_UNROLL slots a loop step) from d =
-# ADDS_MIN_D on: ~2x faster than the product with ones at d = 10^4 (MNIST MLP: 2.6 vs 5.1 ms; CIFAR:
-# 4.5 vs 8.8 ms), which materialises the [K, d] gather. Measured faster from d ~ 1000 on, too, but a
-# lower switch would change the float rounding of the sparse runs recorded in REPRODUCTION.md (d <=
-# 5000), which are not yet rerun (BUILD_NOTES.md, Performance).
+# ADDS_MIN_D on, and by one product with ones below, which needs the [K, d] gather materialised
+# (timings and why the switch is not at the measured crossover: BUILD_NOTES.md, Performance).
 ADDS_MIN_D = 8192
-ADDS_UNROLL = 8  # 16 was slower at d = 10^4, 4 slower at d = 10^3
+ADDS_UNROLL = 8
 
 
 def sparse_ptv(P: Sparse, v: jax.Array, *, by_adds: bool | None = None) -> jax.Array:
     """P^T v: a gather from v at every slot, slot-major, summed over slots by one product with ones
-    or (``by_adds``; default from d >= ADDS_MIN_D on) by adds of [d] vectors, slot after slot."""
-    if by_adds if by_adds is not None else P.d >= ADDS_MIN_D:
+    or (``by_adds``; default: from d >= ADDS_MIN_D on) by adds of [d] vectors, slot after slot."""
+    if by_adds is None:
+        by_adds = P.d >= ADDS_MIN_D
+    if by_adds:
         return _ptv_by_adds(P, v)
     g = (P.data * jnp.take(v, P.rows, mode="clip")).reshape(P.K, P.d)
     return jnp.matmul(jnp.ones(P.K, g.dtype), g, precision=_HIGHEST)
