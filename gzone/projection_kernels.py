@@ -10,6 +10,7 @@ transpose is the other product, never autodiff's scatter). Why each form: BENCHM
 
 from __future__ import annotations
 
+import functools
 import math
 from typing import TYPE_CHECKING
 
@@ -117,6 +118,22 @@ def row_layout(rows: jax.Array, values: jax.Array, *, D: int, d: int, K: int, Kr
     return row_cols, row_data, over_rows, over_cols, over_data
 
 
+# From d >= SIGNED_MIN_D the row-major layout stores signed columns instead of values (Sparse's
+# docstring): P z then reads 2 bytes a slot (uint16) instead of 8, ~2x faster at d = 10^4 on the
+# MNIST MLP. Below, the values stay: the two forms round differently (a product and an add against
+# one fused multiply-add), and the sparse runs of REPRODUCTION.md (d <= 5000) used the values.
+SIGNED_MIN_D = 8192
+
+
+def signed_columns(row_cols: jax.Array, row_data: jax.Array, values: jax.Array, *, d: int,
+                   K: int) -> tuple[jax.Array, jax.Array]:
+    """(signed row_cols, col_abs [d]) from the row-major columns and values and the slot-major
+    values (a column's nonzeros share one magnitude, col_abs[j]; see `projections.Sparse`)."""
+    col_abs = jnp.max(jnp.abs(values.reshape(K, d)), axis=0)
+    signed = jnp.where(row_data == 0, 2 * d, jnp.where(row_data > 0, row_cols, row_cols + d))
+    return signed.astype(jnp.uint16 if 2 * d < 1 << 16 else jnp.int32), col_abs
+
+
 def _fwht_by_products(x: jax.Array) -> jax.Array:
     """fwht of a short vector [m] as products with H_32 (or smaller) factors only, one per 5 bits.
 
@@ -137,6 +154,8 @@ def _fwht_by_products(x: jax.Array) -> jax.Array:
 
 def sparse_pz_rows(P: Sparse, z: jax.Array) -> jax.Array:
     """P z from the row-major layout: sum over the Kr slots of a gather from z, plus the overflow."""
+    if P.signed:
+        return _sparse_pz_signed(P, z)
     dtype = jnp.result_type(P.row_data.dtype, z.dtype)
     z = z.astype(dtype)
     cols = P.row_cols.reshape(P.Kr, P.D)
@@ -152,10 +171,34 @@ def sparse_pz_rows(P: Sparse, z: jax.Array) -> jax.Array:
             return acc + vals[k] * jnp.take(z, cols[k], mode="clip")
 
         out = jax.lax.fori_loop(1, P.Kr, add, out)
+    return _add_overflow(P, z, out)
+
+
+def _add_overflow(P: Sparse, z: jax.Array, out: jax.Array) -> jax.Array:
     if P.C:
-        extra = P.over_data.astype(dtype) * jnp.take(z, P.over_cols, mode="clip")
+        extra = P.over_data.astype(out.dtype) * jnp.take(z, P.over_cols, mode="clip")
         out = out.at[P.over_rows].add(extra, indices_are_sorted=True)
     return out
+
+
+def _sparse_pz_signed(P: Sparse, z: jax.Array) -> jax.Array:
+    """P z from the signed row layout: sum over the Kr slots of a gather from [|P| z, -|P| z, 0]."""
+    dtype = jnp.result_type(P.col_abs.dtype, z.dtype)
+    z = z.astype(dtype)
+    scaled = z * P.col_abs.astype(dtype)
+    table = jnp.concatenate([scaled, -scaled, jnp.zeros(1, dtype)])
+    cols = P.row_cols.reshape(P.Kr, P.D)
+
+    def gather(k):
+        return jnp.take(table, cols[k].astype(jnp.int32), mode="clip")
+
+    out = gather(0)
+    if P.Kr <= 32:
+        for k in range(1, P.Kr):
+            out = out + gather(k)
+    else:
+        out = jax.lax.fori_loop(1, P.Kr, lambda k, acc: acc + gather(k), out)
+    return _add_overflow(P, z, out)
 
 
 def sparse_pz_columns(P: Sparse, z: jax.Array) -> jax.Array:
@@ -218,12 +261,28 @@ def fastfood_pz(P: Fastfood, z: jax.Array) -> jax.Array:
 
 def fastfood_ptv(P: Fastfood, v: jax.Array) -> jax.Array:
     """P^T v = scale (B H Pi^T G H pad_L(v))[:d], with the last H needed only at its first m
-    outputs: (H_L u)[:m] = H_m (sum of u's L/m blocks of length m), row 0 of H_{L/m} being ones."""
+    outputs: (H_L u)[:m] = H_m (sum of u's L/m blocks of length m), row 0 of H_{L/m} being ones.
+
+    With u = x[inv_perm], entry i of that block sum is the sum of x[t] over the t with perm[t] = i
+    mod m: on CPU a scatter-add of x, read in order, into m sums (~2x faster than the gather
+    x[inv_perm], which reads a table of L floats at random); elsewhere the gather and a product
+    with ones (a scatter-add into few sums serialises on GPU atomics).
+    """
     L, m = P.signs.shape[0], _block(P)
     x = fwht(jnp.pad(v, (0, L - P.D))) * P.gauss
-    u = jnp.take(x, P.inv_perm, mode="clip").reshape(L // m, m)
-    blocks = jnp.matmul(jnp.ones(L // m, u.dtype), u, precision=_HIGHEST)
+    blocks = jax.lax.platform_dependent(
+        x, P.perm, P.inv_perm, cpu=functools.partial(_block_sums_by_scatter, m=m),
+        default=functools.partial(_block_sums_by_gather, m=m))
     return (fwht(blocks) * P.signs[:m])[: P.d] * P.scale
+
+
+def _block_sums_by_scatter(x: jax.Array, perm: jax.Array, inv_perm: jax.Array, *, m: int) -> jax.Array:
+    return jnp.zeros(m, x.dtype).at[perm % m].add(x)
+
+
+def _block_sums_by_gather(x: jax.Array, perm: jax.Array, inv_perm: jax.Array, *, m: int) -> jax.Array:
+    u = jnp.take(x, inv_perm, mode="clip").reshape(x.shape[0] // m, m)
+    return jnp.matmul(jnp.ones(u.shape[0], u.dtype), u, precision=_HIGHEST)
 
 
 SPARSE_ROWS = linear_op.LinearOp("sparse_rows", sparse_pz_rows, sparse_ptv)

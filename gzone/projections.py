@@ -75,6 +75,11 @@ class Sparse:
     ``k*D + r`` of ``row_cols``/``row_data`` (value 0 where unused), so P z gathers from z, a
     vector that stays in cache; the nonzeros of rows holding more than Kr (few, by the choice of
     Kr: `row_slots`) are listed in ``over_*`` (sorted by row, C slots, padded with value 0).
+    From d >= `projection_kernels.SIGNED_MIN_D` on (``signed``), the slots hold no values:
+    ``row_cols`` is a signed column, j for +|P_j|, d + j for -|P_j|, 2d for an unused slot
+    (uint16 while 2d < 2^16), ``row_data`` is None and ``col_abs`` [d] the magnitude shared by
+    column j's nonzeros (every construction here gives a column one magnitude), so that P z
+    gathers from [|P| z, -|P| z, 0] with no value to read per slot.
 
     The arrays are stored rather than a BCOO object because a BCOO's shape is static metadata
     that includes vmapped batch dimensions: a BCOO built under `vmap` cannot be sliced back per
@@ -93,6 +98,8 @@ class Sparse:
     over_data: jax.Array | None = None  # [C]
     Kr: int = dataclasses.field(default=0, metadata=dict(static=True))
     C: int = dataclasses.field(default=0, metadata=dict(static=True))
+    col_abs: jax.Array | None = None  # [d] |value| of column j's nonzeros (signed row layout only)
+    signed: bool = dataclasses.field(default=False, metadata=dict(static=True))
 
     @property
     def shape(self):
@@ -243,8 +250,11 @@ def _sparse_from_columns(rows: jax.Array, values: jax.Array, *, D: int, p_row: f
     Kr, C = kernels.row_slots(D=D, d=d, p_row=p_row)
     if Kr == 0:
         return Sparse(values, rows, D, d, K)
-    layout = kernels.row_layout(rows, values, D=D, d=d, K=K, Kr=Kr, C=C)
-    return Sparse(values, rows, D, d, K, *layout, Kr, C)
+    row_cols, row_data, *over = kernels.row_layout(rows, values, D=D, d=d, K=K, Kr=Kr, C=C)
+    if d < kernels.SIGNED_MIN_D:
+        return Sparse(values, rows, D, d, K, row_cols, row_data, *over, Kr, C)
+    signed_cols, col_abs = kernels.signed_columns(row_cols, row_data, values, d=d, K=K)
+    return Sparse(values, rows, D, d, K, signed_cols, None, *over, Kr, C, col_abs, True)
 
 
 def make_fastfood(key: jax.Array, *, D: int, d: int, dtype=jnp.float32) -> Fastfood:

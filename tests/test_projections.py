@@ -98,6 +98,30 @@ def test_fastfood_is_its_definition_as_a_matrix(x64, p64):
     np.testing.assert_array_equal(np.asarray(P.perm)[np.asarray(P.inv_perm)], np.arange(L))
 
 
+@pytest.mark.parametrize("d_", [1, 16, 300])
+def test_fastfood_block_sums_by_scatter_and_by_gather_equal_the_transpose(x64, d_):
+    """Fastfood's P^T v sums (Pi^T x)'s L/m blocks by a scatter-add on CPU and by a gather elsewhere:
+    both routes, alone and inside P^T v, against the explicit matrices in float64 (d_ = 300: m = L)."""
+    from gzone import projection_kernels as kernels
+
+    P = make("fastfood", jax.random.key(5), D=D, d=d_, dtype=jnp.float64)
+    L, m = P.signs.shape[0], kernels._block(P)
+    assert m == min(L, 1 << max(0, (d_ - 1).bit_length()))
+    x = np.random.default_rng(2).standard_normal(L)
+    u = x[np.asarray(P.inv_perm)]  # Pi^T x
+    expected = u.reshape(L // m, m).sum(axis=0)
+    for route in (kernels._block_sums_by_scatter, kernels._block_sums_by_gather):
+        got = jax.jit(lambda x, P, f=route: f(x, P.perm, P.inv_perm, m=m))(jnp.asarray(x), P)
+        np.testing.assert_allclose(got, expected, rtol=1e-12, atol=1e-12)
+    M = np.asarray(todense(P))
+    v = np.random.default_rng(4).standard_normal(D)
+    np.testing.assert_allclose(apply_T(P, jnp.asarray(v)), M.T @ v, rtol=1e-10, atol=1e-12)
+    # The route taken off CPU, whole: scale (B H (block sums by gather) of G H pad(v))[:d]
+    xv = jnp.asarray(kernels.fwht(jnp.pad(jnp.asarray(v), (0, L - D))) * P.gauss)
+    other = kernels.fwht(kernels._block_sums_by_gather(xv, P.perm, P.inv_perm, m=m)) * P.signs[:m]
+    np.testing.assert_allclose(other[:d_] * P.scale, M.T @ v, rtol=1e-10, atol=1e-12)
+
+
 def test_dense_columns_are_orthonormal(x64, p64):
     _, M = p64["dense"]
     np.testing.assert_allclose(M.T @ M, np.eye(d), atol=1e-13)
@@ -166,12 +190,24 @@ def test_ptv_by_a_product_with_ones_and_by_adds_equal_the_transpose(x64, D_, d_)
 
 def _row_major(P) -> np.ndarray:
     """The [D, d] matrix from the row-major layout alone (ELL slots and overflow list)."""
-    M = np.zeros(P.shape)
-    cols, vals = np.asarray(P.row_cols).reshape(P.Kr, P.D), np.asarray(P.row_data).reshape(P.Kr, P.D)
-    for k in range(P.Kr):
-        np.add.at(M, (np.arange(P.D), cols[k]), vals[k])
-    np.add.at(M, (np.asarray(P.over_rows), np.asarray(P.over_cols)), np.asarray(P.over_data))
-    return M
+    return _row_major_sparse(P).toarray()
+
+
+def _row_major_sparse(P):
+    """_row_major as a scipy CSR matrix; a signed layout decoded by its own definition (column j:
+    +col_abs[j], d + j: -col_abs[j], 2d: an empty slot)."""
+    import scipy.sparse
+
+    if P.signed:
+        sc = np.asarray(P.row_cols).astype(np.int64).reshape(P.Kr, P.D)
+        table = np.concatenate([np.asarray(P.col_abs), -np.asarray(P.col_abs), [0.0]])
+        cols, vals = np.where(sc == 2 * P.d, 0, sc % P.d), table[sc]
+    else:
+        cols, vals = np.asarray(P.row_cols).reshape(P.Kr, P.D), np.asarray(P.row_data).reshape(P.Kr, P.D)
+    r = np.concatenate([np.tile(np.arange(P.D), P.Kr), np.asarray(P.over_rows)])
+    c = np.concatenate([cols.reshape(-1), np.asarray(P.over_cols)])
+    x = np.concatenate([vals.reshape(-1), np.asarray(P.over_data)])
+    return scipy.sparse.coo_matrix((x, (r, c)), shape=P.shape).tocsr()  # duplicates summed
 
 
 @pytest.mark.parametrize("D_, d_", [(300, 16), (2000, 600)])
@@ -185,6 +221,37 @@ def test_row_layout_holds_every_entry_once(x64, D_, d_):
     assert np.all(np.diff(rows) >= 0)  # sorted (the scatter-add is told so)
     counts = (M != 0).sum(axis=1)
     assert np.all(np.bincount(rows[over], minlength=D_) == np.maximum(counts - P.Kr, 0))
+
+
+@pytest.mark.parametrize("kind, D_, d_", [("sparse", 8250, 8200), ("sparse_fixed", 8300, 8200),
+                                          ("sparse", 120_000, 8192)])
+def test_signed_row_layout_holds_every_entry_and_every_impl_is_the_transpose_pair(x64, kind, D_, d_):
+    """From d >= SIGNED_MIN_D the row layout holds signed columns (uint16) and no values: decoded,
+    it is P (against the column layout's entries); P z by every impl, P^T v and the vjp of P z
+    against scipy's float64 sparse products. Kr = 102 (a loop of slots) and 30 (unrolled)."""
+    import scipy.sparse
+
+    from gzone import projection_kernels as kernels
+
+    P = make(kind, jax.random.key(11), D=D_, d=d_, dtype=jnp.float64)
+    assert P.signed and P.row_data is None and P.row_cols.dtype == jnp.uint16 and P.C > 0
+    assert d_ >= kernels.SIGNED_MIN_D
+    rows, values = (np.asarray(a) for a in P.by_column())  # [d, K]
+    nz = values != 0
+    np.testing.assert_array_equal(np.asarray(P.col_abs), np.abs(values).max(axis=1))
+    assert np.all(np.abs(values[nz]) == np.repeat(np.asarray(P.col_abs), nz.sum(axis=1)))
+    M = scipy.sparse.coo_matrix((values[nz], (rows[nz], np.nonzero(nz)[0])), shape=(D_, d_)).tocsr()
+    assert (_row_major_sparse(P) != M).nnz == 0  # every entry once, in the ELL or the list
+    rng = np.random.default_rng(8)
+    z, v = rng.standard_normal(d_), rng.standard_normal(D_)
+    for impl in ("auto", "rows", "columns", "jnp"):
+        np.testing.assert_allclose(apply(P, jnp.asarray(z), impl=impl), M @ z, rtol=1e-11, atol=1e-12)
+    np.testing.assert_allclose(apply_T(P, jnp.asarray(v)), M.T @ v, rtol=1e-11, atol=1e-12)
+    _, vjp = jax.vjp(lambda z: apply(P, z), jnp.asarray(z))
+    np.testing.assert_allclose(vjp(jnp.asarray(v))[0], M.T @ v, rtol=1e-11, atol=1e-12)
+    Z = rng.standard_normal((2, d_))
+    batched = jax.vmap(lambda z: projections.apply(P, z))(jnp.asarray(Z))
+    np.testing.assert_allclose(batched, (M @ Z.T).T, rtol=1e-11, atol=1e-12)
 
 
 def test_row_slots_follow_the_quantile_rule():
