@@ -79,7 +79,9 @@ class Sparse:
     ``row_cols`` is a signed column, j for +|P_j|, d + j for -|P_j|, 2d for an unused slot
     (uint16 while 2d < 2^16), ``row_data`` is None and ``col_abs`` [d] the magnitude shared by
     column j's nonzeros (every construction here gives a column one magnitude), so that P z
-    gathers from [|P| z, -|P| z, 0] with no value to read per slot.
+    gathers from [|P| z, -|P| z, 0] with no value to read per slot. Where P^T v sums its slots by
+    adds (d >= ADDS_MIN_D) and columns have random counts (``make_sparse``), it sums the first
+    ``Kq`` slots and adds the ``tail_*`` list of the nonzeros beyond (`column_slots`).
 
     The arrays are stored rather than a BCOO object because a BCOO's shape is static metadata
     that includes vmapped batch dimensions: a BCOO built under `vmap` cannot be sliced back per
@@ -100,6 +102,11 @@ class Sparse:
     C: int = dataclasses.field(default=0, metadata=dict(static=True))
     col_abs: jax.Array | None = None  # [d] |value| of column j's nonzeros (signed row layout only)
     signed: bool = dataclasses.field(default=False, metadata=dict(static=True))
+    tail_rows: jax.Array | None = None  # [Ct] int32: the nonzeros in column slots >= Kq, for P^T v
+    tail_cols: jax.Array | None = None  # [Ct] int32
+    tail_data: jax.Array | None = None  # [Ct]
+    Kq: int = dataclasses.field(default=0, metadata=dict(static=True))  # 0: P^T v sums all K slots
+    Ct: int = dataclasses.field(default=0, metadata=dict(static=True))
 
     @property
     def shape(self):
@@ -216,7 +223,7 @@ def make_sparse(
     count = jnp.sum(valid, axis=1, keepdims=True)
     signs = jnp.where(jax.random.bernoulli(k_sign, SIGN_P, (d, K)), 1.0, -1.0).astype(dtype)
     values = jnp.where(valid, signs / jnp.sqrt(jnp.maximum(count, 1)).astype(dtype), 0.0)
-    return _sparse_from_columns(jnp.where(valid, rows, D - 1), values, D=D, p_row=p)
+    return _sparse_from_columns(jnp.where(valid, rows, D - 1), values, D=D, p_row=p, density=p)
 
 
 def make_sparse_fixed(
@@ -242,19 +249,28 @@ def make_sparse_fixed(
     return _sparse_from_columns(rows, signs / jnp.sqrt(jnp.asarray(k, dtype)), D=D, p_row=1.0 / (D // k))
 
 
-def _sparse_from_columns(rows: jax.Array, values: jax.Array, *, D: int, p_row: float) -> Sparse:
-    """rows, values: [d, K] (column j's slots, value 0 where unused) -> Sparse with both layouts."""
+def _sparse_from_columns(
+    rows: jax.Array, values: jax.Array, *, D: int, p_row: float, density: float | None = None
+) -> Sparse:
+    """rows, values: [d, K] (column j's slots, value 0 where unused) -> Sparse with both layouts;
+    `density`: columns hold Binomial(D, density) nonzeros (None: a fixed count)."""
     d, K = rows.shape
     rows = rows.T.reshape(-1).astype(jnp.int32)  # slot-major
     values = values.T.reshape(-1)
+    tail = {}
+    if density is not None:
+        Kq, Ct = kernels.column_slots(D=D, d=d, density=density, K=K)
+        if Ct:
+            t_rows, t_cols, t_data = kernels.tail_list(rows, values, d=d, K=K, Kq=Kq, Ct=Ct)
+            tail = dict(tail_rows=t_rows, tail_cols=t_cols, tail_data=t_data, Kq=Kq, Ct=Ct)
     Kr, C = kernels.row_slots(D=D, d=d, p_row=p_row)
     if Kr == 0:
-        return Sparse(values, rows, D, d, K)
+        return Sparse(values, rows, D, d, K, **tail)
     row_cols, row_data, *over = kernels.row_layout(rows, values, D=D, d=d, K=K, Kr=Kr, C=C)
     if d < kernels.SIGNED_MIN_D:
-        return Sparse(values, rows, D, d, K, row_cols, row_data, *over, Kr, C)
+        return Sparse(values, rows, D, d, K, row_cols, row_data, *over, Kr, C, **tail)
     signed_cols, col_abs = kernels.signed_columns(row_cols, row_data, values, d=d, K=K)
-    return Sparse(values, rows, D, d, K, signed_cols, None, *over, Kr, C, col_abs, True)
+    return Sparse(values, rows, D, d, K, signed_cols, None, *over, Kr, C, col_abs, True, **tail)
 
 
 def make_fastfood(key: jax.Array, *, D: int, d: int, dtype=jnp.float32) -> Fastfood:

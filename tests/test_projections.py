@@ -178,7 +178,8 @@ def test_ptv_by_a_product_with_ones_and_by_adds_equal_the_transpose(x64, D_, d_)
     expected = np.stack([np.sum(values * v[rows], axis=1) for v in V])
     if D_ * d_ < 10**6:
         np.testing.assert_allclose(expected, V @ np.asarray(todense(P)), rtol=1e-12, atol=1e-13)
-    assert (P.d >= kernels.ADDS_MIN_D) == (d_ == 8200) and P.K % kernels.ADDS_UNROLL
+    assert (P.d >= kernels.ADDS_MIN_D) == (d_ == 8200) and (P.Kq or P.K) % kernels.ADDS_UNROLL
+    assert (P.Ct > 0 and np.count_nonzero(np.asarray(P.tail_data)) > 0) == (d_ == 8200)  # the tail list
     for by_adds in (False, True):
         got = kernels.sparse_ptv(P, jnp.asarray(V[0]), by_adds=by_adds)
         np.testing.assert_allclose(got, expected[0], rtol=1e-12, atol=1e-13)
@@ -236,6 +237,8 @@ def test_signed_row_layout_holds_every_entry_and_every_impl_is_the_transpose_pai
     P = make(kind, jax.random.key(11), D=D_, d=d_, dtype=jnp.float64)
     assert P.signed and P.row_data is None and P.row_cols.dtype == jnp.uint16 and P.C > 0
     assert d_ >= kernels.SIGNED_MIN_D
+    # P^T v: slots >= Kq from the tail list for random column counts, none for fixed ones
+    assert (0 < P.Kq < P.K and 0 < np.count_nonzero(np.asarray(P.tail_data)) < P.Ct) == (kind == "sparse")
     rows, values = (np.asarray(a) for a in P.by_column())  # [d, K]
     nz = values != 0
     np.testing.assert_array_equal(np.asarray(P.col_abs), np.abs(values).max(axis=1))
