@@ -111,16 +111,20 @@ def _slots_and_tail(*, n: int, p: float, units: int) -> tuple[int, int]:
     return k0, int(math.ceil(mean + 8.0 * math.sqrt(var) + 8))
 
 
-def tail_list(rows: jax.Array, values: jax.Array, *, d: int, K: int, Kq: int, Ct: int) -> tuple:
-    """(tail_rows, tail_cols, tail_data) [Ct]: the nonzeros in slots >= Kq of the slot-major column
-    layout (rows, values: [K*d]), in slot-major order, padded with value 0 at row 0, column 0."""
+def tail_list(rows: jax.Array, values: jax.Array, *, D: int, d: int, K: int, density: float) -> dict:
+    """The `projections.Sparse` fields of the tail list ({} where `column_slots` gives none):
+    tail_rows, tail_cols, tail_data [Ct], the nonzeros in slots >= Kq of the slot-major column
+    layout (rows, values: [K*d]) in slot-major order, padded with value 0 at row 0, column 0."""
+    Kq, Ct = column_slots(D=D, d=d, density=density, K=K)
+    if not Ct:
+        return {}
     r, v = rows[Kq * d:], values[Kq * d:]
     c = jnp.broadcast_to(jnp.arange(d, dtype=jnp.int32)[None, :], (K - Kq, d)).reshape(-1)
     used = v != 0
     at = jnp.where(used, jnp.cumsum(used) - 1, Ct)
-    return (jnp.zeros(Ct, jnp.int32).at[at].set(r, mode="drop"),
-            jnp.zeros(Ct, jnp.int32).at[at].set(c, mode="drop"),
-            jnp.zeros(Ct, values.dtype).at[at].set(v, mode="drop"))
+    return dict(tail_rows=jnp.zeros(Ct, jnp.int32).at[at].set(r, mode="drop"),
+                tail_cols=jnp.zeros(Ct, jnp.int32).at[at].set(c, mode="drop"),
+                tail_data=jnp.zeros(Ct, values.dtype).at[at].set(v, mode="drop"), Kq=Kq, Ct=Ct)
 
 
 def row_layout(rows: jax.Array, values: jax.Array, *, D: int, d: int, K: int, Kr: int, C: int) -> tuple:

@@ -257,12 +257,7 @@ def _sparse_from_columns(
     d, K = rows.shape
     rows = rows.T.reshape(-1).astype(jnp.int32)  # slot-major
     values = values.T.reshape(-1)
-    tail = {}
-    if density is not None:
-        Kq, Ct = kernels.column_slots(D=D, d=d, density=density, K=K)
-        if Ct:
-            t_rows, t_cols, t_data = kernels.tail_list(rows, values, d=d, K=K, Kq=Kq, Ct=Ct)
-            tail = dict(tail_rows=t_rows, tail_cols=t_cols, tail_data=t_data, Kq=Kq, Ct=Ct)
+    tail = {} if density is None else kernels.tail_list(rows, values, D=D, d=d, K=K, density=density)
     Kr, C = kernels.row_slots(D=D, d=d, p_row=p_row)
     if Kr == 0:
         return Sparse(values, rows, D, d, K, **tail)
