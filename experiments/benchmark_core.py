@@ -242,17 +242,17 @@ class Bench:
             "out": out,
         }
 
-    def measure_interleaved(self, fns: dict) -> dict:
+    def measure_interleaved(self, fns: dict, rounds: int | None = None) -> dict:
         """Median seconds of each fn() (no arguments), the timed calls taken round-robin (fns[a], fns[b],
         ..., then again) after one warm-up call each, so that a slow spell of a shared machine hits every
-        candidate alike: for comparisons that choose a default. Stops after 3 rounds once one candidate's
-        calls took --max_seconds."""
+        candidate alike: for comparisons that choose a default. `rounds` rounds (default --repeats);
+        stops after 3 rounds once one candidate's calls took --max_seconds."""
         import jax
 
         times = {k: [] for k in fns}
         for fn in fns.values():
             jax.block_until_ready(fn())
-        for _ in range(self.cfg.repeats):
+        for _ in range(rounds or self.cfg.repeats):
             for k, fn in fns.items():
                 start = time.perf_counter()
                 jax.block_until_ready(fn())
