@@ -194,18 +194,20 @@ def sparse_pz_rows(P: Sparse, z: jax.Array) -> jax.Array:
     z = z.astype(dtype)
     cols = P.row_cols.reshape(P.Kr, P.D)
     vals = P.row_data.reshape(P.Kr, P.D).astype(dtype)
-    # Adds of [D] vectors, not a reduction over the slot axis (XLA:CPU reduces a [Kr, D] array over
-    # its major axis ~20x slower than the adds).
-    out = vals[0] * jnp.take(z, cols[0], mode="clip")
-    if P.Kr <= 32:
-        for k in range(1, P.Kr):
-            out = out + vals[k] * jnp.take(z, cols[k], mode="clip")
-    else:
-        def add(k, acc):
-            return acc + vals[k] * jnp.take(z, cols[k], mode="clip")
-
-        out = jax.lax.fori_loop(1, P.Kr, add, out)
+    out = _sum_slots(lambda k: vals[k] * jnp.take(z, cols[k], mode="clip"), P.Kr)
     return _add_overflow(P, z, out)
+
+
+def _sum_slots(term, Kr: int) -> jax.Array:
+    """term(0) + ... + term(Kr - 1), in that order, as adds of [D] vectors: unrolled up to 32 slots,
+    a fori_loop beyond. Not a reduction over a slot axis: XLA:CPU reduces a [Kr, D] array over its
+    major axis ~20x slower than the adds."""
+    out = term(0)
+    if Kr <= 32:
+        for k in range(1, Kr):
+            out = out + term(k)
+        return out
+    return jax.lax.fori_loop(1, Kr, lambda k, acc: acc + term(k), out)
 
 
 def _add_overflow(P: Sparse, z: jax.Array, out: jax.Array) -> jax.Array:
@@ -223,15 +225,7 @@ def _sparse_pz_signed(P: Sparse, z: jax.Array) -> jax.Array:
     table = jnp.concatenate([scaled, -scaled, jnp.zeros(1, dtype)])
     cols = P.row_cols.reshape(P.Kr, P.D)
 
-    def gather(k):
-        return jnp.take(table, cols[k].astype(jnp.int32), mode="clip")
-
-    out = gather(0)
-    if P.Kr <= 32:
-        for k in range(1, P.Kr):
-            out = out + gather(k)
-    else:
-        out = jax.lax.fori_loop(1, P.Kr, lambda k, acc: acc + gather(k), out)
+    out = _sum_slots(lambda k: jnp.take(table, cols[k].astype(jnp.int32), mode="clip"), P.Kr)
     return _add_overflow(P, z, out)
 
 
