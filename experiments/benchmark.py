@@ -193,7 +193,8 @@ def environment(b: core.Bench) -> dict:
         "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
         "machine": f"{cpu}; {core.cores()} usable of {os.cpu_count()} cores; {env['versions']['platform']}",
         "devices": f"{jax.default_backend()}: {', '.join(env['devices'])} ({jax.devices()[0].device_kind}); "
-        f"torch on {b.torch_device or '-'}, {b.cfg.torch_threads} threads",
+        f"torch on {b.torch_device or '-'}, {b.cfg.torch_threads} threads; gzone native kernels "
+        f"{'on' if env['native_kernels'] else 'off'}",
         "versions": ", ".join(f"{k} {v}" for k, v in versions.items()),
         "git": env["git"],
         "command": " ".join(["python -m experiments.benchmark", *sys.argv[1:]]),

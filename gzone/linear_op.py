@@ -37,16 +37,24 @@ class LinearOp:
     """A linear map in two forms: ``forward(operands, x) = A x`` and ``transpose(operands, y) = A^T y``.
 
     Both must be module-level functions (the op is a static, hashable parameter of the primitive)
-    of a pytree of arrays `operands` (the map's data, e.g. a projection) and a vector.
+    of a pytree of arrays `operands` (the map's data, e.g. a projection) and a vector. Where a form
+    calls something autodiff cannot differentiate (a custom call), ``forward_ad`` /
+    ``transpose_ad`` give the same map in plain jnp, used for derivatives in the operands only.
     """
 
     name: str
     forward: Callable[[Any, Array], Array]
     transpose: Callable[[Any, Array], Array]
+    forward_ad: Callable[[Any, Array], Array] | None = None
+    transpose_ad: Callable[[Any, Array], Array] | None = None
 
     @property
     def adjoint(self) -> "LinearOp":
-        return LinearOp(f"{self.name}_T", self.transpose, self.forward)
+        return LinearOp(f"{self.name}_T", self.transpose, self.forward, self.transpose_ad, self.forward_ad)
+
+    @property
+    def for_autodiff(self) -> "LinearOp":
+        return LinearOp(f"{self.name}_ad", self.forward_ad or self.forward, self.transpose_ad or self.transpose)
 
 
 _linear_p = jex_core.Primitive("gzone_linear")
@@ -118,7 +126,7 @@ def _jvp(primals, tangents, *, op, treedef, levels):
         parts.append(_linear_p.bind(*primals[:-1], dx, op=op, treedef=treedef, levels=levels))
     moving = [i for i, t in enumerate(d_leaves) if type(t) is not ad.Zero]
     if moving:  # the operands carry tangents: d(A x) = dA x, by autodiff of the forward form
-        f = _function(op, treedef, levels)
+        f = _function(op.for_autodiff, treedef, levels)
 
         def of_operands(*sub):
             args = list(primals)

@@ -18,7 +18,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from gzone import linear_op
+from gzone import linear_op, native
 
 if TYPE_CHECKING:
     from gzone.projections import Fastfood, Sparse
@@ -39,12 +39,47 @@ def fwht(x: jax.Array) -> jax.Array:
     """Unnormalised Walsh-Hadamard transform along the last axis (length L a power of two).
 
     H is symmetric with H H = L I, and H_L = H_2 (x) ... (x) H_2, one factor per bit of the
-    index, applied in any order: the 5 lowest bits as one product with H_32 (contiguous rows of
-    32), the others as radix-4 butterflies (two stages per pass over x). Cost O(L log L).
+    index, applied in any order. On CPU with `gzone.native` enabled: its C++ kernel (two
+    cache-sized passes); otherwise `fwht_jnp`. Differentiable (a `linear_op.LinearOp`, its own
+    transpose). Cost O(L log L).
     """
-    L = x.shape[-1]
-    if L & (L - 1):
+    _check_length(x.shape[-1])
+    return linear_op.apply(FWHT, (), x)
+
+
+def _check_length(L: int) -> None:
+    if L < 1 or L & (L - 1):
         raise ValueError(f"fwht needs a power-of-two length, got {L}")
+
+
+def _native_for(dtype) -> bool:
+    return native.enabled() and dtype in (jnp.float32, jnp.float64)
+
+
+def _fwht(x: jax.Array, length: int | None = None, *, plain: bool = False) -> jax.Array:
+    """fwht of x zero-padded to `length` (default: x's), without the primitive (inside the
+    projections' own ops); `plain`: jnp only (differentiable by autodiff)."""
+    L = x.shape[-1] if length is None else length
+    if _native_for(x.dtype) and not plain:
+        return jax.lax.platform_dependent(x, cpu=functools.partial(native.fwht, length=L),
+                                          default=functools.partial(_padded_fwht_jnp, length=L))
+    return _padded_fwht_jnp(x, length=L)
+
+
+def _padded_fwht_jnp(x: jax.Array, *, length: int) -> jax.Array:
+    pad = [(0, 0)] * (x.ndim - 1) + [(0, length - x.shape[-1])]
+    return fwht_jnp(jnp.pad(x, pad) if length > x.shape[-1] else x)
+
+
+def _fwht_op(_, x: jax.Array) -> jax.Array:
+    return _fwht(x)
+
+
+def fwht_jnp(x: jax.Array) -> jax.Array:
+    """fwht in jnp: the 5 lowest index bits as one product with H_32 (contiguous rows of 32), the
+    others as radix-4 butterflies (two stages per pass over x)."""
+    L = x.shape[-1]
+    _check_length(L)
     batch = x.shape[:-1]
     low = min(L, _LOW)
     if low > 1:
@@ -281,31 +316,41 @@ def _block(P: Fastfood) -> int:
     return min(P.signs.shape[0], 1 << max(0, (P.d - 1).bit_length()))
 
 
-def fastfood_pz(P: Fastfood, z: jax.Array) -> jax.Array:
+def fastfood_pz(P: Fastfood, z: jax.Array, *, plain: bool = False) -> jax.Array:
     """P z = scale (H G Pi H B pad_L(z))[:D], with the first H on a vector that is zero beyond m:
     H_L = H_{L/m} (x) H_m and column 0 of H_{L/m} is all ones, so H_L pad_L(y) = tile(H_m y) and
-    (tile(w))[perm] = w[perm mod m], a gather from the small w. One transform of length L."""
+    (tile(w))[perm] = w[perm mod m], a gather from the small w. One transform of length L.
+    `plain`: jnp only, no native kernel (differentiable by autodiff)."""
     m = _block(P)
     w = _fwht_by_products(jnp.pad(z, (0, m - P.d)) * P.signs[:m])
-    x = jnp.take(w, P.perm % m, mode="clip") * P.gauss
-    return fwht(x)[: P.D] * P.scale
+    gauss = P.gauss.astype(jnp.result_type(w.dtype, P.gauss.dtype))
+    if _native_for(gauss.dtype) and not plain:  # the gather made block by block in the first pass
+        y = jax.lax.platform_dependent(w.astype(gauss.dtype), P.perm.astype(jnp.int32), gauss,
+                                       cpu=native.gather_fwht, default=_gather_fwht_jnp)
+    else:
+        y = _gather_fwht_jnp(w, P.perm, gauss)
+    return y[: P.D] * P.scale
 
 
-def fastfood_ptv(P: Fastfood, v: jax.Array) -> jax.Array:
+def _gather_fwht_jnp(w: jax.Array, perm: jax.Array, gauss: jax.Array) -> jax.Array:
+    return fwht_jnp(jnp.take(w, perm % w.shape[-1], mode="clip") * gauss)
+
+
+def fastfood_ptv(P: Fastfood, v: jax.Array, *, plain: bool = False) -> jax.Array:
     """P^T v = scale (B H Pi^T G H pad_L(v))[:d], with the last H needed only at its first m
     outputs: (H_L u)[:m] = H_m (sum of u's L/m blocks of length m), row 0 of H_{L/m} being ones.
 
     With u = x[inv_perm], entry i of that block sum is the sum of x[t] over the t with perm[t] = i
     mod m: on CPU a scatter-add of x, read in order, into m sums (~2x faster than the gather
     x[inv_perm], which reads a table of L floats at random); elsewhere the gather and a product
-    with ones (a scatter-add into few sums serialises on GPU atomics).
+    with ones (a scatter-add into few sums serialises on GPU atomics). `plain`: as in fastfood_pz.
     """
     L, m = P.signs.shape[0], _block(P)
-    x = fwht(jnp.pad(v, (0, L - P.D))) * P.gauss
+    x = _fwht(v, L, plain=plain) * P.gauss
     blocks = jax.lax.platform_dependent(
         x, P.perm, P.inv_perm, cpu=functools.partial(_block_sums_by_scatter, m=m),
         default=functools.partial(_block_sums_by_gather, m=m))
-    return (fwht(blocks) * P.signs[:m])[: P.d] * P.scale
+    return (_fwht(blocks, plain=plain) * P.signs[:m])[: P.d] * P.scale
 
 
 def _block_sums_by_scatter(x: jax.Array, perm: jax.Array, inv_perm: jax.Array, *, m: int) -> jax.Array:
@@ -317,6 +362,9 @@ def _block_sums_by_gather(x: jax.Array, perm: jax.Array, inv_perm: jax.Array, *,
     return jnp.matmul(jnp.ones(u.shape[0], u.dtype), u, precision=_HIGHEST)
 
 
+fastfood_pz_jnp = functools.partial(fastfood_pz, plain=True)
+fastfood_ptv_jnp = functools.partial(fastfood_ptv, plain=True)
+FWHT = linear_op.LinearOp("fwht", _fwht_op, _fwht_op)
 SPARSE_ROWS = linear_op.LinearOp("sparse_rows", sparse_pz_rows, sparse_ptv)
 SPARSE_COLUMNS = linear_op.LinearOp("sparse_columns", sparse_pz_columns, sparse_ptv)
-FASTFOOD = linear_op.LinearOp("fastfood", fastfood_pz, fastfood_ptv)
+FASTFOOD = linear_op.LinearOp("fastfood", fastfood_pz, fastfood_ptv, fastfood_pz_jnp, fastfood_ptv_jnp)

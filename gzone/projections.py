@@ -315,8 +315,8 @@ def apply(P: Projection, z: jax.Array, *, impl: str = "auto") -> jax.Array:
         return P.mat @ z
     if isinstance(P, (Sparse, Fastfood)):
         op = _op(P, impl)
-        if op is None:
-            return kernels.sparse_pz_columns(P, z) if isinstance(P, Sparse) else kernels.fastfood_pz(P, z)
+        if op is None:  # plain jnp, differentiated by autodiff
+            return kernels.sparse_pz_columns(P, z) if isinstance(P, Sparse) else kernels.fastfood_pz_jnp(P, z)
         return linear_op.apply(op, P, z)
     if isinstance(P, Scaled):
         return P.row_scale * apply(P.base, P.col_scale * z, impl=impl)
@@ -332,7 +332,7 @@ def apply_T(P: Projection, v: jax.Array, *, impl: str = "auto") -> jax.Array:
     if isinstance(P, (Sparse, Fastfood)):
         op = _op(P, impl)
         if op is None:
-            return kernels.sparse_ptv(P, v) if isinstance(P, Sparse) else kernels.fastfood_ptv(P, v)
+            return kernels.sparse_ptv(P, v) if isinstance(P, Sparse) else kernels.fastfood_ptv_jnp(P, v)
         return linear_op.apply(op.adjoint, P, v)
     if isinstance(P, Scaled):
         return P.col_scale * apply_T(P.base, P.row_scale * v, impl=impl)

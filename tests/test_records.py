@@ -131,7 +131,7 @@ def test_open_run_new_then_resume(tmp_path):
     config = records.read_config(str(path))
     assert config["status"] == "running" and config["experiment"] == "toy"
     assert config["settings"]["widths"] == [16] and config["axes"] == {"loss": ["radius", "seed"]}
-    assert {"versions", "devices", "backend", "x64", "git"} <= set(config["environment"])
+    assert {"versions", "devices", "backend", "x64", "native_kernels", "git"} <= set(config["environment"])
     assert (path / "flags.txt").read_text() == "--model=mlp\n"
     records.save_unit(str(path), "u0", {"x": np.zeros(1)}, {})
     with open(path / "metrics.jsonl", "a") as fh:

@@ -12,6 +12,8 @@ def describe() -> dict:
     """Versions, devices and the git revision, for config.json."""
     import jax
 
+    from gzone import native
+
     versions = {"python": sys.version.split()[0], "platform": platform.platform()}
     for module in ("jax", "jaxlib", "flax", "optax", "numpy", "scipy"):
         try:
@@ -23,6 +25,7 @@ def describe() -> dict:
         "backend": jax.default_backend(),
         "devices": [str(d) for d in jax.devices()],
         "x64": bool(jax.config.jax_enable_x64),
+        "native_kernels": native.enabled(),  # gzone/_native.cc on CPU (gzone.native)
         "git": git_revision(),
         "argv": sys.argv,
     }
