@@ -54,7 +54,9 @@ class LinearOp:
 
     @property
     def for_autodiff(self) -> "LinearOp":
-        return LinearOp(f"{self.name}_ad", self.forward_ad or self.forward, self.transpose_ad or self.transpose)
+        """The op with its plain-jnp forms (for autodiff in the operands)."""
+        forward, transpose = self.forward_ad or self.forward, self.transpose_ad or self.transpose
+        return LinearOp(f"{self.name}_ad", forward, transpose)
 
 
 _linear_p = jex_core.Primitive("gzone_linear")
