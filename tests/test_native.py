@@ -161,3 +161,16 @@ def test_switching_the_kernels_off_gives_the_jnp_transform(x64):
         native.use(was)
     assert not np.array_equal(on, off)  # another rounding: the kernel ran
     np.testing.assert_allclose(on, off, rtol=1e-12, atol=1e-10)
+
+
+@needs_native
+def test_code_lowered_for_an_accelerator_has_no_native_call():
+    """platform_dependent keeps the kernels out of code lowered for GPU (lowered here without one):
+    the CUDA module holds no gzone custom call, the CPU module (alone or with CUDA) does."""
+    P = projections.make("fastfood", jax.random.key(0), D=3000, d=10)
+    for fn, x, target in ((projections.apply, jnp.ones(10), "gzone_gather_fwht"),
+                          (projections.apply_T, jnp.ones(3000), "gzone_fwht")):
+        traced = jax.jit(fn).trace(P, x)
+        assert "gzone_" not in traced.lower(lowering_platforms=("cuda",)).as_text()
+        assert target in traced.lower(lowering_platforms=("cpu",)).as_text()
+        assert target in traced.lower(lowering_platforms=("cpu", "cuda")).as_text()
