@@ -15,6 +15,7 @@ from gzone import native, projections
 from gzone import projection_kernels as kernels
 
 needs_native = pytest.mark.skipif(not native.available(), reason="gzone's native kernels are not built")
+native_on = pytest.mark.skipif(not native.enabled(), reason="native kernels not built or off (GZONE_NATIVE=0)")
 
 
 def test_the_kernels_are_built_where_a_compiler_is():
@@ -113,7 +114,7 @@ def test_kernels_reject_bad_shapes():
         projections.fwht(jnp.zeros(12))
 
 
-@needs_native
+@native_on
 @pytest.mark.parametrize("D, d", [(300, 1), (5000, 16), pytest.param(70_000, 700, marks=pytest.mark.slow)])
 def test_fastfood_with_and_without_the_kernels(x64, D, d):
     """P z, P^T v, the vjp and the jvp of P z, and a Hessian through P (forward over reverse) with
@@ -163,7 +164,7 @@ def test_switching_the_kernels_off_gives_the_jnp_transform(x64):
     np.testing.assert_allclose(on, off, rtol=1e-12, atol=1e-10)
 
 
-@needs_native
+@native_on
 def test_code_lowered_for_an_accelerator_has_no_native_call():
     """platform_dependent keeps the kernels out of code lowered for GPU (lowered here without one):
     the CUDA module holds no gzone custom call, the CPU module (alone or with CUDA) does."""
