@@ -161,11 +161,11 @@ void Block(double* x, int64_t n) { n >= 8 ? BlockF64(x, n) : SmallBlock(x, n); }
 void Tile(float* b, int64_t R, int64_t s) { TileF32(b, R, s); }
 void Tile(double* b, int64_t R, int64_t s) { TileF64(b, R, s); }
 
-// H_L = H_2 (x) ... (x) H_2: index bits [0, kBlockBits) in contiguous blocks, then the higher
-// bits in as few groups of at most kTileBits as there can be, in tiles. For L <= 2^20: two
-// passes over x.
-// x = H (the input), x: [batch, L]. fill(c, dst, block) writes entries [c*block, (c+1)*block) of
-// the flattened input into dst (that part of x) just before pass 1 transforms them in cache.
+// x = H (the input), x: [batch, L], with H_L = H_2 (x) ... (x) H_2 applied as index bits
+// [0, kBlockBits) in contiguous blocks, then the higher bits in as few groups of at most kTileBits
+// as there can be, in tiles: for L <= 2^20 two passes over x. fill(c, dst, block) writes entries
+// [c*block, (c+1)*block) of the flattened input into dst (that part of x) just before pass 1
+// transforms them in cache.
 template <typename T, typename Fill>
 void Wht(ffi::ThreadPool& pool, T* x, int64_t batch, int64_t L, Fill&& fill) {
   int p = 0;
@@ -213,8 +213,9 @@ class Batch {
     return off;
   }
 
+  static constexpr int64_t kMaxRank = 8;  // batch axes (nested vmaps) at most
+
  private:
-  static constexpr int64_t kMaxRank = 8;
   int64_t rank_ = 0, size_[kMaxRank] = {}, stride_[kMaxRank] = {};
 };
 
@@ -271,9 +272,12 @@ ffi::Error GatherFwhtImpl(ffi::ThreadPool pool, ffi::AnyBuffer w, ffi::AnyBuffer
   const int64_t L = y->dimensions().back();
   if (!PowerOfTwo(L) || !PowerOfTwo(w.dimensions().back()) || w.dimensions().back() > L ||
       perm.dimensions().back() != L || gauss.dimensions().back() != L || perm.element_type() != ffi::S32)
-    return ffi::Error::InvalidArgument("gzone_gather_fwht: w [..., m], perm int32 and gauss [..., L], powers of two");
+    return ffi::Error::InvalidArgument(
+        "gzone_gather_fwht: w [..., m], perm int32 and gauss [..., L], powers of two");
   if (w.element_type() != y->element_type() || gauss.element_type() != y->element_type())
     return ffi::Error::InvalidArgument("gzone_gather_fwht: dtypes differ");
+  if (static_cast<int64_t>(y->dimensions().size()) - 1 > Batch::kMaxRank)
+    return ffi::Error::InvalidArgument("gzone_gather_fwht: more than 8 batch axes");
   if (w.element_type() == ffi::F32) return GatherFwhtTyped<float>(pool, w, perm, gauss, *y);
   if (w.element_type() == ffi::F64) return GatherFwhtTyped<double>(pool, w, perm, gauss, *y);
   return ffi::Error::InvalidArgument("gzone_gather_fwht: float32 or float64 only");
