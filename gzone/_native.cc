@@ -5,7 +5,10 @@
 //                      passes: up to L = 2^20, two passes over y instead of XLA's one pass per
 //                      radix-4 stage, with the padding done in the first;
 //   gzone_gather_fwht  y = H u, u[t] = w[perm[t] mod m] gauss[t] (Fastfood's P z), u made block
-//                      by block in the first pass.
+//                      by block in the first pass;
+//   gzone_sell_sum     y[r] = sum of +-x[i] over the entries of output r in a sliced-ELL layout
+//                      (groups of 8 outputs, slot-major within a group, gzone/sell.py): a sparse
+//                      product with a shared magnitude per column, P z or P^T v.
 //
 // Work is split into fixed chunks run on XLA's intra-op thread pool; a chunk's result does not
 // depend on which thread runs it, so results are deterministic.
@@ -18,6 +21,11 @@
 #include <cstring>
 #include <memory>
 #include <thread>
+#include <type_traits>
+
+#if defined(__x86_64__)
+#include <immintrin.h>
+#endif
 
 #include "xla/ffi/api/ffi.h"
 
@@ -283,6 +291,142 @@ ffi::Error GatherFwhtImpl(ffi::ThreadPool pool, ffi::AnyBuffer w, ffi::AnyBuffer
   return ffi::Error::InvalidArgument("gzone_gather_fwht: float32 or float64 only");
 }
 
+// ------------------------------------------------------------------------------------ sell
+
+constexpr int kSellC = 8;           // outputs a group
+constexpr int64_t kSellChunk = 256;  // groups a chunk
+
+// Groups [g0, g1) of one block: x holds the block's m table entries and a 0 at x[m]; an entry is a
+// uint16, bit 15 the sign, bits 0-14 the index in the block (m or more: padding, adds x[m] = 0).
+// The sums run slot by slot from 0, in the layout's order.
+template <typename T>
+GZ_CLONES void SellGroups(const T* __restrict x, int64_t m, const uint16_t* __restrict idx,
+                          const int32_t* __restrict off, const int32_t* __restrict perm, T* __restrict out,
+                          int64_t R, int64_t g0, int64_t g1) {
+  typedef typename std::conditional<sizeof(T) == 8, uint64_t, uint32_t>::type Bits;
+  constexpr int shift = 8 * sizeof(T) - 16;
+  const uint32_t pad = static_cast<uint32_t>(m);
+  for (int64_t g = g0; g < g1; ++g) {
+    T acc[kSellC] = {};
+    const uint16_t* p = idx + off[g];
+    const int64_t w = (off[g + 1] - off[g]) / kSellC;
+    for (int64_t k = 0; k < w; ++k, p += kSellC) {
+      for (int c = 0; c < kSellC; ++c) {
+        const uint32_t u = p[c];
+        T t = x[std::min(u & 0x7fffu, pad)];
+        Bits b;
+        std::memcpy(&b, &t, sizeof(T));
+        b ^= static_cast<Bits>(u & 0x8000u) << shift;
+        std::memcpy(&t, &b, sizeof(T));
+        acc[c] += t;
+      }
+    }
+    for (int c = 0; c < kSellC; ++c) {
+      const int32_t r = perm[g * kSellC + c];
+      if (r < R) out[r] = acc[c];
+    }
+  }
+}
+
+#if defined(__x86_64__)
+// The same for float32 with AVX2 gathers, a group's 8 sums in one register (the same adds in the
+// same order, so the same results).
+__attribute__((target("avx2"))) void SellGroupsAvx2(const float* __restrict x, int64_t m,
+                                                    const uint16_t* __restrict idx, const int32_t* __restrict off,
+                                                    const int32_t* __restrict perm, float* __restrict out, int64_t R,
+                                                    int64_t g0, int64_t g1) {
+  const __m256i low = _mm256_set1_epi32(0x7fff), sign = _mm256_set1_epi32(0x8000),
+                pad = _mm256_set1_epi32(static_cast<int>(m));
+  for (int64_t g = g0; g < g1; ++g) {
+    __m256 acc = _mm256_setzero_ps();
+    const uint16_t* p = idx + off[g];
+    const int64_t w = (off[g + 1] - off[g]) / kSellC;
+    for (int64_t k = 0; k < w; ++k, p += kSellC) {
+      const __m256i u = _mm256_cvtepu16_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p)));
+      const __m256 t = _mm256_i32gather_ps(x, _mm256_min_epu32(_mm256_and_si256(u, low), pad), 4);
+      const __m256i s = _mm256_slli_epi32(_mm256_and_si256(u, sign), 16);
+      acc = _mm256_add_ps(acc, _mm256_xor_ps(t, _mm256_castsi256_ps(s)));
+    }
+    alignas(32) float a[kSellC];
+    _mm256_store_ps(a, acc);
+    for (int c = 0; c < kSellC; ++c) {
+      const int32_t r = perm[g * kSellC + c];
+      if (r < R) out[r] = a[c];
+    }
+  }
+}
+#endif
+
+template <typename T>
+void SellBlock(const T* x, int64_t m, const uint16_t* idx, const int32_t* off, const int32_t* perm, T* out,
+               int64_t R, int64_t g0, int64_t g1) {
+#if defined(__x86_64__)
+  if constexpr (std::is_same<T, float>::value) {
+    static const bool avx2 = __builtin_cpu_supports("avx2");
+    if (avx2) return SellGroupsAvx2(x, m, idx, off, perm, out, R, g0, g1);
+  }
+#endif
+  SellGroups<T>(x, m, idx, off, perm, out, R, g0, g1);
+}
+
+// y [R] from x [n] in blocks of B entries: block b's G groups start at off[b * G]; with more than
+// one block, each block's sums go to a row of partial sums, added in block order.
+template <typename T>
+ffi::Error SellTyped(ffi::ThreadPool& pool, ffi::AnyBuffer x, ffi::AnyBuffer idx, ffi::AnyBuffer off,
+                     ffi::AnyBuffer perm, int64_t B, ffi::AnyBuffer y) {
+  const int64_t n = x.element_count(), R = y.element_count(), nb = (n + B - 1) / B;
+  const int64_t G = (static_cast<int64_t>(off.element_count()) - 1) / nb;
+  const T* xv = x.typed_data<T>();
+  const uint16_t* iv = idx.typed_data<uint16_t>();
+  const int32_t* ov = off.typed_data<int32_t>();
+  const int32_t* pv = perm.typed_data<int32_t>();
+  T* yv = y.typed_data<T>();
+  std::unique_ptr<T[]> partial(nb > 1 ? new T[nb * R]() : nullptr);  // outputs in no group: 0
+  if (nb == 1) std::fill(yv, yv + R, T(0));
+  std::unique_ptr<T[]> table(new T[n + nb]);  // block b at b (B + 1), then a 0
+  for (int64_t b = 0; b < nb; ++b) {
+    const int64_t m = std::min(B, n - b * B);
+    std::memcpy(table.get() + b * (B + 1), xv + b * B, sizeof(T) * m);
+    table[b * (B + 1) + m] = T(0);
+  }
+  const int64_t chunks = (G + kSellChunk - 1) / kSellChunk;
+  ParallelFor(pool, nb * chunks, [&](int64_t c) {
+    const int64_t b = c / chunks, g0 = (c % chunks) * kSellChunk, g1 = std::min(G, g0 + kSellChunk);
+    SellBlock<T>(table.get() + b * (B + 1), std::min(B, n - b * B), iv, ov + b * G, pv + b * G * kSellC,
+                 nb > 1 ? partial.get() + b * R : yv, R, g0, g1);
+  });
+  if (nb > 1) {
+    constexpr int64_t kSpan = 4096;
+    ParallelFor(pool, (R + kSpan - 1) / kSpan, [&](int64_t c) {
+      const int64_t r1 = std::min(R, (c + 1) * kSpan);
+      for (int64_t r = c * kSpan; r < r1; ++r) {
+        T s = partial[r];
+        for (int64_t b = 1; b < nb; ++b) s += partial[b * R + r];
+        yv[r] = s;
+      }
+    });
+  }
+  return ffi::Error::Success();
+}
+
+ffi::Error SellImpl(ffi::ThreadPool pool, ffi::AnyBuffer x, ffi::AnyBuffer idx, ffi::AnyBuffer off,
+                    ffi::AnyBuffer perm, int64_t block, ffi::Result<ffi::AnyBuffer> y) {
+  const int64_t n = x.element_count(), nb = block > 0 ? (n + block - 1) / block : 0;
+  if (x.dimensions().size() != 1 || y->dimensions().size() != 1 || idx.dimensions().size() != 1 ||
+      off.dimensions().size() != 1 || perm.dimensions().size() != 1 || n == 0 || block <= 0 ||
+      block > 0x7fff || idx.element_type() != ffi::U16 || off.element_type() != ffi::S32 ||
+      perm.element_type() != ffi::S32 || (static_cast<int64_t>(off.element_count()) - 1) % nb != 0 ||
+      static_cast<int64_t>(perm.element_count()) !=
+          (static_cast<int64_t>(off.element_count()) - 1) * kSellC)
+    return ffi::Error::InvalidArgument(
+        "gzone_sell_sum: x [n], idx uint16, off int32 [nb G + 1], perm int32 [8 nb G], "
+        "0 < block < 2^15, nb = ceil(n / block)");
+  if (x.element_type() != y->element_type()) return ffi::Error::InvalidArgument("gzone_sell_sum: dtypes differ");
+  if (x.element_type() == ffi::F32) return SellTyped<float>(pool, x, idx, off, perm, block, *y);
+  if (x.element_type() == ffi::F64) return SellTyped<double>(pool, x, idx, off, perm, block, *y);
+  return ffi::Error::InvalidArgument("gzone_sell_sum: float32 or float64 only");
+}
+
 }  // namespace
 
 XLA_FFI_DEFINE_HANDLER_SYMBOL(gzone_fwht, FwhtImpl,
@@ -294,6 +438,15 @@ XLA_FFI_DEFINE_HANDLER_SYMBOL(gzone_gather_fwht, GatherFwhtImpl,
                                   .Arg<ffi::AnyBuffer>()
                                   .Arg<ffi::AnyBuffer>()
                                   .Ret<ffi::AnyBuffer>());
+XLA_FFI_DEFINE_HANDLER_SYMBOL(gzone_sell_sum, SellImpl,
+                              ffi::Ffi::Bind()
+                                  .Ctx<ffi::ThreadPool>()
+                                  .Arg<ffi::AnyBuffer>()
+                                  .Arg<ffi::AnyBuffer>()
+                                  .Arg<ffi::AnyBuffer>()
+                                  .Arg<ffi::AnyBuffer>()
+                                  .Attr<int64_t>("block")
+                                  .Ret<ffi::AnyBuffer>());
 // ------------------------------------------------------------------------- Python module
 
 static PyObject* Targets(PyObject*, PyObject*) {
@@ -303,7 +456,8 @@ static PyObject* Targets(PyObject*, PyObject*) {
     const char* name;
     void* fn;
   } targets[] = {{"gzone_fwht", reinterpret_cast<void*>(gzone_fwht)},
-                 {"gzone_gather_fwht", reinterpret_cast<void*>(gzone_gather_fwht)}};
+                 {"gzone_gather_fwht", reinterpret_cast<void*>(gzone_gather_fwht)},
+                 {"gzone_sell_sum", reinterpret_cast<void*>(gzone_sell_sum)}};
   for (const auto& t : targets) {
     PyObject* capsule = PyCapsule_New(t.fn, nullptr, nullptr);
     if (capsule == nullptr || PyDict_SetItemString(out, t.name, capsule) != 0) {

@@ -11,8 +11,9 @@ elsewhere and otherwise it runs its plain-jnp form.
                    `use(False)`); read when a function is traced
   use(flag)        switch the kernels on or off (and clear JAX's caches, so jitted functions
                    are traced again)
-  fwht(x, length), gather_fwht(w, perm, gauss)
-                   the kernels (CPU only; float32 or float64), as in gzone/_native.cc
+  fwht(x, length), gather_fwht(w, perm, gauss), sell_sum(x, idx, off, perm, outputs, block)
+                   the kernels (CPU only; float32 or float64), as in gzone/_native.cc and
+                   gzone/sell.py
 
 They round differently from the jnp transform (another butterfly order; the same algebra).
 """
@@ -24,6 +25,7 @@ import os
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 try:
     from gzone import _native
@@ -57,11 +59,12 @@ def _registered() -> bool:
     return True
 
 
-def _call(name: str, out: jax.ShapeDtypeStruct, *args, **attrs) -> jax.Array:
+def _call(name: str, out: jax.ShapeDtypeStruct, *args, vmap_method: str = "expand_dims",
+          **attrs) -> jax.Array:
     if not available():
         raise RuntimeError("gzone's native kernels are not built (reinstall with a C++17 compiler)")
     _registered()
-    return jax.ffi.ffi_call(name, out, vmap_method="expand_dims")(*args, **attrs)
+    return jax.ffi.ffi_call(name, out, vmap_method=vmap_method)(*args, **attrs)
 
 
 def fwht(x: jax.Array, length: int | None = None) -> jax.Array:
@@ -76,3 +79,12 @@ def gather_fwht(w: jax.Array, perm: jax.Array, gauss: jax.Array) -> jax.Array:
     [L]); leading axes broadcast."""
     batch = jnp.broadcast_shapes(w.shape[:-1], perm.shape[:-1], gauss.shape[:-1])
     return _call("gzone_gather_fwht", jax.ShapeDtypeStruct((*batch, perm.shape[-1]), w.dtype), w, perm, gauss)
+
+
+def sell_sum(x: jax.Array, idx: jax.Array, off: jax.Array, perm: jax.Array, *, outputs: int,
+             block: int) -> jax.Array:
+    """y [outputs] from x [n] and a `gzone.sell.Sell` layout (idx uint16, off and perm int32);
+    under vmap, one call per batch element."""
+    return _call("gzone_sell_sum", jax.ShapeDtypeStruct((int(outputs),), x.dtype), x,
+                 idx.astype(jnp.uint16), off.astype(jnp.int32), perm.astype(jnp.int32),
+                 vmap_method="sequential", block=np.int64(block))

@@ -18,7 +18,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from gzone import linear_op, native
+from gzone import linear_op, native, sell
 
 if TYPE_CHECKING:
     from gzone.projections import Fastfood, Sparse
@@ -221,8 +221,11 @@ def _fwht_by_products(x: jax.Array) -> jax.Array:
     return y.reshape(L)
 
 
-def sparse_pz_rows(P: Sparse, z: jax.Array) -> jax.Array:
-    """P z from the row-major layout: sum over the Kr slots of a gather from z, plus the overflow."""
+def sparse_pz_rows(P: Sparse, z: jax.Array, *, plain: bool = False) -> jax.Array:
+    """P z from the row-major layout: sum over the Kr slots of a gather from z, plus the overflow;
+    on CPU by the native kernel where P has its layouts (`gzone.sell`) and not ``plain``."""
+    if P.sell is not None and not plain and native.enabled():
+        return jax.lax.platform_dependent(P, z, cpu=sell.pz, default=sparse_pz_rows_jnp)
     if P.signed:
         return _sparse_pz_signed(P, z)
     dtype = jnp.result_type(P.row_data.dtype, z.dtype)
@@ -277,9 +280,12 @@ ADDS_MIN_D = 8192
 ADDS_UNROLL = 8
 
 
-def sparse_ptv(P: Sparse, v: jax.Array, *, by_adds: bool | None = None) -> jax.Array:
+def sparse_ptv(P: Sparse, v: jax.Array, *, by_adds: bool | None = None, plain: bool = False) -> jax.Array:
     """P^T v: a gather from v at every slot, slot-major, summed over slots by one product with ones
-    or (``by_adds``; default: from d >= ADDS_MIN_D on) by adds of [d] vectors, slot after slot."""
+    or (``by_adds``; default: from d >= ADDS_MIN_D on) by adds of [d] vectors, slot after slot; by
+    default on CPU by the native kernel where P has its layouts (`gzone.sell`) and not ``plain``."""
+    if P.sell is not None and by_adds is None and not plain and native.enabled():
+        return jax.lax.platform_dependent(P, v, cpu=sell.ptv, default=sparse_ptv_jnp)
     if by_adds is None:
         by_adds = P.d >= ADDS_MIN_D
     if by_adds:
@@ -365,6 +371,11 @@ def _block_sums_by_gather(x: jax.Array, perm: jax.Array, inv_perm: jax.Array, *,
 fastfood_pz_jnp = functools.partial(fastfood_pz, plain=True)
 fastfood_ptv_jnp = functools.partial(fastfood_ptv, plain=True)
 FWHT = linear_op.LinearOp("fwht", _fwht_op, _fwht_op)
-SPARSE_ROWS = linear_op.LinearOp("sparse_rows", sparse_pz_rows, sparse_ptv)
-SPARSE_COLUMNS = linear_op.LinearOp("sparse_columns", sparse_pz_columns, sparse_ptv)
+sparse_pz_rows_jnp = functools.partial(sparse_pz_rows, plain=True)
+sparse_ptv_jnp = functools.partial(sparse_ptv, plain=True)
+
+
+SPARSE_ROWS = linear_op.LinearOp("sparse_rows", sparse_pz_rows, sparse_ptv, sparse_pz_rows_jnp,
+                                 sparse_ptv_jnp)
+SPARSE_COLUMNS = linear_op.LinearOp("sparse_columns", sparse_pz_columns, sparse_ptv, None, sparse_ptv_jnp)
 FASTFOOD = linear_op.LinearOp("fastfood", fastfood_pz, fastfood_ptv, fastfood_pz_jnp, fastfood_ptv_jnp)

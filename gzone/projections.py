@@ -40,7 +40,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax.experimental import sparse
 
-from gzone import linear_op
+from gzone import linear_op, sell
 from gzone import projection_kernels as kernels
 
 KINDS = ("sparse", "sparse_fixed", "dense", "fastfood")
@@ -81,7 +81,8 @@ class Sparse:
     column j's nonzeros (every construction here gives a column one magnitude), so that P z
     gathers from [|P| z, -|P| z, 0] with no value to read per slot. Where P^T v sums its slots by
     adds (d >= ADDS_MIN_D) and columns have random counts (``make_sparse``), it sums the first
-    ``Kq`` slots and adds the ``tail_*`` list of the nonzeros beyond (`column_slots`).
+    ``Kq`` slots and adds the ``tail_*`` list of the nonzeros beyond (`column_slots`). ``sell``:
+    both products' layouts for the native CPU kernel, where it runs (`gzone.sell`), else None.
 
     The arrays are stored rather than a BCOO object because a BCOO's shape is static metadata
     that includes vmapped batch dimensions: a BCOO built under `vmap` cannot be sliced back per
@@ -107,6 +108,7 @@ class Sparse:
     tail_data: jax.Array | None = None  # [Ct]
     Kq: int = dataclasses.field(default=0, metadata=dict(static=True))  # 0: P^T v sums all K slots
     Ct: int = dataclasses.field(default=0, metadata=dict(static=True))
+    sell: tuple | None = None  # (P z's, P^T v's) `gzone.sell.Sell`
 
     @property
     def shape(self):
@@ -265,7 +267,8 @@ def _sparse_from_columns(
     if d < kernels.SIGNED_MIN_D:
         return Sparse(values, rows, D, d, K, row_cols, row_data, *over, Kr, C, **tail)
     signed_cols, col_abs = kernels.signed_columns(row_cols, row_data, values, d=d, K=K)
-    return Sparse(values, rows, D, d, K, signed_cols, None, *over, Kr, C, col_abs, True, **tail)
+    P = Sparse(values, rows, D, d, K, signed_cols, None, *over, Kr, C, col_abs, True, **tail)
+    return dataclasses.replace(P, sell=sell.layouts(P))
 
 
 def make_fastfood(key: jax.Array, *, D: int, d: int, dtype=jnp.float32) -> Fastfood:
@@ -278,9 +281,6 @@ def make_fastfood(key: jax.Array, *, D: int, d: int, dtype=jnp.float32) -> Fastf
     gauss = jax.random.normal(k_gauss, (L,), dtype)
     scale = 1.0 / jnp.sqrt(D * jnp.sum(gauss**2))
     return Fastfood(signs, perm, inv_perm, gauss, scale.astype(dtype), D, d)
-
-
-# --------------------------------------------------------------------------- products
 
 
 ROW_TAIL = kernels.ROW_TAIL
@@ -332,7 +332,7 @@ def apply_T(P: Projection, v: jax.Array, *, impl: str = "auto") -> jax.Array:
     if isinstance(P, (Sparse, Fastfood)):
         op = _op(P, impl)
         if op is None:
-            return kernels.sparse_ptv(P, v) if isinstance(P, Sparse) else kernels.fastfood_ptv_jnp(P, v)
+            return kernels.sparse_ptv_jnp(P, v) if isinstance(P, Sparse) else kernels.fastfood_ptv_jnp(P, v)
         return linear_op.apply(op.adjoint, P, v)
     if isinstance(P, Scaled):
         return P.col_scale * apply_T(P.base, P.row_scale * v, impl=impl)

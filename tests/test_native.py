@@ -15,7 +15,7 @@ from gzone import native, projections
 from gzone import projection_kernels as kernels
 
 needs_native = pytest.mark.skipif(not native.available(), reason="gzone's native kernels are not built")
-native_on = pytest.mark.skipif(not native.enabled(), reason="native kernels not built or off (GZONE_NATIVE=0)")
+native_on = pytest.mark.skipif(not native.enabled(), reason="native kernels not built or switched off")
 
 
 def test_the_kernels_are_built_where_a_compiler_is():
@@ -175,3 +175,152 @@ def test_code_lowered_for_an_accelerator_has_no_native_call():
         assert "gzone_" not in traced.lower(lowering_platforms=("cuda",)).as_text()
         assert target in traced.lower(lowering_platforms=("cpu",)).as_text()
         assert target in traced.lower(lowering_platforms=("cpu", "cuda")).as_text()
+
+
+# ------------------------------------------------------------------ sparse products (gzone.sell)
+
+
+@pytest.fixture
+def small_signed(monkeypatch):
+    """The signed layouts and the native ones from d >= 64 (normally 8192), P^T v's table in blocks
+    of 512 rows: small problems with several blocks. Sizes here are used by no other test (jit
+    caches are keyed by shapes, not by these constants)."""
+    from gzone import sell
+
+    monkeypatch.setattr(kernels, "SIGNED_MIN_D", 64)
+    monkeypatch.setattr(sell, "MIN_D", 64)
+    monkeypatch.setattr(sell, "PTV_BLOCK", 512)
+    return sell
+
+
+def _decode(L) -> np.ndarray:
+    """The layout as a dense [R, n] matrix of signs, from its arrays alone (numpy)."""
+    idx, off, perm = np.asarray(L.idx).astype(np.int64), np.asarray(L.off), np.asarray(L.perm)
+    nb = -(-L.n // L.block)
+    G = (off.size - 1) // nb
+    M = np.zeros((L.R, L.n))
+    for b in range(nb):
+        m = min(L.block, L.n - b * L.block)
+        for g in range(G):
+            lo, hi = off[b * G + g], off[b * G + g + 1]
+            entries = idx[lo:hi].reshape(-1, 8)  # [width, 8]
+            for c in range(8):
+                r = perm[(b * G + g) * 8 + c]
+                for u in entries[:, c]:
+                    local = u & 0x7FFF
+                    if local >= m:
+                        continue  # padding
+                    assert r < L.R, "an entry in a group slot with no output"
+                    M[r, b * L.block + local] += -1.0 if u & 0x8000 else 1.0
+    return M
+
+
+@native_on
+@pytest.mark.parametrize("kind, D, d", [("sparse", 3001, 203), ("sparse_fixed", 2503, 131)])
+def test_sell_layouts_hold_every_nonzero_once_with_its_sign(small_signed, kind, D, d):
+    """Decoded in numpy, P z's layout is sign(P) and P^T v's is sign(P)^T; the entries fit their
+    capacity (none dropped), group widths fall within a block and the padding is at most 8 x the
+    largest count; every output sits in exactly one group slot per block."""
+    P = projections.make(kind, jax.random.key(5), D=D, d=d)
+    assert P.signed and P.sell is not None
+    rows, values = (np.asarray(a) for a in P.by_column())  # [d, K]
+    S = np.zeros((D, d))
+    for j in range(d):
+        nz = values[j] != 0
+        S[rows[j, nz], j] = np.sign(values[j, nz])
+    pz, ptv = P.sell
+    assert (pz.n, pz.R, pz.block) == (d, D, d) and (ptv.n, ptv.R, ptv.block) == (D, d, 512)
+    np.testing.assert_array_equal(_decode(pz), S)
+    np.testing.assert_array_equal(_decode(ptv), S.T)
+    for L in (pz, ptv):
+        off, perm = np.asarray(L.off), np.asarray(L.perm)
+        nb = -(-L.n // L.block)
+        G = (off.size - 1) // nb
+        assert off[-1] <= L.idx.shape[0]
+        widths = np.diff(off).reshape(nb, G) // 8
+        assert np.all(np.diff(widths, axis=1) <= 0)
+        counts = np.abs(_decode(L)).reshape(L.R, nb, -1).sum(axis=2) if L.n % L.block == 0 else None
+        if counts is not None:
+            assert 8 * widths.sum() - counts.sum() <= 8 * nb * counts.max()
+        for b in range(nb):
+            slots = perm[b * G * 8:(b + 1) * G * 8]
+            np.testing.assert_array_equal(np.sort(slots[slots < L.R]), np.arange(L.R))
+
+
+@native_on
+@pytest.mark.parametrize("kind, D, d, dtype", [("sparse", 3001, 203, jnp.float64),
+                                               ("sparse_fixed", 2503, 131, jnp.float32)])
+def test_sparse_products_by_the_kernel_equal_float64_and_the_jnp_route(x64, small_signed, kind, D, d, dtype):
+    """With the kernel (float64: the scalar loop; float32: AVX2 gathers where the CPU has them): P z
+    equals the signed jnp route bitwise (the same adds in the same order) and both P z and P^T v
+    the float64 products; vjp and a Hessian-vector product through P equal the plain-jnp route;
+    under vmap over seeds (one kernel call per seed) each seed equals its own P."""
+    import scipy.sparse
+
+    tol = dict(rtol=1e-11, atol=1e-12) if dtype == jnp.float64 else dict(rtol=2e-5, atol=2e-6)
+    P = projections.make(kind, jax.random.key(6), D=D, d=d, dtype=dtype)
+    rows, values = (np.asarray(a, np.float64) for a in P.by_column())
+    nz = values != 0
+    M = scipy.sparse.coo_matrix((values[nz], (rows[nz].astype(int), np.nonzero(nz)[0])), shape=(D, d)).tocsr()
+    rng = np.random.default_rng(4)
+    z, v = jnp.asarray(rng.standard_normal(d), dtype), jnp.asarray(rng.standard_normal(D), dtype)
+    pz = jax.jit(projections.apply)(P, z)
+    assert "gzone_sell_sum" in jax.jit(projections.apply).lower(P, z).as_text()
+    np.testing.assert_array_equal(pz, jax.jit(kernels.sparse_pz_rows_jnp)(P, z))
+    np.testing.assert_allclose(pz, M @ np.asarray(z, np.float64), **tol)
+    ptv = jax.jit(projections.apply_T)(P, v)
+    np.testing.assert_allclose(ptv, M.T @ np.asarray(v, np.float64), **tol)
+    np.testing.assert_allclose(ptv, jax.jit(kernels.sparse_ptv_jnp)(P, v), **tol)
+    _, vjp = jax.vjp(lambda z: projections.apply(P, z), z)
+    np.testing.assert_array_equal(vjp(v)[0], ptv)
+    loss = lambda z: jnp.sum(jnp.sin(projections.apply(P, z)) ** 2)  # noqa: E731
+    plain = lambda z: jnp.sum(jnp.sin(projections.apply(P, z, impl="jnp")) ** 2)  # noqa: E731
+    t = jnp.asarray(rng.standard_normal(d), dtype)
+    hvp = jax.jvp(jax.grad(loss), (z,), (t,))[1]
+    np.testing.assert_allclose(hvp, jax.jvp(jax.grad(plain), (z,), (t,))[1], **tol)
+    keys = jax.random.split(jax.random.key(7), 2)
+    Ps = jax.vmap(lambda k: projections.make(kind, k, D=D, d=d, dtype=dtype))(keys)
+    Z = jnp.asarray(rng.standard_normal((2, d)), dtype)
+    V = jnp.asarray(rng.standard_normal((2, D)), dtype)
+    got_pz = jax.jit(jax.vmap(projections.apply))(Ps, Z)
+    got_ptv = jax.jit(jax.vmap(projections.apply_T))(Ps, V)
+    for s in range(2):
+        Ps_ = projections.make(kind, keys[s], D=D, d=d, dtype=dtype)
+        np.testing.assert_array_equal(got_pz[s], projections.apply(Ps_, Z[s]))
+        np.testing.assert_array_equal(got_ptv[s], projections.apply_T(Ps_, V[s]))
+
+
+@native_on
+def test_sparse_code_lowered_for_an_accelerator_has_no_native_call(small_signed):
+    P = projections.make("sparse", jax.random.key(9), D=3001, d=203)
+    for fn, x in ((projections.apply, jnp.ones(203)), (projections.apply_T, jnp.ones(3001))):
+        traced = jax.jit(fn).trace(P, x)
+        assert "gzone_" not in traced.lower(lowering_platforms=("cuda",)).as_text()
+        assert "gzone_sell_sum" in traced.lower(lowering_platforms=("cpu",)).as_text()
+
+
+@needs_native
+def test_sell_layouts_only_where_the_kernel_runs(small_signed):
+    """No native layouts with the kernels off or below MIN_D; the products are then the jnp ones."""
+    was = native.enabled()
+    try:
+        native.use(False)
+        P = projections.make("sparse", jax.random.key(8), D=3001, d=203)
+        assert P.signed and P.sell is None
+    finally:
+        native.use(was)
+    assert projections.make("sparse", jax.random.key(8), D=3001, d=60).sell is None
+
+
+@needs_native
+def test_sell_kernel_on_a_hand_made_layout_and_bad_input():
+    """One group of width 1: slot c holds x[c] = c + 1, negated for odd c, for output 7 - c (slot 7:
+    none, 9 >= 9 outputs); outputs in no slot (0 and 8) are 0."""
+    x = jnp.arange(1.0, 17.0)
+    idx = jnp.asarray([c | (0x8000 if c % 2 else 0) for c in range(8)], jnp.uint16)
+    off, perm = jnp.asarray([0, 8], jnp.int32), jnp.asarray([7, 6, 5, 4, 3, 2, 1, 9], jnp.int32)
+    got = jax.jit(lambda x: native.sell_sum(x, idx, off, perm, outputs=9, block=16))(x)
+    np.testing.assert_array_equal(got, [0.0, 7.0, -6.0, 5.0, -4.0, 3.0, -2.0, 1.0, 0.0])
+    for bad in (dict(block=0), dict(block=1 << 15), dict(block=4)):  # block 4: 4 blocks, 1 group offset
+        with pytest.raises(Exception, match="gzone_sell_sum"):
+            jax.block_until_ready(jax.jit(lambda x: native.sell_sum(x, idx, off, perm, outputs=9, **bad))(x))
