@@ -332,7 +332,8 @@ class Bench:
         return self.product("ij,jk->ik", {"i": s, "j": s, "k": s})["rate"]
 
     def gather_rate(self) -> float:
-        """G elements/s of a float32 gather from a table of 1000 (in L1): the fastest a gather gets here."""
+        """G elements/s of a float32 gather from a table of 1000 (in L1): the fastest a gather gets here
+        (XLA's or the native kernel's, the faster)."""
         return self.cached(("rate", "gather"), lambda: sections.gather_rate(self, self.sz.rate_n))
 
     def stream_rate(self) -> float:

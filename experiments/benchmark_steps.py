@@ -90,8 +90,10 @@ def projections(b) -> None:
                         )
     t.notes.append(
         "impl (projections.IMPLS): auto = the library default (sparse: P z from the row-major layout "
-        "where it is held, P^T v a gather; Fastfood: the pruned transforms, on CPU with gzone's native "
-        "Walsh-Hadamard kernel where it is built), columns = P z by a scatter-add, jnp = the same "
+        "where it is held, P^T v a gather, both from d >= 8192 on CPU by gzone's native sliced-ELL "
+        "kernel (gzone.sell) where it is built, rows too; Fastfood: the pruned transforms, on CPU with "
+        "gzone's native Walsh-Hadamard kernel where it is built), columns = P z by a scatter-add, "
+        "jnp = the same "
         "column kernels in plain jnp with autodiff's transposes (a vjp of P z is then a scatter for "
         "Fastfood; no native kernel), bcoo = jax.experimental.sparse. Dense P here is Gaussian / "
         "sqrt(D) without the QR of projections.make('dense'): the products cost the same."
