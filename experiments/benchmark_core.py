@@ -338,7 +338,7 @@ class Bench:
 
     def stream_rate(self) -> float:
         """GB/s (read + write) of y = a x + b over rate_n float32: the memory traffic rate."""
-        return self.cached(("rate", "stream"), lambda: sections.stream_rate(self, self.sz.rate_n))
+        return sections.stream_rate_cached(self, self.sz.rate_n)
 
     def hessian_P(self, model: str, d: int, kind: str = "sparse"):
         D = self.problem(model, self.sz.n_hess).fm.D

@@ -19,6 +19,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
+from experiments import benchmark_sections as sections
 from gzone import projections as proj
 from gzone import train
 
@@ -127,6 +128,7 @@ def steps(b) -> None:
         with b.guard(t, model, p.fm.D, "all"):
             rounds = None if b.cfg.quick else max(b.cfg.repeats, STEP_ROUNDS)
             per_call = b.measure_interleaved(fns, rounds=rounds)
+            sections.remeasure_rates(b, sz.rate_n)
             ms = {k: s / sz.train_steps * 1e3 for k, s in per_call.items()}
             full, adam = ms["full"], adam_ms(b, p.theta)
             t.rows.append([model, p.fm.D, "full space", "", full, 1.0, "", ""])
@@ -158,10 +160,13 @@ def steps(b) -> None:
         f"included) divided by the steps, the median of {STEP_ROUNDS} or more interleaved rounds. Dense P is "
         f"skipped above d = {sz.steps_dense_max_d}."
     )
+    rates = ", ".join(f"{k} {v:.3g}" for k, v in sections.gather_rates(b, sz.rate_n).items())
     t.notes.append(
         "lower bound of ratio = (full step - Adam on D + the least P z + P^T v can cost) / full step, "
-        "from the gather and streaming rates of section 1b (module docstring of "
-        "experiments/benchmark_steps.py); a target whose bound exceeds its threshold cannot be met here."
+        "from the gather and streaming rates (module docstring of experiments/benchmark_steps.py), each "
+        "the fastest of section 1b's measurement and those taken again beside each model's steps "
+        f"(gather, G elements/s: {rates}; stream {b.stream_rate():.3g} GB/s); a target whose bound "
+        "exceeds its threshold cannot be met here."
     )
 
 
