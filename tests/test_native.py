@@ -193,6 +193,10 @@ def small_signed(monkeypatch):
     return sell
 
 
+# jitted: one compile, a fraction of the op-by-op construction's (most of an eager make is compiles)
+_make = jax.jit(projections.make, static_argnames=("kind", "D", "d", "dtype"))
+
+
 def _decode(L) -> np.ndarray:
     """The layout as a dense [R, n] matrix of signs, from its arrays alone (numpy)."""
     idx, off, perm = np.asarray(L.idx).astype(np.int64), np.asarray(L.off), np.asarray(L.perm)
@@ -221,7 +225,7 @@ def test_sell_layouts_hold_every_nonzero_once_with_its_sign(small_signed, kind, 
     """Decoded in numpy, P z's layout is sign(P) and P^T v's is sign(P)^T; the entries fit their
     capacity (none dropped), group widths fall within a block and the padding is at most 8 x the
     largest count; every output sits in exactly one group slot per block."""
-    P = projections.make(kind, jax.random.key(5), D=D, d=d)
+    P = _make(kind, jax.random.key(5), D=D, d=d)
     assert P.signed and P.sell is not None
     rows, values = (np.asarray(a) for a in P.by_column())  # [d, K]
     S = np.zeros((D, d))
@@ -258,7 +262,7 @@ def test_sparse_products_by_the_kernel_equal_float64_and_the_jnp_route(x64, smal
     import scipy.sparse
 
     tol = dict(rtol=1e-11, atol=1e-12) if dtype == jnp.float64 else dict(rtol=2e-5, atol=2e-6)
-    P = projections.make(kind, jax.random.key(6), D=D, d=d, dtype=dtype)
+    P = _make(kind, jax.random.key(6), D=D, d=d, dtype=dtype)
     rows, values = (np.asarray(a, np.float64) for a in P.by_column())
     nz = values != 0
     M = scipy.sparse.coo_matrix((values[nz], (rows[nz].astype(int), np.nonzero(nz)[0])), shape=(D, d)).tocsr()
@@ -279,37 +283,34 @@ def test_sparse_products_by_the_kernel_equal_float64_and_the_jnp_route(x64, smal
     hvp = jax.jvp(jax.grad(loss), (z,), (t,))[1]
     np.testing.assert_allclose(hvp, jax.jvp(jax.grad(plain), (z,), (t,))[1], **tol)
     keys = jax.random.split(jax.random.key(7), 2)
-    Ps = jax.vmap(lambda k: projections.make(kind, k, D=D, d=d, dtype=dtype))(keys)
+    Ps = jax.jit(jax.vmap(lambda k: projections.make(kind, k, D=D, d=d, dtype=dtype)))(keys)
     Z = jnp.asarray(rng.standard_normal((2, d)), dtype)
     V = jnp.asarray(rng.standard_normal((2, D)), dtype)
     got_pz = jax.jit(jax.vmap(projections.apply))(Ps, Z)
     got_ptv = jax.jit(jax.vmap(projections.apply_T))(Ps, V)
     for s in range(2):
-        Ps_ = projections.make(kind, keys[s], D=D, d=d, dtype=dtype)
+        Ps_ = _make(kind, keys[s], D=D, d=d, dtype=dtype)
         np.testing.assert_array_equal(got_pz[s], projections.apply(Ps_, Z[s]))
         np.testing.assert_array_equal(got_ptv[s], projections.apply_T(Ps_, V[s]))
 
 
 @native_on
 def test_sparse_code_lowered_for_an_accelerator_has_no_native_call(small_signed):
-    P = projections.make("sparse", jax.random.key(9), D=3001, d=203)
+    P = _make("sparse", jax.random.key(9), D=3001, d=203)
     for fn, x in ((projections.apply, jnp.ones(203)), (projections.apply_T, jnp.ones(3001))):
         traced = jax.jit(fn).trace(P, x)
         assert "gzone_" not in traced.lower(lowering_platforms=("cuda",)).as_text()
         assert "gzone_sell_sum" in traced.lower(lowering_platforms=("cpu",)).as_text()
 
 
-@needs_native
-def test_sell_layouts_only_where_the_kernel_runs(small_signed):
-    """No native layouts with the kernels off or below MIN_D; the products are then the jnp ones."""
-    was = native.enabled()
-    try:
-        native.use(False)
-        P = projections.make("sparse", jax.random.key(8), D=3001, d=203)
-        assert P.signed and P.sell is None
-    finally:
-        native.use(was)
-    assert projections.make("sparse", jax.random.key(8), D=3001, d=60).sell is None
+@native_on
+def test_sell_layouts_only_where_the_kernel_runs(small_signed, monkeypatch):
+    """No native layouts with the kernels off or below MIN_D (the products are then the jnp ones)."""
+    assert _make("sparse", jax.random.key(8), D=701, d=67).sell is not None
+    assert _make("sparse", jax.random.key(8), D=701, d=60).sell is None
+    monkeypatch.setattr(native, "enabled", lambda: False)  # as GZONE_NATIVE=0, without clearing caches
+    P = _make("sparse", jax.random.key(8), D=703, d=67)  # a new shape: traced with the kernels off
+    assert P.signed and P.sell is None
 
 
 @needs_native
